@@ -1,0 +1,47 @@
+# pcm-twin: every target creates or reuses the local virtualenv (.venv) and installs exactly
+# what it needs from the pinned locks. Stamps make a second run install nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+SCENARIO ?= scenarios/paper_mnist_selfcorrect.yaml
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint format protos setup setup-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 comes from the machine's local CPU wheel; aihwkit is installed with --no-deps
+# (its metadata would pull torchvision and a second, CUDA torch). See DEVELOPERS.md.
+$(VENV)/.stamp-runtime: requirements.lock pyproject.toml | $(BIN)/python
+	$(PIP) install --no-deps -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(VENV)/.stamp-dev: requirements-dev.lock $(VENV)/.stamp-runtime
+	$(PIP) install --no-deps -r requirements-dev.lock
+	@touch $@
+
+setup: $(VENV)/.stamp-runtime
+setup-dev: $(VENV)/.stamp-dev
+
+run: setup
+	$(BIN)/pcm-twin demo
+
+test: setup-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup-dev
+	$(BIN)/python -m bench
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) results bench/out .cache .pytest_cache
