@@ -43,5 +43,10 @@ format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Regenerate pcmtwin/v1/*_pb2*.py from every protos/**/*.proto with the pinned grpcio-tools
+# (requirements.lock); the generated code is committed and tests/twin_service checks it is fresh.
+protos: setup
+	$(BIN)/python -m pcmtwin.generate
+
 clean:
 	rm -rf $(VENV) results bench/out .cache .pytest_cache
