@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
     for col in ("name", "value", "unit", "target", "baseline", "ratio"):
         table.add_column(col)
     for r in keep + records:
+
         def fmt(v):
             return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 

@@ -117,7 +117,9 @@ class Chip:
         if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
             raise InvalidArgument(f"tile must be an integer, got {type(tile).__name__}")
         if not 0 <= tile < self.config.n_tiles:
-            raise NotFound(f"tile {tile} does not exist: this chip has tiles 0..{self.config.n_tiles - 1}")
+            raise NotFound(
+                f"tile {tile} does not exist: this chip has tiles 0..{self.config.n_tiles - 1}"
+            )
         if need_programmed and not self.programmed[tile]:
             raise FailedPrecondition(f"tile {tile} is not programmed: call program first")
         return int(tile)
@@ -271,7 +273,9 @@ class Chip:
         try:
             pk = PulseKind(int(kind))
         except (ValueError, TypeError):
-            raise InvalidArgument(f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)") from None
+            raise InvalidArgument(
+                f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)"
+            ) from None
         counts = np.asarray(count)
         if counts.dtype.kind not in "iu" or counts.ndim > 1:
             raise InvalidArgument("count must be an integer or a 1-D integer array")
@@ -371,7 +375,9 @@ class Chip:
             self._peripheries[(tile, shape)] = p
         return p
 
-    def effective_weights(self, tile: int, at_s: float, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    def effective_weights(
+        self, tile: int, at_s: float, seed: int
+    ) -> tuple[torch.Tensor, np.ndarray]:
         """(cols, rows) effective weights (G+ - G-)/g_max at ``at_s``, one read-noise draw,
         and the per-row sum of G+ and G- (uS, for the read energy).
 

@@ -72,7 +72,8 @@ class PulseModelConfig(_Strict):
 
         z  = 2*a*w/(b_max - b_min) + b
         dw = max(1 - A_up*exp(gamma_up*z), 0) * scale_up
-        w <- clip(w + dw + dw_min_std*(|dw| + dw_min_std_add + dw_min_std_slope*|w|)*xi, b_min, b_max)
+        sd = dw_min_std*(|dw| + dw_min_std_add + dw_min_std_slope*|w|)
+        w <- clip(w + dw + sd*xi, b_min, b_max)
 
     with device-to-device ``scale_up = |1 + dw_min_dtod*xi1 + up_down_dtod*xi2| * dw_min`` and
     ``b_max = w_max*(1 + w_max_dtod*xi3)``. RESET sets ``w = reset + reset_dtod*xi4`` (fixed per

@@ -109,7 +109,9 @@ class PulseModel:
             dw = self.set_step_mean_w(w, params)
             xi = rng.standard_normal(w.shape)
             if complex_noise:
-                std = c.dw_min_std * (np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w))
+                std = c.dw_min_std * (
+                    np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w)
+                )
                 w_new = w + dw + std * xi
             else:
                 w_new = w + dw * (1.0 + c.dw_min_std * xi)
@@ -127,3 +129,35 @@ class PulseModel:
     def saturation_us(self, params: DeviceParams) -> np.ndarray:
         """Upper conductance bound of each device."""
         return (params.b_max * self.cfg.g_per_w_us).astype(np.float32)
+
+
+def pulse_curve(config, counts: list[int], seed: int = 0) -> list[dict]:
+    """Mean and spread of conductance after ``n`` SET pulses from RESET, for each n in ``counts``.
+
+    Uses a chip with ``config``'s pulse model and no programming noise, drift or read noise,
+    so the table shows the pulse response alone (the README's pulse table comes from here).
+    """
+    from device_twin.chip import Array, Chip, PulseKind
+    from device_twin.config import DeviceModelConfig
+
+    cfg = config.model_copy(
+        update={
+            "device": DeviceModelConfig(
+                prog_noise_scale=0.0, drift_scale=0.0, read_noise_scale=0.0
+            ),
+            "n_tiles": 1,
+            "seed": seed,
+        }
+    )
+    rows = []
+    for n in counts:
+        chip = Chip(cfg)
+        zero = np.zeros(chip.shape, np.float32)
+        chip.program(0, zero, zero, at_s=0.0)
+        idx = np.arange(zero.size)
+        chip.apply_pulses(0, Array.POS, idx, PulseKind.RESET, 1, at_s=1.0)
+        g = chip.apply_pulses(0, Array.POS, idx, PulseKind.SET, n, at_s=2.0).writes.g_prog_us
+        rows.append({"pulses": n, "g_mean_us": float(g.mean()), "g_std_us": float(g.std()),
+                     "g_p10_us": float(np.percentile(g, 10)),
+                     "g_p90_us": float(np.percentile(g, 90))})  # fmt: skip
+    return rows

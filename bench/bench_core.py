@@ -1,0 +1,72 @@
+"""Twin core: bytes of device state per device, and reading a whole chip at an arbitrary time.
+
+The read is compared with a numpy floor measured in the same run on the same arrays: numpy
+evaluating the noise-free drift law ``g_prog*((t - t_write + t0)/t0)**-nu`` for every device.
+The twin's read does that plus a fresh 1/f read-noise draw per device.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from device_twin import Array, Chip, ChipConfig
+
+
+def _best_of(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _programmed_chip(n_tiles: int, rows: int, cols: int) -> Chip:
+    chip = Chip(ChipConfig(n_tiles=n_tiles, tile_rows=rows, tile_cols=cols, seed=0))
+    rng = np.random.default_rng(0)
+    for t in range(n_tiles):
+        g = rng.uniform(0, chip.config.g_max_us, (2, rows, cols)).astype(np.float32)
+        chip.program(t, g[0], g[1], at_s=float(t))
+    return chip
+
+
+def read_whole_chip(chip: Chip, at_s: float) -> None:
+    for tile in range(chip.config.n_tiles):
+        for arr in (Array.POS, Array.NEG):
+            chip.read_devices(tile, arr, None, at_s)
+
+
+def numpy_floor(chip: Chip, at_s: float) -> None:
+    t0 = chip.config.device.t0_s
+    for tile in range(chip.config.n_tiles):
+        for arr in (0, 1):
+            g, nu, tw = chip.g_prog_us[tile, arr], chip.nu[tile, arr], chip.t_write_s[tile, arr]
+            g * ((at_s - tw + t0) / t0) ** -nu
+
+
+def read_records(name: str, n_tiles: int, rows: int, cols: int, target: float) -> list[dict]:
+    chip = _programmed_chip(n_tiles, rows, cols)
+    at = 1.0e7
+    ours = _best_of(lambda: read_whole_chip(chip, at))
+    floor = _best_of(lambda: numpy_floor(chip, at))
+    n = chip.config.n_devices
+    return [
+        {"name": f"{name}_state_bytes_per_device", "value": chip.state_bytes / n,
+         "unit": "B/device", "target": 20.0, "target_on": "value", "baseline_name": None,
+         "baseline_value": None, "ratio": None, "devices": n},
+        {"name": f"{name}_read_all", "value": ours, "unit": "s", "target": target,
+         "target_on": "ratio", "baseline_name": "numpy_drift_law", "baseline_value": floor,
+         "ratio": ours / floor, "devices": n, "devices_per_s": n / ours},
+    ]  # fmt: skip
+
+
+def run() -> list[dict]:
+    # 1,048,576 devices: 8 tiles of 256x256 pairs
+    return read_records("chip_1m", 8, 256, 256, target=3.0)
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)
