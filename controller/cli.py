@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(help="pcm-twin: a PCM analog-AI chip emulator with a digital-twin service.",
@@ -41,6 +44,63 @@ def pulse_curve_cmd(
         table.add_row(str(r["pulses"]), f"{r['g_mean_us']:.2f}", f"{r['g_std_us']:.2f}",
                       f"{r['g_p10_us']:.2f}", f"{r['g_p90_us']:.2f}")  # fmt: skip
     Console().print(table)
+
+
+# --- twin: the CrossbarTwin gRPC service ---------------------------------------------------
+twin_app = typer.Typer(help="The CrossbarTwin gRPC service (the device twin).",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(twin_app, name="twin")
+
+
+@twin_app.command("serve")
+def twin_serve(
+    address: Annotated[str, typer.Option(help="host:port to bind; port 0 picks one")] = (
+        "127.0.0.1:50051"
+    ),
+    state_dir: Annotated[
+        Path | None, typer.Option(help="durable state (write-ahead log, snapshots)")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)"),
+    ] = False,
+    max_message_bytes: Annotated[int, typer.Option(help="largest message, either way")] = (
+        64 * 1024**2
+    ),
+    max_chips: Annotated[int, typer.Option(help="chips this server holds at most")] = 64,
+    state_budget_bytes: Annotated[
+        int, typer.Option(help="device-state memory (16 bytes per device) over all chips")
+    ] = 4 * 1024**3,
+    max_workers: Annotated[int, typer.Option(help="threads serving calls")] = 8,
+    port_file: Annotated[
+        Path | None, typer.Option(help="write the bound port here once bound")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")] = "INFO",
+) -> None:
+    """Serve CrossbarTwin until SIGTERM/SIGINT (then finish calls, write a snapshot, stop)."""
+    import logging
+
+    from device_twin.persistence import StateStoreError
+    from device_twin.server import ServerConfigError, ServerOptions, load_token, serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        options = ServerOptions(
+            address=address, state_dir=state_dir, token=load_token(token_file),
+            tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
+            max_message_bytes=max_message_bytes, max_chips=max_chips,
+            state_budget_bytes=state_budget_bytes, max_workers=max_workers,
+        )  # fmt: skip
+        serve(options, port_file=port_file)
+    except (ServerConfigError, StateStoreError, OSError) as exc:
+        typer.echo(f"pcm-twin twin serve: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":
