@@ -62,9 +62,27 @@ def read_records(name: str, n_tiles: int, rows: int, cols: int, target: float) -
     ]  # fmt: skip
 
 
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run() -> list[dict]:
-    # 1,048,576 devices: 8 tiles of 256x256 pairs
-    return read_records("chip_1m", 8, 256, 256, target=3.0)
+    # 1,048,576 devices: 8 tiles of 256x256 pairs (issue 2)
+    records = read_records("chip_1m", 8, 256, 256, target=3.0)
+    # 35,651,584 devices: 34 tiles of 512x2048 devices, i.e. 512x1024 pairs, the scale of IBM's
+    # 2023 speech chip (issue 7)
+    rss0 = _rss_mb()
+    big = read_records("chip_35m", 34, 512, 1024, target=3.0)
+    state_mb = big[0]["value"] * big[0]["devices"] / 2**20
+    records += big
+    records.append(
+        {"name": "chip_35m_state_mb", "value": state_mb, "unit": "MiB", "target": 1024.0,
+         "target_on": "value", "baseline_name": "process_peak_rss_growth_mb",
+         "baseline_value": _rss_mb() - rss0, "ratio": None}
+    )  # fmt: skip
+    return records
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from device_twin.config import DeviceModelConfig, ProgramVerifyConfig
 # must not interleave with another thread doing the same, or runs stop being reproducible.
 _GLOBAL_TORCH_RNG_LOCK = threading.Lock()
 
+# Relative conductance below which aihwkit caps the 1/f coefficient Q_s at 0.2.
+_QS_KNEE = (0.0088 / 0.2) ** (1 / 0.65)
+
 
 @contextmanager
 def seeded_global_torch(seed: int) -> Iterator[None]:
@@ -123,16 +126,23 @@ class PCMPhysics:
 
         ``sigma = g(t) * Q_s * sqrt(ln((age + t0 + t_read)/(2 t_read)))`` with
         ``Q_s = min(0.0088/max((g_prog/g_max)^0.65, 1e-3), 0.2)``, scaled by
-        ``read_noise_scale``; the result is clipped at 0 uS.
+        ``read_noise_scale``; the result is clipped at 0 uS. ``age_s`` is consumed (reused as
+        scratch space) to keep this hot path to a few passes over memory.
         """
         t0, t_read = self.cfg.t0_s, self.cfg.t_read_s
-        g = self.drifted(g_prog, nu, age_s)
+        # L = ln(1 + age/t0) serves both the drift law and the 1/f term:
+        #   ln((age + t0 + t_read)/(2 t_read))
+        #     = ln((t0 + t_read)/(2 t_read)) + ln(1 + age/(t0 + t_read)),
+        # and replacing t0 + t_read by t0 in the last term changes it by < t_read/t0 = 1.3e-8.
+        log_age = torch.log1p_(age_s.div_(t0))
+        g = torch.mul(nu, log_age).neg_().exp_().mul_(g_prog)
         scale = self.cfg.read_noise_scale
         if scale > 0 and generator is not None:
-            q_s = torch.clamp(
-                0.0088 / torch.clamp((g_prog.abs() / self.g_max_us) ** 0.65, min=1e-3), max=0.2
-            )
-            sig = q_s * torch.sqrt(torch.log((age_s + (t0 + t_read)) / (2 * t_read)))
+            # min(0.0088/max(gh^0.65, 1e-3), 0.2) == 0.0088*max(gh, gh_c)^-0.65 for gh >= 0, with
+            # gh_c where the 0.2 cap starts (the 1e-3 floor lies below it): one clamp, log, exp.
+            q_s = torch.div(g_prog, self.g_max_us).clamp_(min=_QS_KNEE).log_().mul_(-0.65).exp_()
+            sig = log_age.add_(math.log((t0 + t_read) / (2 * t_read))).sqrt_().mul_(q_s)
             noise = torch.randn(g.shape, generator=generator, dtype=g.dtype)
-            g = g + g.abs() * (scale * sig * noise)
-        return torch.clamp(g, min=0.0)
+            # g >= 0 here, so g + |g|*s*sig*xi == g*(1 + s*0.0088*sig*xi)
+            g.mul_(sig.mul_(noise).mul_(0.0088 * scale).add_(1.0))
+        return g.clamp_(min=0.0)

@@ -150,3 +150,24 @@ def test_verify_iterations_grow_with_target_and_respect_limit():
     assert its[0] == 0
     assert np.all(np.diff(its[1:]) >= 0) and its[-1] > its[1]
     assert its.max() <= chip.config.program_verify.max_iterations
+
+
+def test_read_equals_aihwkit_formula_device_by_device():
+    """With the same normal draws, a read equals aihwkit's drift + 1/f formula for every device."""
+    from device_twin.physics import PCMPhysics, torch_generator
+
+    phys = PCMPhysics(DeviceModelConfig(), G_MAX)
+    rng = np.random.default_rng(8)
+    n = 200_000
+    g_prog = torch.from_numpy(rng.uniform(0, 30, n).astype(np.float32))
+    g_prog[:100] = 0.0
+    nu = torch.from_numpy(rng.uniform(0, 0.12, n).astype(np.float32))
+    age = torch.from_numpy(rng.uniform(0, YEAR_S, n).astype(np.float32))
+    ours = phys.read(g_prog, nu, age.clone(), torch_generator(77))
+    xi = torch.randn(n, generator=torch_generator(77))
+    t = age.double() + 20.0
+    drift = g_prog.double() * (t / 20.0) ** (-nu.double())
+    q_s = torch.clamp(0.0088 / torch.clamp((g_prog.double() / G_MAX) ** 0.65, min=1e-3), max=0.2)
+    sig = q_s * torch.sqrt(torch.log((t + 250e-9) / (2 * 250e-9)))
+    ref = torch.clamp(drift + drift.abs() * sig * xi.double(), min=0.0)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=2e-5, atol=2e-5)
