@@ -263,7 +263,7 @@ class TwinClient:
 
     def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None) -> OpResult:
         x = np.asarray(x)
-        batches = self._mvm_batches(chip_id, x, col_start, col_count)
+        batches = self.mvm_split(chip_id, x, col_start, col_count)
         results = []
         for b0, b1 in batches:
             request = twin_pb2.MvmRequest(
@@ -283,8 +283,11 @@ class TwinClient:
             values=np.concatenate([r.values for r in results]),
         )  # fmt: skip
 
-    def _mvm_batches(self, chip_id, x: np.ndarray, col_start, col_count) -> list[tuple[int, int]]:
-        """Split the batch so that each request and each response fits in one message."""
+    def mvm_split(
+        self, chip_id: str, x: np.ndarray, col_start: int = 0, col_count: int | None = None
+    ) -> list[tuple[int, int]]:
+        """How ``mvm`` splits the batch of ``x``: (start, stop) pairs, each of which fits in
+        one request and one response message."""
         if x.ndim != 2 or x.shape[0] <= 1:
             return [(0, x.shape[0] if x.ndim >= 1 else 1)]
         limit = self.max_message_bytes - MESSAGE_OVERHEAD_BYTES
