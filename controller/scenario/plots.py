@@ -1,0 +1,154 @@
+"""The plots of a run folder and of a sweep (matplotlib, Agg backend, PNG).
+
+- ``accuracy.png``: test accuracy versus device time (log axis), mean ± std band over seeds,
+  one line per variant;
+- ``correction_energy.png``: cumulative correction energy versus device time (log-log), mean
+  over seeds; variants that never corrected are named in the title instead (log axes cannot
+  show zero);
+- ``front.png`` (sweeps): correction energy versus accuracy loss, one point per run and
+  variant, the Pareto front (no other point has both less energy and less loss) marked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, never need a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from controller.scenario.durations import format_duration  # noqa: E402
+
+_DPI = 110
+
+
+def _time_axis(ax: Any, times_s: Sequence[float]) -> None:
+    ax.set_xscale("log")
+    ticks = [t for t in times_s if t > 0]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([format_duration(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("time since programming")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None) -> Path:
+    """Accuracy (%) versus time, mean ± std over seeds per variant."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    all_times: list[float] = []
+    for name, v in summary["variants"].items():
+        t = np.asarray(v["eval_times_s"], dtype=float)
+        m = 100 * np.asarray([np.nan if x is None else x for x in v["accuracy_mean"]], float)
+        s = 100 * np.asarray([0.0 if x is None else x for x in v["accuracy_std"]], float)
+        keep = t > 0
+        (line,) = ax.plot(t[keep], m[keep], marker="o", ms=3.5, lw=1.5, label=name)
+        ax.fill_between(t[keep], m[keep] - s[keep], m[keep] + s[keep], alpha=0.18,
+                        color=line.get_color(), lw=0)  # fmt: skip
+        all_times += list(t[keep])
+    _time_axis(ax, sorted(set(all_times)))
+    ax.set_ylabel("test accuracy (%)")
+    seeds = max((v["seeds"] for v in summary["variants"].values()), default=1)
+    ax.set_title(title or f"{summary['scenario']}: accuracy (mean ± std over {seeds} seeds)",
+                 fontsize=10)  # fmt: skip
+    ax.legend(fontsize=7.5, loc="lower left", framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_correction_energy(timeline: pd.DataFrame, summary: dict[str, Any], path: Path) -> Path:
+    """Cumulative correction energy (pJ) versus time, mean over seeds, per variant."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    idle: list[str] = []
+    all_times: list[float] = []
+    for name in summary["variants"]:
+        rows = timeline[timeline["variant"] == name]
+        if rows.empty or "correction_energy_pj" not in rows:
+            continue
+        mean = rows.groupby("t_s")["correction_energy_pj"].mean()
+        t = mean.index.to_numpy(dtype=float)
+        e = mean.to_numpy(dtype=float)
+        all_times += list(t[t > 0])
+        if not np.any(e > 0):
+            idle.append(name)
+            continue
+        keep = (t > 0) & (e > 0)
+        ax.plot(t[keep], e[keep], marker="o", ms=3.5, lw=1.5, label=name)
+    _time_axis(ax, sorted(set(all_times)))
+    if ax.get_lines():
+        ax.set_yscale("log")
+        ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
+    ax.set_ylabel("cumulative correction energy (pJ)")
+    title = f"{summary['scenario']}: correction energy (probes + corrections, mean over seeds)"
+    if idle:
+        title += "\nno correction energy: " + ", ".join(idle)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def pareto_front(energy: Sequence[float], loss: Sequence[float]) -> list[int]:
+    """Indices of the points no other point dominates (less or equal in both, less in one),
+    sorted by loss. NaN points are never on the front."""
+    pts = [(float(e), float(lo), i) for i, (e, lo) in enumerate(zip(energy, loss, strict=True))
+           if math.isfinite(float(e)) and math.isfinite(float(lo))]  # fmt: skip
+    front = []
+    for e, lo, i in pts:
+        dominated = any((e2 <= e and l2 <= lo) and (e2 < e or l2 < lo) for e2, l2, _ in pts)
+        if not dominated:
+            front.append((lo, e, i))
+    return [i for _, _, i in sorted(front)]
+
+
+def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Correction energy versus accuracy loss (points), with the Pareto front marked.
+
+    ``table`` needs ``correction_energy_pj``, ``accuracy_loss`` and ``label`` columns.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    energy = table["correction_energy_pj"].to_numpy(dtype=float)
+    loss = 100 * table["accuracy_loss"].to_numpy(dtype=float)
+    # log axes cannot show zero energy: draw such runs at the bottom edge, hollow
+    positive = energy[energy > 0]
+    floor = positive.min() / 3 if positive.size else 1.0
+    shown = np.where(energy > 0, energy, floor)
+    front = pareto_front(list(energy), list(loss))
+    ax.scatter(loss, shown, s=22, c="tab:blue", alpha=0.6, label="runs")
+    zero = energy <= 0
+    if zero.any():
+        ax.scatter(loss[zero], shown[zero], s=40, facecolors="none", edgecolors="tab:gray",
+                   label="no correction energy")  # fmt: skip
+    if front:
+        ax.plot(loss[front], shown[front], "-o", color="tab:red", ms=6, lw=1.5,
+                label="Pareto front")  # fmt: skip
+        for i in front:
+            ax.annotate(str(table["label"].iloc[i]), (loss[i], shown[i]), fontsize=6.5,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("accuracy loss, first to last evaluation (points of %)")
+    ax.set_ylabel("correction energy over the run (pJ)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_run(out_dir: Path, timeline: pd.DataFrame, summary: dict[str, Any]) -> list[Path]:
+    """Both plots of a run folder."""
+    return [
+        plot_accuracy(summary, out_dir / "accuracy.png"),
+        plot_correction_energy(timeline, summary, out_dir / "correction_energy.png"),
+    ]

@@ -1,0 +1,283 @@
+"""The run folder: resolved scenario, timeline table, events, summary, completion marker.
+
+A run folder (``results/<scenario name>/`` by default) holds:
+
+=========================== ==================================================================
+``scenario.yaml``           the scenario as given (a copy of the file, or the sweep's point)
+``scenario.resolved.yaml``  every variant fully resolved: defaults, overrides, recipes, seeds
+``timeline.csv/.parquet``   one row per variant, seed and evaluation time (see ``SeedResult``)
+``events.jsonl``            every controller event, tagged with its variant and seed
+``summary.json``            per variant, mean and std over seeds (see :func:`summarise`)
+``run_info.json``           wall times, versions: what differs between two identical runs
+``*.png``                   the plots (:mod:`controller.scenario.plots`)
+``COMPLETE``                written last, atomically: the run finished (sweeps resume on it)
+=========================== ==================================================================
+
+``summary.json`` holds only what the scenario's seed determines, so the same scenario and seed
+give a byte-identical file; anything wall-clock goes to ``run_info.json``. Standard deviations
+are over device-noise seeds, with Bessel's correction (0 for a single seed).
+
+"Correction energy" is what keeping the weights in place costs: the monitor's probes and the
+correction jobs (twin pulses, reads and programming, plus the controller's digital work). The
+initial programming and inference are reported by kind but not counted in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from controller.scenario.durations import format_duration
+
+#: Event kinds whose energy counts as correction energy.
+CORRECTION_KINDS: tuple[str, ...] = ("probe", "correction")
+COMPLETE_MARKER = "COMPLETE"
+SUMMARY_VERSION = 1
+
+
+@dataclass
+class SeedResult:
+    """What one variant did on one device-noise seed.
+
+    ``timeline``: one dict per evaluation time with at least ``t_s`` and ``accuracy`` and the
+    cumulative counters at that time (``correction_energy_pj``, ``corrections``, ``pulses``,
+    ``availability``, ``energy_<kind>_pj`` ...). ``totals``: the same counters at the end of
+    the duration. ``events``: the controller's ledger events as dicts.
+    """
+
+    variant: str
+    seed_index: int
+    chip_seed: int
+    timeline: list[dict[str, Any]]
+    totals: dict[str, float]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --- small helpers -------------------------------------------------------------------------------
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value), ignoring NaN."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def content_hash(obj: Any) -> str:
+    """A stable hash of JSON-able ``obj`` (sweeps use it to know a finished run is current)."""
+    blob = json.dumps(_clean(obj), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --- tables --------------------------------------------------------------------------------------
+def timeline_frame(results: Iterable[SeedResult]) -> pd.DataFrame:
+    """One row per variant, seed and evaluation time; counters are cumulative from t = 0."""
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        for row in r.timeline:
+            rows.append(
+                {
+                    "variant": r.variant,
+                    "seed": r.seed_index,
+                    "chip_seed": r.chip_seed,
+                    "t_label": format_duration(row["t_s"]),
+                    **row,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    first = ["variant", "seed", "chip_seed", "t_s", "t_label", "accuracy"]
+    rest = sorted(c for c in frame.columns if c not in first)
+    return frame[first + rest]
+
+
+def summarise(
+    scenario_name: str, seed: int, variants: Sequence[tuple[str, dict[str, Any]]],
+    results: Sequence[SeedResult],
+) -> dict[str, Any]:  # fmt: skip
+    """The study's summary: per variant (in scenario order), mean and std over seeds of the
+    accuracy at each evaluation time and of the end-of-run totals.
+
+    ``variants``: (name, description) pairs, the description a small dict saying what the
+    variant is (quantiser, training, policy ...).
+    """
+    out: dict[str, Any] = {
+        "version": SUMMARY_VERSION,
+        "scenario": scenario_name,
+        "seed": seed,
+        "correction_energy_counts": list(CORRECTION_KINDS),
+        "variants": {},
+    }
+    for name, described in variants:
+        mine = sorted((r for r in results if r.variant == name), key=lambda r: r.seed_index)
+        if not mine:
+            continue
+        times = [row["t_s"] for row in mine[0].timeline]
+        acc = [[row["accuracy"] for row in r.timeline] for r in mine]
+        stats = [mean_std([a[i] for a in acc]) for i in range(len(times))]
+        totals_keys = sorted({k for r in mine for k in r.totals})
+        totals = {k: mean_std([r.totals.get(k, math.nan) for r in mine]) for k in totals_keys}
+        entry: dict[str, Any] = {
+            **described,
+            "seeds": len(mine),
+            "chip_seeds": [r.chip_seed for r in mine],
+            "eval_times_s": times,
+            "eval_labels": [format_duration(t) for t in times],
+            "accuracy_mean": [s[0] for s in stats],
+            "accuracy_std": [s[1] for s in stats],
+            "accuracy_per_seed": acc,
+            "accuracy_loss": (stats[0][0] - stats[-1][0]) if stats else math.nan,
+        }
+        for key in ("correction_energy_pj", "corrections", "pulses", "availability"):
+            m, s = totals.get(key, (math.nan, math.nan))
+            entry[key] = m
+            entry[f"{key}_std"] = s
+        entry["totals"] = {k: {"mean": m, "std": s} for k, (m, s) in totals.items()}
+        out["variants"][name] = entry
+    return out
+
+
+# --- the folder ----------------------------------------------------------------------------------
+def write_run_folder(
+    out_dir: Path,
+    *,
+    scenario_text: str,
+    resolved: dict[str, Any],
+    results: Sequence[SeedResult],
+    summary: dict[str, Any],
+    run_info: dict[str, Any],
+) -> None:
+    """Write everything but the plots and the completion marker."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "scenario.yaml", scenario_text)
+    atomic_write_text(
+        out_dir / "scenario.resolved.yaml",
+        yaml.safe_dump(_clean(resolved), sort_keys=False, allow_unicode=True),
+    )
+    frame = timeline_frame(results)
+    frame.to_csv(out_dir / "timeline.csv", index=False)
+    if not frame.empty:
+        frame.to_parquet(out_dir / "timeline.parquet", index=False)
+    with open(out_dir / "events.jsonl", "w", encoding="utf-8") as f:
+        for r in results:
+            for ev in r.events:
+                tagged = {"variant": r.variant, "seed": r.seed_index, **ev}
+                f.write(json.dumps(_clean(tagged), separators=(",", ":")) + "\n")
+    atomic_write_text(out_dir / "summary.json", dumps_json(summary))
+    atomic_write_text(out_dir / "run_info.json", dumps_json(run_info))
+
+
+def mark_complete(out_dir: Path, key: str) -> None:
+    """Write the completion marker (last, atomically) holding the run's content ``key``."""
+    atomic_write_text(out_dir / COMPLETE_MARKER, json.dumps({"key": key}) + "\n")
+
+
+def is_complete(out_dir: Path, key: str | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run (of the scenario with content ``key``)."""
+    marker = out_dir / COMPLETE_MARKER
+    if not marker.is_file() or not (out_dir / "summary.json").is_file():
+        return False
+    if key is None:
+        return True
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def clear_complete(out_dir: Path) -> None:
+    """Remove the marker before a run starts, so a crash never leaves a stale one."""
+    (out_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+
+
+# --- the terminal table --------------------------------------------------------------------------
+def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paper-style table: accuracy (mean ± std, %) per evaluation time,
+    then the correction energy, corrections, pulses and availability."""
+    variants = summary["variants"]
+    if not variants:
+        return ["variant"], []
+    labels = next(iter(variants.values()))["eval_labels"]
+    header = ["variant", *labels, "corr. energy", "corrections", "pulses", "avail."]
+    rows = []
+    for name, v in variants.items():
+        accs = [
+            f"{100 * m:.1f} ± {100 * s:.1f}" if m is not None and math.isfinite(m) else "-"
+            for m, s in zip(v["accuracy_mean"], v["accuracy_std"], strict=True)
+        ]
+        rows.append(
+            [
+                name,
+                *accs,
+                format_energy_pj(v["correction_energy_pj"]),
+                f"{v['corrections']:.0f}",
+                f"{v['pulses']:.0f}",
+                f"{100 * v['availability']:.3f} %",
+            ]
+        )
+    return header, rows
+
+
+def format_energy_pj(pj: float | None) -> str:
+    """``1.23 uJ`` style: pJ, nJ, uJ, mJ, J."""
+    if pj is None or not math.isfinite(pj):
+        return "-"
+    if pj == 0:
+        return "0"
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The summary table in Markdown (for the README)."""
+    header, rows = summary_table_rows(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
