@@ -1,0 +1,34 @@
+"""Errors of the chip model: a policy that misbehaves, a model that cannot go on."""
+
+from __future__ import annotations
+
+from reprlib import Repr
+
+_repr = Repr()
+_repr.maxstring = 120
+_repr.maxother = 120
+_repr.maxlist = 8
+
+
+class PolicyError(RuntimeError):
+    """A policy raised, or returned something the controller cannot act on.
+
+    The message names the policy, the method and what it returned (or raised). The run that
+    met it stops; the chip host stays up and reports it.
+    """
+
+    def __init__(
+        self, policy: str, method: str, problem: str, value: object = None, returned: bool = True
+    ) -> None:
+        self.policy = policy
+        self.method = method
+        self.problem = problem
+        if returned:
+            msg = f"policy {policy!r}: {method}() returned {_repr.repr(value)}: {problem}"
+        else:
+            msg = f"policy {policy!r}: {method}() {problem}"
+        super().__init__(msg)
+
+
+class ModelStopped(RuntimeError):
+    """The model stopped after an error (see ``ChipModel.error``) and cannot advance."""
