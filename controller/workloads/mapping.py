@@ -1,0 +1,322 @@
+"""Mapping a network onto the tiles of a chip, and running it there.
+
+Every analog layer (Conv2d, Linear) becomes a crossbar matrix: a convolution is unrolled
+im2col-style (input rows = C_in * kh * kw in torch's ``unfold`` order, output columns =
+C_out), a linear layer is its transposed weight (rows = in_features, columns = out_features).
+A matrix larger than a tile is split into blocks of at most ``tile_rows`` x ``tile_cols``:
+blocks along the rows produce partial sums that are added digitally, blocks along the columns
+are concatenated. Each block gets a tile of its own (``TileMapping``), placed at row 0 and
+column 0, so every tile of the list can be programmed on its own with ``program``.
+
+``MappedNetwork.forward`` runs the digital layers in torch and every analog layer through an
+``MVMFn`` (``Chip.mvm`` of an in-process chip, or a gRPC client's), rescaling each layer's
+output digitally by the quantiser's ``out_scale`` and adding the (digital) bias. Inputs are
+sent in chunks of at most ``max_mvm_bytes`` (8 MiB by default) per MVM call, so the same code
+can drive a twin over gRPC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from torch.nn import functional as nnf
+
+from controller.network import BatchNorm2d, Conv2d, Linear, NetworkDescription
+from controller.workloads.datasets import DatasetSplit
+from controller.workloads.quantisers import (
+    LayerQuantisation,
+    QuantiserConfig,
+    quantise_layers,
+    quantiser_config,
+)
+from device_twin.config import ChipConfig
+
+if TYPE_CHECKING:
+    from controller.workloads.compensation import DriftCompensation
+
+MVMFn = Callable[[int, np.ndarray, int, int, int], np.ndarray]
+"""``mvm(tile, x (batch, k) float32, row_start, col_start, col_count) -> y (batch, col_count)``:
+the meaning of ``device_twin.chip.Chip.mvm``, y = x @ ((G+ - G-)/g_max)[row block, col block]."""
+
+#: Largest MVM input or output one call moves (a gRPC message stays well below its limit).
+MAX_MVM_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class TileMapping:
+    """One tile: a block of one layer's crossbar matrix, and its targets.
+
+    The block holds rows ``row_range`` and columns ``col_range`` of the layer's matrix and sits
+    in the tile at ``(row_offset, col_offset)``; every other device has target 0 uS.
+    """
+
+    tile: int  # tile index on the chip
+    layer: str  # layer name in the network description
+    g_target_pos_us: np.ndarray  # (tile_rows, tile_cols) float32, unused devices 0
+    g_target_neg_us: np.ndarray
+    level_pos: np.ndarray | None  # (tile_rows, tile_cols) uint8 multipliers m+ (level quantisers)
+    level_neg: np.ndarray | None
+    q_pos_us: float | None  # conductance per level on G+ (level quantisers)
+    q_neg_us: float | None
+    used: np.ndarray  # (tile_rows, tile_cols) bool: devices holding a weight
+    layer_index: int = 0  # index of the layer in ``description.layers``
+    row_range: tuple[int, int] = (0, 0)  # [start, stop) rows of the layer matrix
+    col_range: tuple[int, int] = (0, 0)  # [start, stop) columns of the layer matrix
+    row_offset: int = 0  # first tile row of the block
+    col_offset: int = 0  # first tile column of the block
+
+    @property
+    def block_rows(self) -> int:
+        return self.row_range[1] - self.row_range[0]
+
+    @property
+    def block_cols(self) -> int:
+        return self.col_range[1] - self.col_range[0]
+
+    def block(self, a: np.ndarray) -> np.ndarray:
+        """The block's part of a (tile_rows, tile_cols) array."""
+        r, c = self.row_offset, self.col_offset
+        return a[r : r + self.block_rows, c : c + self.block_cols]
+
+
+@dataclass
+class AnalogLayer:
+    """How one analog layer sits on the chip."""
+
+    index: int
+    name: str
+    rows: int  # K: crossbar rows of the layer matrix
+    cols: int  # N: crossbar columns (output channels / features)
+    out_scale: float  # weight units per (G+ - G-)/g_max unit
+    tiles: list[int]  # positions in ``MappedNetwork.tiles`` of this layer's blocks
+    quantisation: LayerQuantisation
+
+
+@dataclass
+class MappedNetwork:
+    """A network on a chip: tile targets plus what the digital side needs to run it."""
+
+    description: NetworkDescription
+    tiles: list[TileMapping]
+    n_tiles: int
+    tile_rows: int
+    tile_cols: int
+    g_max_us: float
+    quantiser: str
+    layers: dict[str, AnalogLayer] = field(default_factory=dict)
+    quantised: NetworkDescription | None = None  # the network with the weights the targets hold
+    max_mvm_bytes: int = MAX_MVM_BYTES
+    _modules: Any = field(default=None, repr=False)
+
+    # --- running ------------------------------------------------------------------------
+    def _torch_modules(self) -> list[torch.nn.Module]:
+        if self._modules is None:
+            self._modules = list(self.description.to_torch().children())
+        return self._modules
+
+    def layer_tiles(self, name: str) -> list[TileMapping]:
+        return [self.tiles[i] for i in self.layers[name].tiles]
+
+    def block_mvm(self, pos: int, x: np.ndarray, mvm: MVMFn) -> np.ndarray:
+        """``x`` (M, block_rows) through the block of ``tiles[pos]``, in chunks that keep each
+        call under ``max_mvm_bytes``; returns (M, block_cols) float32 in g_max units."""
+        tm = self.tiles[pos]
+        width = max(tm.block_rows, tm.block_cols)
+        chunk = max(1, self.max_mvm_bytes // (4 * width))
+        out = np.empty((x.shape[0], tm.block_cols), np.float32)
+        for s in range(0, x.shape[0], chunk):
+            xs = np.ascontiguousarray(x[s : s + chunk], dtype=np.float32)
+            out[s : s + chunk] = mvm(tm.tile, xs, tm.row_offset, tm.col_offset, tm.block_cols)
+        return out
+
+    def analog_matmul(
+        self, name: str, x: np.ndarray, mvm: MVMFn, compensation: DriftCompensation | None = None
+    ) -> np.ndarray:
+        """x (M, K) @ the layer's matrix, on the chip: partial sums of row blocks added,
+        column blocks concatenated, drift compensation per tile, rescaled by ``out_scale``."""
+        al = self.layers[name]
+        y = np.zeros((x.shape[0], al.cols), np.float32)
+        for pos in al.tiles:
+            tm = self.tiles[pos]
+            r0, r1 = tm.row_range
+            yb = self.block_mvm(pos, x[:, r0:r1], mvm)
+            if compensation is not None:
+                yb = compensation.apply(pos, yb)
+            y[:, tm.col_range[0] : tm.col_range[1]] += yb
+        return y * np.float32(al.out_scale)
+
+    @torch.no_grad()
+    def forward(
+        self, x: torch.Tensor, mvm: MVMFn, compensation: DriftCompensation | None = None
+    ) -> torch.Tensor:
+        """The network's output for a batch ``x``: digital layers in torch, analog layers
+        through ``mvm``, drift compensation (and adapted batch-norm statistics) if given."""
+        return self._run(x, mvm, compensation, adapt_bn=False)
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        mvm: MVMFn,
+        compensation: DriftCompensation | None,
+        adapt_bn: bool,
+    ) -> torch.Tensor:
+        x = x.float()
+        for layer, module in zip(self.description.layers, self._torch_modules(), strict=True):
+            if isinstance(layer, Conv2d):
+                n = x.shape[0]
+                _, h, w = layer.output_shape(tuple(x.shape[1:]))
+                cols = nnf.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+                xm = cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+                y = self.analog_matmul(layer.name, xm, mvm, compensation)
+                yt = torch.from_numpy(y).reshape(n, h * w, -1).transpose(1, 2)
+                x = yt.reshape(n, -1, h, w)
+                if layer.bias is not None:
+                    x = x + module.bias.view(1, -1, 1, 1)
+            elif isinstance(layer, Linear):
+                lead = x.shape[:-1]
+                y = self.analog_matmul(layer.name, x.reshape(-1, x.shape[-1]).numpy(), mvm,
+                                       compensation)  # fmt: skip
+                x = torch.from_numpy(y).reshape(*lead, -1)
+                if layer.bias is not None:
+                    x = x + module.bias
+            elif (
+                isinstance(layer, BatchNorm2d)
+                and compensation is not None
+                and (adapt_bn or layer.name in compensation.bn_stats)
+            ):
+                if adapt_bn:  # adaptive batch-norm statistics (Joshi 2020): measure them here
+                    compensation.bn_stats[layer.name] = (
+                        x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+                    )  # fmt: skip
+                mean, var = compensation.bn_stats[layer.name]
+                x = nnf.batch_norm(x, mean, var, module.weight, module.bias, False, 0.0, layer.eps)
+            else:
+                x = module(x)
+        return x
+
+    def n_weights_on_chip(self) -> int:
+        return int(sum(tm.used.sum() for tm in self.tiles))
+
+
+def _blocks(size: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, size)) for s in range(0, size, step)]
+
+
+def tiles_needed(desc: NetworkDescription, tile_rows: int, tile_cols: int) -> int:
+    """How many tiles ``map_network`` uses for a network on tiles of this size."""
+    return sum(
+        math.ceil(layer.weight_matrix().shape[0] / tile_rows)
+        * math.ceil(layer.weight_matrix().shape[1] / tile_cols)
+        for _, layer in desc.analog_layers()
+    )
+
+
+def map_network(
+    desc: NetworkDescription,
+    quantiser: str | QuantiserConfig,
+    chip_config: ChipConfig,
+    *,
+    first_tile: int = 0,
+    max_mvm_bytes: int = MAX_MVM_BYTES,
+) -> MappedNetwork:
+    """Quantise ``desc``'s analog layers and place their blocks on tiles ``first_tile``, ...
+
+    Raises ValueError if the chip has too few tiles (see ``tiles_needed``).
+    """
+    q = quantiser_config(quantiser)
+    R, C = chip_config.tile_rows, chip_config.tile_cols
+    need = tiles_needed(desc, R, C)
+    if first_tile < 0 or first_tile + need > chip_config.n_tiles:
+        raise ValueError(
+            f"network {desc.name!r} needs {need} tiles of {R}x{C} from tile {first_tile}, "
+            f"but the chip has {chip_config.n_tiles} tiles"
+        )
+    analog = desc.analog_layers()
+    matrices = {layer.name: layer.weight_matrix().astype(np.float64) for _, layer in analog}
+    quant = quantise_layers(matrices, q, chip_config.g_max_us)
+    tiles: list[TileMapping] = []
+    layers: dict[str, AnalogLayer] = {}
+    levels = quant[analog[0][1].name].level_pos is not None if analog else False
+    for index, layer in analog:
+        lq = quant[layer.name]
+        K, N = lq.w.shape
+        positions = []
+        for r0, r1 in _blocks(K, R):
+            for c0, c1 in _blocks(N, C):
+                gp = np.zeros((R, C), np.float32)
+                gn = np.zeros((R, C), np.float32)
+                used = np.zeros((R, C), bool)
+                gp[: r1 - r0, : c1 - c0] = lq.g_pos_us[r0:r1, c0:c1]
+                gn[: r1 - r0, : c1 - c0] = lq.g_neg_us[r0:r1, c0:c1]
+                used[: r1 - r0, : c1 - c0] = True
+                lp = ln = None
+                if levels:
+                    lp = np.zeros((R, C), np.uint8)
+                    ln = np.zeros((R, C), np.uint8)
+                    lp[: r1 - r0, : c1 - c0] = lq.level_pos[r0:r1, c0:c1]  # type: ignore[index]
+                    ln[: r1 - r0, : c1 - c0] = lq.level_neg[r0:r1, c0:c1]  # type: ignore[index]
+                positions.append(len(tiles))
+                tiles.append(
+                    TileMapping(
+                        first_tile + len(tiles), layer.name, gp, gn, lp, ln, lq.q_pos_us,
+                        lq.q_neg_us, used, index, (r0, r1), (c0, c1),
+                    )
+                )  # fmt: skip
+        layers[layer.name] = AnalogLayer(index, layer.name, K, N, lq.out_scale, positions, lq)
+    quantised = desc.with_weights(
+        {layer.name: quant[layer.name].w_q.T.reshape(layer.weight.shape) for _, layer in analog}
+    )
+    return MappedNetwork(desc, tiles, chip_config.n_tiles, R, C, chip_config.g_max_us, q.kind,
+                         layers, quantised, max_mvm_bytes)  # fmt: skip
+
+
+# --- driving a chip -------------------------------------------------------------------------
+class ProgrammableChip(Protocol):
+    def program(
+        self, tile: int, g_target_pos_us: np.ndarray, g_target_neg_us: np.ndarray, at_s: float
+    ) -> Any: ...
+
+
+def program_mapped(mapped: MappedNetwork, chip: ProgrammableChip, at_s: float) -> list[Any]:
+    """Program every tile of ``mapped`` at ``at_s`` (anything with ``program(tile, g_pos,
+    g_neg, at_s)``: an in-process ``Chip``, or a client bound to a chip id); returns the
+    results of the ``program`` calls."""
+    return [
+        chip.program(tm.tile, tm.g_target_pos_us, tm.g_target_neg_us, at_s) for tm in mapped.tiles
+    ]
+
+
+def chip_mvm(chip: Any, at_s: float) -> MVMFn:
+    """An ``MVMFn`` of an in-process ``Chip`` (or anything with its ``mvm``) at time ``at_s``."""
+
+    def mvm(tile: int, x: np.ndarray, row_start: int, col_start: int, col_count: int) -> np.ndarray:
+        return chip.mvm(tile, x, at_s, row_start, col_start, col_count).values
+
+    return mvm
+
+
+def evaluate(
+    mapped: MappedNetwork,
+    mvm: MVMFn,
+    dataset_split: DatasetSplit,
+    compensation: DriftCompensation | None = None,
+    batch_size: int = 250,
+    measure: bool = True,
+) -> float:
+    """Top-1 accuracy of the mapped network on a split, every MVM through ``mvm``.
+
+    With ``compensation`` (calibrated right after programming), its reads at this time are
+    taken first (``compensation.measure``) unless ``measure`` is False.
+    """
+    if compensation is not None and measure:
+        compensation.measure(mvm)
+    correct = 0
+    for i in range(0, len(dataset_split), batch_size):
+        out = mapped.forward(dataset_split.x[i : i + batch_size], mvm, compensation)
+        correct += int((out.argmax(dim=1) == dataset_split.y[i : i + batch_size]).sum())
+    return correct / max(len(dataset_split), 1)

@@ -1,0 +1,103 @@
+"""The built-in workloads: a network architecture, its data set and its default training recipe.
+
+- ``paper_cnn``: the seed paper's network (Ivanov, arXiv 2310.00337; DESIGN.md §5):
+  Conv(1->8, 3x3) -> ReLU -> MaxPool(3, pad 1) -> Conv(8->12, 3x3) -> ReLU -> MaxPool(2, pad 1)
+  -> Flatten -> Linear(192->10) -> LogSoftmax on MNIST: 72 + 864 + 1,920 = 2,856 weights. It is
+  bias-free, as in the paper: every parameter is a crossbar weight (a bias would be digital).
+- ``mnist_mlp``: 784-256-128-10 with ReLUs on MNIST (235,146 parameters; biases digital).
+- ``digits_mlp``: 64-32-10 on scikit-learn's 8x8 digits, small enough for fast tests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from controller.workloads.datasets import DatasetName
+from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
+
+
+def paper_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 8, 3, bias=False),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(3, padding=1),
+            conv2=nn.Conv2d(8, 12, 3, bias=False),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2, padding=1),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(192, 10, bias=False),
+            log_softmax=nn.LogSoftmax(dim=1),
+        )
+    )
+
+
+def mnist_mlp() -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(784, 256),
+            relu1=nn.ReLU(),
+            fc2=nn.Linear(256, 128),
+            relu2=nn.ReLU(),
+            fc3=nn.Linear(128, 10),
+            log_softmax=nn.LogSoftmax(dim=1),
+        )
+    )
+
+
+def digits_mlp() -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(64, 32),
+            relu1=nn.ReLU(),
+            fc2=nn.Linear(32, 10),
+            log_softmax=nn.LogSoftmax(dim=1),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A network architecture on a data set, with default digital and hardware-aware recipes."""
+
+    name: str
+    dataset: DatasetName
+    input_shape: tuple[int, ...]
+    build: Callable[[], nn.Sequential]
+    training: TrainingConfig
+    hardware_aware: HardwareAwareConfig
+
+
+# The paper's options: push |w| above eps = 0.1 (small weights cannot be represented on the
+# multiplicative grid) and clip at 1.0. Recipes were tuned once for accuracy within a modest
+# CPU budget (see README, "Networks on the chip").
+WORKLOADS: dict[str, Workload] = {
+    "paper_cnn": Workload(
+        "paper_cnn", "mnist", (1, 28, 28), paper_cnn,
+        TrainingConfig(epochs=20, batch_size=64, lr=0.01, small_weight_penalty=1e-3),
+        HardwareAwareConfig(epochs=5, lr=0.002),
+    ),
+    "mnist_mlp": Workload(
+        "mnist_mlp", "mnist", (1, 28, 28), mnist_mlp,
+        TrainingConfig(epochs=10, batch_size=64, lr=0.002, small_weight_penalty=0.0),
+        HardwareAwareConfig(epochs=3, lr=0.0005),
+    ),
+    "digits_mlp": Workload(
+        "digits_mlp", "digits", (1, 8, 8), digits_mlp,
+        TrainingConfig(epochs=30, batch_size=32, lr=0.01, small_weight_penalty=0.0),
+        HardwareAwareConfig(epochs=5, lr=0.002),
+    ),
+}  # fmt: skip
+
+
+def get_workload(name: str) -> Workload:
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
