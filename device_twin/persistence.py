@@ -57,6 +57,7 @@ import re
 import struct
 import threading
 import time
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -447,6 +448,8 @@ class DurableRegistry(ChipRegistry):
         self.snapshot_interval_s = float(snapshot_interval_s)
         self._gate = _Gate()
         self._extra: dict[str, _ChipExtra] = {}
+        self._busy_cond = threading.Condition()
+        self._busy_ids: set[str] = set()
         self._created: OrderedDict[str, str] = OrderedDict()  # request_id -> chip_id
         self._deleted: OrderedDict[str, str] = OrderedDict()  # request_id -> chip_id
         self._snapshot_lock = threading.Lock()
@@ -455,6 +458,29 @@ class DurableRegistry(ChipRegistry):
         self._thread: threading.Thread | None = None
 
     # --- chips ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _membership_change(self, chip_id: str) -> Iterator[None]:
+        """Hold ``chip_id`` while it is created or deleted, until its record is logged.
+
+        Operations on that id wait, so the log never holds an operation before the creation
+        of its chip, nor a creation before the deletion of an older chip of the same id.
+        """
+        with self._busy_cond:
+            while chip_id in self._busy_ids:
+                self._busy_cond.wait()
+            self._busy_ids.add(chip_id)
+        try:
+            yield
+        finally:
+            with self._busy_cond:
+                self._busy_ids.discard(chip_id)
+                self._busy_cond.notify_all()
+
+    def _wait_membership(self, chip_id: str) -> None:
+        with self._busy_cond:
+            while chip_id in self._busy_ids:
+                self._busy_cond.wait()
+
     def create_chip(
         self, config: ChipConfig, chip_id: str | None = None, request_id: str = ""
     ) -> str:
@@ -463,39 +489,38 @@ class DurableRegistry(ChipRegistry):
                 done = self._created[request_id]
                 if done in self._chips:
                     return done
-            chip_id = super().create_chip(config, chip_id)
-            self._extra[chip_id] = _ChipExtra()
-            if self.store is not None:
-                try:
-                    record = {"t": "create", "chip": chip_id, "rid": request_id,
-                              "config": config.model_dump_json()}  # fmt: skip
-                    self.store.append(record, None, sync=True)
-                except StateStoreError:
-                    ChipRegistry.delete_chip(self, chip_id)
-                    raise
-            _remember(self._created, request_id, chip_id)
+            chip_id = chip_id or uuid.uuid4().hex[:12]
+            with self._membership_change(chip_id):
+                chip_id = super().create_chip(config, chip_id)
+                self._extra[chip_id] = _ChipExtra()
+                if self.store is not None:
+                    try:
+                        record = {"t": "create", "chip": chip_id, "rid": request_id,
+                                  "config": config.model_dump_json()}  # fmt: skip
+                        self.store.append(record, None, sync=True)
+                    except StateStoreError:
+                        ChipRegistry.delete_chip(self, chip_id)
+                        raise
+                _remember(self._created, request_id, chip_id)
             return chip_id
 
     def delete_chip(self, chip_id: str, request_id: str = "") -> None:
-        with self._gate.shared():
-            if (
-                request_id
-                and self._deleted.get(request_id) == chip_id
-                and chip_id not in self._chips
-            ):
+        with self._gate.shared(), self._membership_change(chip_id):
+            retried = request_id and self._deleted.get(request_id) == chip_id
+            if retried and chip_id not in self._chips:
                 return
             super().delete_chip(chip_id)
             self._extra.pop(chip_id, None)
             if self.store is not None:
-                self.store.append(
-                    {"t": "delete", "chip": chip_id, "rid": request_id}, None, sync=True
-                )
+                record = {"t": "delete", "chip": chip_id, "rid": request_id}
+                self.store.append(record, None, sync=True)
             _remember(self._deleted, request_id, chip_id)
 
     # --- operations -------------------------------------------------------------------------
     def execute(self, chip_id: str, request_id: str, op: Callable[[Chip], OpResult]) -> OpResult:
         """Run ``op`` on the chip under its lock, log its result, remember it for retries."""
         with self._gate.shared():
+            self._wait_membership(chip_id)
 
             def run(chip: Chip) -> OpResult:
                 extra = self._extra.setdefault(chip_id, _ChipExtra())
