@@ -22,10 +22,10 @@ Durability, per kind of call:
   write) makes all earlier records durable too, since the log is one append-only file.
 
 Retries: a call may carry a ``request_id``. Each chip remembers the results of its last
-``RECENT_RESULTS`` requests, in the log and snapshots too, so a retried request whose first
-attempt took effect (say, the server was killed after logging it but before replying)
-returns the recorded result instead of acting twice. Read results are logged with their
-values for this reason.
+requests (``RECENT_RESULTS``, ``RECENT_RESULT_BYTES``), in the log and snapshots too, so a
+retried request whose first attempt took effect (say, the server was killed after logging it
+but before replying) returns the recorded result instead of acting twice. Read results are
+logged with their values for this reason.
 
 Layout of the state directory::
 
@@ -75,8 +75,10 @@ from device_twin.registry import DEFAULT_MAX_CHIPS, DEFAULT_STATE_BUDGET_BYTES, 
 
 log = logging.getLogger(__name__)
 
-#: Results remembered per chip for retried requests.
+#: Results remembered per chip for retried requests (the last one is always kept; older
+#: ones only while their data stays under ``RECENT_RESULT_BYTES``).
 RECENT_RESULTS = 16
+RECENT_RESULT_BYTES = 8 * 1024**2
 #: Creations and deletions remembered for retried requests.
 RECENT_CHIP_CALLS = 64
 DEFAULT_SNAPSHOT_WAL_BYTES = 256 * 1024**2
@@ -209,11 +211,16 @@ class _ChipExtra:
     weight_draws: dict[int, tuple[float, int, int]] = field(default_factory=dict)
 
     def remember(self, request_id: str, result: OpResult) -> None:
-        if request_id:
-            self.recent[request_id] = result
-            self.recent.move_to_end(request_id)
-            while len(self.recent) > RECENT_RESULTS:
-                self.recent.popitem(last=False)
+        if not request_id:
+            return
+        self.recent[request_id] = result
+        self.recent.move_to_end(request_id)
+        n_bytes = sum(0 if r.values is None else r.values.nbytes for r in self.recent.values())
+        while len(self.recent) > RECENT_RESULTS or (
+            len(self.recent) > 1 and n_bytes > RECENT_RESULT_BYTES
+        ):
+            _, old = self.recent.popitem(last=False)
+            n_bytes -= 0 if old.values is None else old.values.nbytes
 
 
 @dataclass

@@ -243,3 +243,19 @@ def test_sigkill_mid_stream_loses_no_acknowledged_write(server_process, tmp_path
         assert client.energy_ledger("crash") == reference.ledger.to_dict()
     assert restarted.stop() == 0
     assert (state_dir / "snapshot.ptw").exists()
+
+
+def test_remembered_results_are_bounded_but_keep_the_last():
+    """Results kept for retries are bounded in number and bytes; the last is always kept."""
+    from device_twin.chip import OpResult
+    from device_twin.persistence import RECENT_RESULT_BYTES, RECENT_RESULTS, _ChipExtra
+
+    extra = _ChipExtra()
+    for i in range(RECENT_RESULTS + 5):
+        extra.remember(f"small-{i}", OpResult("probe", 0, 1.0))
+    assert list(extra.recent) == [f"small-{i}" for i in range(5, RECENT_RESULTS + 5)]
+    huge = np.zeros(RECENT_RESULT_BYTES // 4 + 1, np.float32)
+    extra.remember("huge", OpResult("mvm", 0, 1.0, values=huge))
+    assert list(extra.recent) == ["huge"]
+    extra.remember("next", OpResult("probe", 0, 2.0))
+    assert list(extra.recent) == ["next"]
