@@ -18,8 +18,17 @@ class PolicyError(RuntimeError):
     """
 
     def __init__(
-        self, policy: str, method: str, problem: str, value: object = None, returned: bool = True
+        self,
+        policy: str,
+        method: str | None = None,
+        problem: str = "",
+        value: object = None,
+        returned: bool = True,
     ) -> None:
+        if method is None:  # a copy made from the message alone (SimPy re-raises copies)
+            self.policy, self.method, self.problem = "", "", policy
+            super().__init__(policy)
+            return
         self.policy = policy
         self.method = method
         self.problem = problem
@@ -28,6 +37,7 @@ class PolicyError(RuntimeError):
         else:
             msg = f"policy {policy!r}: {method}() {problem}"
         super().__init__(msg)
+        self.args = (msg,)
 
 
 class ModelStopped(RuntimeError):

@@ -37,6 +37,7 @@ class Firmware:
         self.used = np.zeros((n_tiles, tile_rows, tile_cols), bool)
         self.last_write_s = np.zeros(shape, np.float64)
         self.tiles: tuple[int, ...] = ()
+        self.rows_in_use: dict[int, np.ndarray] = {}
 
     def load(self, mapped: Any) -> None:
         """Store the targets (and levels) of a mapped network (``MappedNetwork`` contract)."""
@@ -68,6 +69,7 @@ class Firmware:
             self.used[t] |= used
             tiles.append(t)
         self.tiles = tuple(sorted(set(tiles)))
+        self.rows_in_use = {t: np.flatnonzero(self.used[t].any(axis=1)) for t in self.tiles}
 
     def program_targets(self, tile: int) -> tuple[np.ndarray, np.ndarray]:
         """(G+, G-) targets of a whole tile, as ``program`` wants them."""

@@ -109,13 +109,13 @@ class GuardedPolicy:
         jobs = self._call("decide", view, report)
         if jobs is None:
             return []
-        if isinstance(jobs, CorrectionJob) or not isinstance(jobs, Sequence | tuple | list):
+        if isinstance(jobs, CorrectionJob | str | bytes) or not isinstance(jobs, Sequence):
             raise PolicyError(self.name, "decide", "expected a list of CorrectionJob", jobs)
         out = []
         n = view.tile_rows * view.tile_cols
         for job in jobs:
             if not isinstance(job, CorrectionJob):
-                raise PolicyError(self.name, "decide", "expected a list of CorrectionJob", job)
+                raise PolicyError(self.name, "decide", "expected a list of CorrectionJob", jobs)
             self._check_tile("decide", job.tile, view, job)
             pos = self._check_devices(job, job.pos, "pos", n)
             neg = self._check_devices(job, job.neg, "neg", n)

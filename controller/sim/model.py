@@ -274,8 +274,12 @@ class ChipModel:
             def fn(mvm: Callable[..., np.ndarray], comp: Any) -> dict[str, float]:
                 return dict(evaluator(mvm, comp))
 
-            metrics = yield from self._on_chip(fn, "evaluation", {"label": label, "phase": phase})
-        row = self._timeline_row(scheduled_s, label, phase, metrics)
+            info = {"label": label, "phase": phase}
+            metrics = yield from self._on_chip(fn, "evaluation", info)
+            measured_s = info.get("measured_s", self.env.now)
+        else:
+            measured_s = self.env.now
+        row = self._timeline_row(scheduled_s, label, phase, metrics, measured_s)
         self.timeline.append(row)
         return row
 
@@ -313,6 +317,7 @@ class ChipModel:
         try:
             yield self.env.all_of([h.request for h in holds])
             start = self.env.now
+            detail["measured_s"] = start
             ops = self.ledger.action()
             comp = self.compensation if self.guard.compensation == "gdc" else None
             if kind == "calibration":
@@ -417,6 +422,8 @@ class ChipModel:
         target = float(until_s)
         if not math.isfinite(target) or target < self.env.now:
             raise ValueError(f"until_s={until_s!r} is before the current time {self.env.now}")
+        if isinstance(self.env, simpy.rt.RealtimeEnvironment):
+            self.env.sync()  # pace from now: time spent between runs is not made up for
         steps = self.config.progress_steps if progress is not None else 1
         begin = self.env.now
         for i in range(1, steps + 1):
@@ -485,13 +492,21 @@ class ChipModel:
         }
 
     def _timeline_row(
-        self, scheduled_s: float, label: str, phase: str, metrics: dict[str, float]
+        self,
+        scheduled_s: float,
+        label: str,
+        phase: str,
+        metrics: dict[str, float],
+        measured_s: float,
     ) -> dict[str, Any]:
+        """One timeline row: when the chip was measured (``t_s``), what was scheduled, the
+        evaluator's metrics, and the chip's counters at the end of the measurement."""
         led = self.ledger
         corr = led.totals.get("correction")
         tm = self.monitor.tile_metrics
         row: dict[str, Any] = {
-            "t_s": self.env.now,
+            "t_s": measured_s,
+            "end_s": self.env.now,
             "scheduled_s": scheduled_s,
             "age_s": scheduled_s - self.programmed_at_s,
             "label": label,

@@ -1,9 +1,10 @@
 """The drift monitor: wakes on the policy's schedule, probes tiles, computes drift metrics.
 
 At each wake-up the monitor asks the policy for a :class:`~controller.policies.base.ProbePlan`,
-takes the next share of rows of each tile (round-robin, so a fraction of 0.25 covers every row
-once in four wake-ups), and probes them with identity inputs: one twin ``probe`` call per
-(tile, array), whatever the number of rows. ADC codes times the probe's scale are
+takes the next share of the rows of each tile that hold weights (round-robin, so a fraction of
+0.25 covers every such row once in four wake-ups; rows without weights are never probed),
+and probes them with identity inputs: one twin ``probe`` call per (tile, array), whatever the
+number of rows. ADC codes times the probe's scale are
 conductances (uS); the metrics are vectorised numpy over the whole block:
 
 - per device: the signed distance from its stored level, ``(g - level*q)/g_max``;
@@ -130,19 +131,28 @@ class DriftMonitor:
             yield from m._evaluations_after_correction(at_s)
         return outcomes
 
+    def _next_rows(self, tile: int, fraction: float) -> np.ndarray:
+        """The next share of the tile's rows that hold weights (round-robin), sorted."""
+        in_use = self.model.firmware.rows_in_use.get(tile)
+        if in_use is None or in_use.size == 0:
+            return np.zeros(0, np.int64)
+        n = min(in_use.size, max(1, math.ceil(fraction * in_use.size)))
+        c = int(self.cursor[tile])
+        rows = in_use[(c + np.arange(n)) % in_use.size].astype(np.int64)
+        self.cursor[tile] = (c + n) % in_use.size
+        rows.sort()
+        return rows
+
     def probe(self, plan: ProbePlan) -> Generator[simpy.Event, Any, MonitorReport]:
         m, env = self.model, self.env
         fw = m.firmware
-        rows_total = fw.tile_rows
         fraction = plan.rows_fraction if plan.rows_fraction is not None else m.config.rows_fraction
-        n = min(rows_total, max(1, math.ceil(fraction * rows_total)))
         report = MonitorReport(at_s=env.now, tiles={})
         tiles = fw.tiles if plan.tiles is None else tuple(int(t) for t in plan.tiles)
         for t in tiles:
-            c = int(self.cursor[t])
-            rows = np.arange(c, c + n, dtype=np.int64) % rows_total
-            rows.sort()
-            self.cursor[t] = (c + n) % rows_total
+            rows = self._next_rows(t, fraction)
+            if rows.size == 0:
+                continue
             with m.locks.hold(t, "probe") as lk:
                 yield lk
                 start = env.now
