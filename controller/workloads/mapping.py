@@ -116,7 +116,8 @@ class MappedNetwork:
     # --- running ------------------------------------------------------------------------
     def _torch_modules(self) -> list[torch.nn.Module]:
         if self._modules is None:
-            self._modules = list(self.description.to_torch().children())
+            model = self.description.to_torch().requires_grad_(False)
+            self._modules = list(model.children())
         return self._modules
 
     def layer_tiles(self, name: str) -> list[TileMapping]:
@@ -158,6 +159,7 @@ class MappedNetwork:
         through ``mvm``, drift compensation (and adapted batch-norm statistics) if given."""
         return self._run(x, mvm, compensation, adapt_bn=False)
 
+    @torch.no_grad()
     def _run(
         self,
         x: torch.Tensor,

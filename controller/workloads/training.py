@@ -1,6 +1,6 @@
 """Training the workloads: digital (with the paper's options) and hardware-aware (aihwkit).
 
-Both are seeded and reproducible (fixed torch thread count, a seeded global generator for
+Both are seeded and reproducible (a fixed torch thread count, a seeded global generator for
 initialisation and aihwkit's noise draws, a private generator for batch order). Trained
 networks are cached as validated JSON network descriptions (never pickles) under
 ``$PCM_TWIN_CACHE_DIR/models`` (default ``.cache/pcm-twin/models``, git-ignored), keyed by a
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from filelock import FileLock
 from torch import nn
 from torch.nn import functional as nnf
 
@@ -29,8 +30,16 @@ from device_twin.physics import seeded_global_torch
 
 #: Bump when a change to the training code changes the weights it produces.
 CACHE_VERSION = 1
-#: Torch threads used for training: the whole project budgets 2 cores.
-TRAIN_THREADS = 2
+
+
+def train_threads() -> int:
+    """Torch threads used for training (``$PCM_TWIN_TRAIN_THREADS``, default 1).
+
+    One thread: these networks are small, and on a shared 2-core machine a second OpenMP
+    thread mostly waits (measured 4x slower under load). The count is part of the cache key:
+    a different count sums in a different order and gives (slightly) different weights.
+    """
+    return max(1, int(os.environ.get("PCM_TWIN_TRAIN_THREADS", "1")))
 
 
 def cache_dir() -> Path:
@@ -59,6 +68,7 @@ def recipe_key(workload: str, *recipes: TrainingConfig | HardwareAwareConfig) ->
             "workload": workload,
             "recipes": [r.model_dump(mode="json") for r in recipes],
             "torch": torch.__version__.split("+")[0],
+            "threads": train_threads(),
         },
         sort_keys=True,
     )
@@ -78,6 +88,12 @@ def _load_cached(workload: str, kind: str, key: str) -> TrainedNetwork | None:
         return None  # missing or unreadable: train again
     return TrainedNetwork(workload, kind, desc, key, float(rec["train_seconds"]),  # type: ignore[arg-type]
                           float(rec["test_accuracy"]), cached=True)  # fmt: skip
+
+
+def _cache_lock(workload: str, kind: str, key: str) -> FileLock:
+    path = _cache_path(workload, kind, key).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
 
 
 def _store(t: TrainedNetwork, recipes: list[dict]) -> None:
@@ -198,11 +214,20 @@ def train_digital(
     wl = _resolve(workload)
     cfg = config or wl.training
     key = recipe_key(wl.name, cfg)
-    if cache and (hit := _load_cached(wl.name, "digital", key)) is not None:
-        return hit
+    if not cache:
+        return _train_digital(wl, cfg, key)
+    with _cache_lock(wl.name, "digital", key):  # parallel test workers train it once
+        if (hit := _load_cached(wl.name, "digital", key)) is not None:
+            return hit
+        out = _train_digital(wl, cfg, key)
+        _store(out, [cfg.model_dump(mode="json")])
+        return out
+
+
+def _train_digital(wl: Workload, cfg: TrainingConfig, key: str) -> TrainedNetwork:
     data = load_dataset(wl.dataset, cfg.split_seed)
     t0 = time.perf_counter()
-    with _Threads(TRAIN_THREADS), seeded_global_torch(cfg.seed):
+    with _Threads(train_threads()), seeded_global_torch(cfg.seed):
         model = wl.build()
         if cfg.optimizer == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(
@@ -220,10 +245,7 @@ def train_digital(
         model, wl.input_shape, name=wl.name,
         metadata={"workload": wl.name, "training": "digital", "recipe_key": key},
     )  # fmt: skip
-    out = TrainedNetwork(wl.name, "digital", desc, key, seconds, acc, cached=False)
-    if cache:
-        _store(out, [cfg.model_dump(mode="json")])
-    return out
+    return TrainedNetwork(wl.name, "digital", desc, key, seconds, acc, cached=False)
 
 
 def analog_rpu_config(hwa: HardwareAwareConfig):  # -> TorchInferenceRPUConfig
@@ -256,19 +278,30 @@ def train_hardware_aware(
 ) -> TrainedNetwork:
     """Hardware-aware fine-tuning of the digitally trained workload (the analog-aware
     baseline), or its cached result. Returns the fine-tuned weights as a digital description."""
-    from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
-    from aihwkit.optim import AnalogAdam, AnalogSGD
-
     wl = _resolve(workload)
     cfg_hwa = hwa or wl.hardware_aware
     cfg_base = base or wl.training
     key = recipe_key(wl.name, cfg_base, cfg_hwa)
-    if cache and (hit := _load_cached(wl.name, "hardware_aware", key)) is not None:
-        return hit
+    if not cache:
+        return _train_hardware_aware(wl, cfg_base, cfg_hwa, key, cache=False)
+    with _cache_lock(wl.name, "hardware_aware", key):
+        if (hit := _load_cached(wl.name, "hardware_aware", key)) is not None:
+            return hit
+        out = _train_hardware_aware(wl, cfg_base, cfg_hwa, key, cache=True)
+        _store(out, [cfg_base.model_dump(mode="json"), cfg_hwa.model_dump(mode="json")])
+        return out
+
+
+def _train_hardware_aware(
+    wl: Workload, cfg_base: TrainingConfig, cfg_hwa: HardwareAwareConfig, key: str, cache: bool
+) -> TrainedNetwork:
+    from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
+    from aihwkit.optim import AnalogAdam, AnalogSGD
+
     start = train_digital(wl, cfg_base, cache=cache)
     data = load_dataset(wl.dataset, cfg_base.split_seed)
     t0 = time.perf_counter()
-    with _Threads(TRAIN_THREADS), seeded_global_torch(cfg_hwa.seed):
+    with _Threads(train_threads()), seeded_global_torch(cfg_hwa.seed):
         analog = convert_to_analog(start.description.to_torch(), analog_rpu_config(cfg_hwa))
         opt_cls = AnalogAdam if cfg_hwa.optimizer == "adam" else AnalogSGD
         opt = opt_cls(analog.parameters(), lr=cfg_hwa.lr)
@@ -282,7 +315,4 @@ def train_hardware_aware(
         digital, wl.input_shape, name=f"{wl.name}_hwa",
         metadata={"workload": wl.name, "training": "hardware_aware", "recipe_key": key},
     )  # fmt: skip
-    out = TrainedNetwork(wl.name, "hardware_aware", desc, key, seconds, acc, cached=False)
-    if cache:
-        _store(out, [cfg_base.model_dump(mode="json"), cfg_hwa.model_dump(mode="json")])
-    return out
+    return TrainedNetwork(wl.name, "hardware_aware", desc, key, seconds, acc, cached=False)
