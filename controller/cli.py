@@ -103,5 +103,76 @@ def twin_serve(
         raise typer.Exit(2) from None
 
 
+# --- chip: the ChipHost gRPC service (the emulated firmware, for host software) ------------
+chip_app = typer.Typer(help="The ChipHost gRPC service: one emulated chip for host software.",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(chip_app, name="chip")
+
+
+@chip_app.command("serve")
+def chip_serve(
+    twin: Annotated[str, typer.Option(help="CrossbarTwin address host:port")],
+    address: Annotated[str, typer.Option(help="host:port to bind; port 0 picks one")] = (
+        "127.0.0.1:50052"
+    ),
+    realtime: Annotated[
+        float | None,
+        typer.Option(
+            help="pace device time: simulated seconds per wall second (1.0 = real "
+            "time); default: as fast as possible, time moves on AdvanceTime"
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)"),
+    ] = False,
+    twin_token_file: Annotated[
+        Path | None, typer.Option(help="the twin's bearer token (default: the same as ours)")
+    ] = None,
+    twin_root_cert: Annotated[
+        Path | None, typer.Option(help="PEM root certificate of a TLS twin")
+    ] = None,
+    allow_user_policies: Annotated[
+        bool,
+        typer.Option(help="let clients load policies by dotted path (imports code on this host)"),
+    ] = False,
+    max_message_bytes: Annotated[int, typer.Option(help="largest message, either way")] = (
+        64 * 1024**2
+    ),
+    port_file: Annotated[
+        Path | None, typer.Option(help="write the bound port here once bound")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")] = "INFO",
+) -> None:
+    """Serve ChipHost over a CrossbarTwin until SIGTERM/SIGINT."""
+    import logging
+
+    from controller.host_service import HostServerOptions, serve
+    from device_twin.server import ServerConfigError, load_token
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        token = load_token(token_file)
+        twin_token = load_token(twin_token_file) if twin_token_file else token
+        if realtime is not None and not realtime > 0:
+            raise ServerConfigError(f"--realtime must be > 0, got {realtime}")
+        options = HostServerOptions(
+            twin_address=twin, address=address, realtime=realtime, token=token,
+            tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, twin_token=twin_token,
+            twin_root_cert=twin_root_cert, allow_user_policies=allow_user_policies,
+            max_message_bytes=max_message_bytes,
+        )  # fmt: skip
+        serve(options, port_file=port_file)
+    except (ServerConfigError, OSError) as exc:
+        typer.echo(f"pcm-twin chip serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 if __name__ == "__main__":
     app()

@@ -23,6 +23,17 @@ ChipFn = Callable[[Callable[..., Any], Any], Any]
 
 
 @dataclass
+class InferenceResult:
+    """What an inference request returned, and when and at what cost it ran."""
+
+    y: Any
+    submitted_s: float
+    start_s: float
+    end_s: float
+    energy_pj: float  # twin energy of its MVMs
+
+
+@dataclass
 class InferenceStats:
     requests: int = 0
     latency_s_sum: float = 0.0
@@ -40,7 +51,8 @@ class InferenceQueue:
         self.process = model.env.process(self._serve())
 
     def submit(self, fn: ChipFn, label: str = "") -> simpy.Event:
-        """Queue a request; the returned event's value is what ``fn`` returned."""
+        """Queue a request; the returned event's value is an :class:`InferenceResult` holding
+        what ``fn`` returned."""
         done = self.env.event()
         self.store.put((fn, label, self.env.now, done))
         return done
@@ -51,10 +63,9 @@ class InferenceQueue:
             fn, label, submitted_s, done = yield self.store.get()
             if not m.programmed.triggered:
                 yield m.programmed
+            info = {"label": label, "submitted_s": submitted_s}
             try:
-                value = yield from m._on_chip(
-                    fn, "inference", {"label": label, "submitted_s": submitted_s}
-                )
+                value = yield from m._on_chip(fn, "inference", info)
             except Exception as exc:  # a bad request fails alone; the queue goes on
                 done.fail(exc)
                 continue
@@ -63,4 +74,8 @@ class InferenceQueue:
             s.requests += 1
             s.latency_s_sum += latency
             s.latency_s_max = max(s.latency_s_max, latency)
-            done.succeed(value)
+            done.succeed(
+                InferenceResult(
+                    value, submitted_s, info["measured_s"], self.env.now, info["energy_pj"]
+                )
+            )

@@ -328,6 +328,8 @@ class ChipModel:
             for h in holds:
                 h.release()
         queued = start - detail.get("submitted_s", start)
+        detail_out = {**detail, "mvm_calls": ops.ops, "queued_s": queued}
+        detail["energy_pj"] = ops.energy_pj
         self.ledger.add(
             kind,
             start,
@@ -335,12 +337,13 @@ class ChipModel:
             devices=0,
             ops=ops,
             policy=self.policy_name,
-            detail={**detail, "mvm_calls": ops.ops, "queued_s": queued},
+            detail=detail_out,
         )
         return value
 
     def infer(self, x: np.ndarray, label: str = "") -> simpy.Event:
-        """Queue a host inference on a batch ``x``; the event's value is the network output.
+        """Queue a host inference on a batch ``x``; the event's value is an
+        :class:`~controller.sim.inference.InferenceResult` (``.y``: the network output).
 
         With drift compensation, its read is taken first, at the same instant (its cost is
         part of the inference)."""
@@ -411,18 +414,20 @@ class ChipModel:
         )
 
     # --- running ----------------------------------------------------------------------------
-    def run(self, until_s: float, progress: Progress | None = None) -> None:
+    def run(self, until_s: float, progress: Progress | None = None, resync: bool = True) -> None:
         """Advance to device time ``until_s``: every event due at or before it is processed.
 
         Raises the :class:`PolicyError` (or twin error) that stopped the run, if any; the model
-        can go on after ``set_policy``.
+        can go on after ``set_policy``. In realtime mode each call paces from the moment it is
+        made (``resync``); a driver that runs back to back passes ``resync=False`` so that its
+        own overhead is made up for.
         """
         if self.error is not None:
             raise self.error
         target = float(until_s)
         if not math.isfinite(target) or target < self.env.now:
             raise ValueError(f"until_s={until_s!r} is before the current time {self.env.now}")
-        if isinstance(self.env, simpy.rt.RealtimeEnvironment):
+        if resync and isinstance(self.env, simpy.rt.RealtimeEnvironment):
             self.env.sync()  # pace from now: time spent between runs is not made up for
         steps = self.config.progress_steps if progress is not None else 1
         begin = self.env.now

@@ -164,7 +164,7 @@ def test_inference_waits_for_tiles_under_correction_and_records_its_latency():
     job = model.trigger_correction(mode="all")
     x = np.random.default_rng(1).normal(size=(3, 32)).astype(np.float32)
     done = [model.infer(x, label=f"host{i}") for i in range(3)]
-    outs = [model.run_until_event(d) for d in done]
+    outs = [model.run_until_event(d).y for d in done]
     model.run_until_event(job)
     assert all(o.shape == (3, 8) and np.all(np.isfinite(o)) for o in outs)
     busy = [e for e in model.ledger.events if e.kind in ("correction", "probe")]

@@ -1,0 +1,437 @@
+"""The chip host: one emulated chip for host software (the core of the ChipHost service).
+
+:class:`ChipHost` holds a twin client and, once a network is loaded, a
+:class:`~controller.sim.ChipModel` on its own chip of the twin. Its methods are what the gRPC
+service offers (load a network, infer, status, advance time, set the policy, trigger a
+correction, stream events), in numpy and plain Python; the servicer only translates messages.
+
+Threads: gRPC calls arrive on many threads, the SimPy model is single threaded. Every touch of
+the model happens under one lock. As fast as possible (the default), time moves only inside
+calls: ``advance`` runs the model in slices (so that status and inference can get in between,
+and a deadline can stop it), ``infer`` and ``trigger_correction`` run it until their work is
+done. In realtime mode a driver thread runs the model in short slices paced against the wall
+clock, and calls wait for their work to be done by it.
+
+Errors are the twin's typed errors (``InvalidArgument``, ``NotFound``, ``FailedPrecondition``,
+``ResourceExhausted``) plus :class:`PermissionDenied` and :class:`DeadlineExceeded`, each with
+``.code``, the gRPC status name. A refused request changes nothing; a policy that misbehaves
+stops the run (``status()["error"]``) until ``set_policy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydantic
+import simpy
+
+from controller.policies import BUILTIN, PolicyLoadError, load_policy
+from controller.sim import ChipModel, ControllerConfig, Event, PolicyError, make_environment
+from device_twin.config import ChipConfig
+from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, TwinError
+
+#: Wall seconds per slice of the realtime driver (calls wait at most this for the lock).
+REALTIME_SLICE_WALL_S = 0.05
+#: Slices of an AdvanceTime as fast as possible (status and deadlines get in between).
+ADVANCE_SLICES = 1000
+#: Events a slow stream subscriber may fall behind by before its stream is ended.
+SUBSCRIBER_QUEUE = 100_000
+
+
+class PermissionDenied(TwinError):
+    """A user policy (dotted path) on a server that does not allow them."""
+
+    code = "PERMISSION_DENIED"
+
+
+class DeadlineExceeded(TwinError):
+    """The call's deadline came first (time advanced as far as the message says)."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class Subscription:
+    """A live view of the ledger: kept events after ``after_seq``, then every new one."""
+
+    _END = object()
+
+    def __init__(self, host: ChipHost) -> None:
+        self.host = host
+        self.queue: queue.Queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self.overflow = False
+        self.closed = threading.Event()
+
+    def push(self, ev: Event) -> None:
+        try:
+            self.queue.put_nowait(ev)
+        except queue.Full:
+            self.overflow = True
+            self.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(self._END)
+
+    def events(self, poll_s: float = 0.25, alive: Any = None) -> Iterator[Event]:
+        """Events in order until closed; ``alive()`` False (a cancelled call) stops it too."""
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=poll_s)
+                except queue.Empty:
+                    if alive is not None and not alive():
+                        return
+                    continue
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            self.host._unsubscribe(self)
+
+
+@dataclass
+class _Loaded:
+    """A network on the chip, and the model that runs it."""
+
+    name: str
+    chip_id: str
+    model: ChipModel
+    mapped: Any
+
+
+def _parse_params(params_json: str) -> dict[str, Any]:
+    if not params_json:
+        return {}
+    try:
+        params = json.loads(params_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"policy params_json is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise InvalidArgument(f"policy params_json must be a JSON object, got {params_json!r}")
+    return params
+
+
+class ChipHost:
+    """One emulated chip behind the ChipHost service (see the module docstring)."""
+
+    def __init__(
+        self,
+        twin: Any,
+        realtime: float | None = None,
+        allow_user_policies: bool = False,
+        default_chip_config: ChipConfig | None = None,
+    ) -> None:
+        if realtime is not None and not (math.isfinite(realtime) and realtime > 0):
+            raise ValueError(f"realtime factor must be > 0, got {realtime!r}")
+        self.twin = twin
+        self.realtime = realtime
+        self.allow_user_policies = allow_user_policies
+        self.default_chip_config = default_chip_config or ChipConfig()
+        self._lock = threading.RLock()
+        self._loaded: _Loaded | None = None
+        self._policy: tuple[str, dict[str, Any]] = ("none", {})
+        self._subs: list[Subscription] = []
+        self._driver: threading.Thread | None = None
+        self._driver_stop = threading.Event()
+        self._closed = False
+
+    # --- policies ---------------------------------------------------------------------------
+    def _build_policy(self, name: str, params: dict[str, Any]) -> Any:
+        if name not in BUILTIN and ":" in name and not self.allow_user_policies:
+            raise PermissionDenied(
+                f"policy {name!r} is not a built-in ({', '.join(BUILTIN)}), and this server "
+                "does not load user policies (start it with --allow-user-policies)"
+            )
+        try:
+            return load_policy(name, params)
+        except PolicyLoadError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    # --- loading ------------------------------------------------------------------------------
+    def load_network(
+        self,
+        description: Any,
+        quantiser: Any = "multiplicative",
+        chip_config: ChipConfig | None = None,
+        policy: tuple[str, dict[str, Any]] | None = None,
+        controller_config: ControllerConfig | None = None,
+    ) -> dict[str, Any]:
+        """Map ``description`` onto a new chip, program it at time 0, start the firmware."""
+        from controller.workloads.mapping import map_network, tiles_needed
+
+        cfg = chip_config or self.default_chip_config
+        try:
+            n = tiles_needed(description, cfg.tile_rows, cfg.tile_cols)
+            cfg = ChipConfig.model_validate({**cfg.model_dump(), "n_tiles": max(n, 1)})
+            mapped = map_network(description, quantiser, cfg)
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise InvalidArgument(f"cannot map the network on the chip: {exc}") from None
+        name, params = policy if policy is not None else self._policy
+        pol = self._build_policy(name, params)
+        with self._lock:
+            self._stop_driver()
+            self._unload()
+            chip_id = self.twin.create_chip(cfg)
+            try:
+                env = make_environment(self.realtime)
+                model = ChipModel(env, self.twin, chip_id, mapped, pol,
+                                  config=controller_config, chip_config=cfg)  # fmt: skip
+                model.ledger.subscribe(self._publish)
+                model.start()
+                model.run_until_event(model.programmed)
+            except BaseException:
+                self._delete_chip(chip_id)
+                raise
+            self._policy = (name, params)
+            self._loaded = _Loaded(description.name, chip_id, model, mapped)
+            if self.realtime is not None:
+                self._start_driver()
+            return {
+                "chip_id": chip_id,
+                "tiles": list(model.firmware.tiles),
+                "weights_on_chip": int(mapped.n_weights_on_chip()),
+                "status": self._status_locked(),
+            }
+
+    def _delete_chip(self, chip_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.twin.delete_chip(chip_id)
+
+    def _unload(self) -> None:
+        if self._loaded is not None:
+            self._delete_chip(self._loaded.chip_id)
+            self._loaded = None
+        for sub in list(self._subs):
+            sub.close()
+
+    def _model(self) -> ChipModel:
+        if self._loaded is None:
+            raise FailedPrecondition("no network is loaded: call LoadNetwork first")
+        return self._loaded.model
+
+    def _check_running(self, model: ChipModel) -> None:
+        if model.error is not None:
+            raise FailedPrecondition(
+                f"the run stopped: {model.error}; set a policy (SetPolicy) to go on"
+            )
+
+    # --- time -------------------------------------------------------------------------------
+    def _run(self, model: ChipModel, until_s: float) -> None:
+        try:
+            model.run(until_s)
+        except PolicyError:
+            self._check_running(model)
+
+    def advance(self, to_s: float | None = None, by_s: float | None = None,
+                deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
+        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time."""
+        with self._lock:
+            model = self._model()
+            if self.realtime is not None:
+                raise FailedPrecondition(
+                    "time is paced against the wall clock (--realtime): it cannot be advanced"
+                )
+            self._check_running(model)
+            now = model.env.now
+            if (to_s is None) == (by_s is None):
+                raise InvalidArgument("give exactly one of to_s or by_s")
+            target = float(to_s) if to_s is not None else now + float(by_s)  # type: ignore[arg-type]
+            if not math.isfinite(target) or (by_s is not None and by_s < 0):
+                raise InvalidArgument(f"the target time must be finite and not in the past, got "
+                                      f"{to_s if to_s is not None else by_s!r}")  # fmt: skip
+            if target < now:
+                raise FailedPrecondition(
+                    f"time going backwards: to_s={target!r} is before the current time {now!r}"
+                )
+        step = (target - now) / ADVANCE_SLICES
+        t = now
+        while t < target:
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(
+                    f"deadline reached: advanced to {model.env.now!r} s of {target!r} s"
+                )
+            t = min(target, t + step) if step > 0 else target
+            with self._lock:
+                if self._loaded is None or self._loaded.model is not model:
+                    raise FailedPrecondition("the network was replaced while time advanced")
+                self._run(model, t)
+        with self._lock:
+            return self._status_locked()
+
+    def _start_driver(self) -> None:
+        self._driver_stop.clear()
+        self._driver = threading.Thread(target=self._drive, name="chip-host-realtime",
+                                        daemon=True)  # fmt: skip
+        self._driver.start()
+
+    def _stop_driver(self) -> None:
+        if self._driver is not None:
+            self._driver_stop.set()
+            self._driver.join()
+            self._driver = None
+
+    def _drive(self) -> None:
+        """Realtime: run the model back to back in short slices, paced by the environment."""
+        assert self.realtime is not None
+        slice_s = REALTIME_SLICE_WALL_S * self.realtime
+        with self._lock:
+            model = self._model()
+            model.env.sync()
+        while not self._driver_stop.is_set():
+            with self._lock:
+                if model.error is None:
+                    try:
+                        model.run(model.env.now + slice_s, resync=False)
+                    except PolicyError:
+                        pass
+                    except Exception:  # a twin failure: report it like a policy error
+                        pass
+                stopped = model.error is not None
+            if stopped:
+                self._driver_stop.wait(REALTIME_SLICE_WALL_S)
+
+    def _wait(self, model: ChipModel, ev: simpy.Event, deadline: float | None) -> Any:
+        """Have ``ev`` processed: run the model (fast) or wait for the driver (realtime)."""
+        if self.realtime is None:
+            with self._lock:
+                try:
+                    return model.run_until_event(ev)
+                except PolicyError:
+                    self._check_running(model)
+                    raise
+        done = threading.Event()
+        with self._lock:
+            if ev.processed:
+                done.set()
+            else:
+                ev.callbacks.append(lambda _e: done.set())
+        while not done.wait(0.05):
+            if model.error is not None:
+                self._check_running(model)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded("deadline reached before the chip did the work")
+        if not ev.ok:
+            raise ev.value
+        return ev.value
+
+    # --- work on the chip -----------------------------------------------------------------------
+    def infer(self, x: np.ndarray, label: str = "", deadline: float | None = None) -> Any:
+        """Run the network on a batch; returns an ``InferenceResult``."""
+        with self._lock:
+            model = self._model()
+            self._check_running(model)
+            shape = tuple(model.mapped.description.input_shape)
+            if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+                want = ", ".join(map(str, shape))
+                raise InvalidArgument(f"x has shape {list(x.shape)}, expected [batch >= 1, {want}]")
+            if not np.all(np.isfinite(x)):
+                raise InvalidArgument("x contains NaN or Inf")
+            ev = model.infer(x, label)
+        return self._wait(model, ev, deadline)
+
+    def trigger_correction(self, tiles: list[int] | None = None, mode: str = "policy",
+                           deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
+        with self._lock:
+            model = self._model()
+            self._check_running(model)
+            if tiles:
+                bad = [t for t in tiles if t not in model.firmware.tiles]
+                if bad:
+                    on = list(model.firmware.tiles)
+                    raise NotFound(f"tiles {bad} do not hold the network: it is on {on}")
+            start = model.env.now
+            seq0 = model.ledger.last_seq
+            proc = model.trigger_correction(tuple(tiles) if tiles else None, mode)
+        outcomes = self._wait(model, proc, deadline) or []
+        with self._lock:
+            self._check_running(model)
+            return {
+                "jobs": len(outcomes),
+                "devices": sum(o.job.devices for o in outcomes),
+                "failed_devices": sum(o.n_failed for o in outcomes),
+                "pulses": sum(o.pulses for o in outcomes),
+                "energy_pj": sum(o.energy_pj + o.controller_energy_pj for o in outcomes),
+                "start_s": start,
+                "end_s": max((o.end_s for o in outcomes), default=model.env.now),
+                "events_from_seq": seq0 + 1,
+                "status": self._status_locked(),
+            }
+
+    def set_policy(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Install a policy (now, or for the next network if none is loaded)."""
+        pol = self._build_policy(name, params or {})
+        with self._lock:
+            self._policy = (name, params or {})
+            if self._loaded is not None:
+                model = self._loaded.model
+                try:
+                    model.set_policy(pol)
+                except PolicyError as exc:
+                    raise FailedPrecondition(str(exc)) from None
+                if self.realtime is not None:
+                    model.env.sync()
+            return self._status_locked()
+
+    # --- status and events ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return self._status_locked()
+
+    def _status_locked(self) -> dict[str, Any]:
+        if self._loaded is None:
+            return {"loaded": False, "policy": self._policy[0], "sim_time_s": 0.0,
+                    "realtime_factor": self.realtime or 0.0}  # fmt: skip
+        m = self._loaded.model
+        tot = m.totals()
+        return {
+            **tot,
+            "loaded": True,
+            "sim_time_s": m.env.now,
+            "network": self._loaded.name,
+            "chip_id": self._loaded.chip_id,
+            "policy": m.policy_name,
+            "policy_json": json.dumps(tot["policy"], default=str),
+            "drift": m.drift_metrics(),
+            "realtime_factor": self.realtime or 0.0,
+            "last_event_seq": m.ledger.last_seq,
+        }
+
+    def subscribe(self, after_seq: int = 0) -> Subscription:
+        """Kept events with seq > ``after_seq``, then every new one, in order."""
+        with self._lock:
+            model = self._model()
+            sub = Subscription(self)
+            for ev in model.ledger.events_after(int(after_seq)):
+                sub.push(ev)
+            self._subs.append(sub)
+            return sub
+
+    def _publish(self, ev: Event) -> None:
+        for sub in self._subs:
+            sub.push(ev)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def close(self) -> None:
+        """Stop the driver, end every stream, delete the chip from the twin."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop_driver()
+        # the twin may be gone already: then there is nothing left to clean
+        with self._lock, contextlib.suppress(Exception):
+            self._unload()

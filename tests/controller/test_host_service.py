@@ -1,0 +1,238 @@
+"""The ChipHost service in process (a twin server and a chip host server on loopback, a host
+client using only the generated stubs): events, policy errors, validation, security."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from pcmtwin.v1 import host_pb2
+from tests.controller.servers import InProcess, from_tensor, tensor, tiny_network
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def servers():
+    s = InProcess()
+    yield s
+    s.close()
+
+
+def _load(stub, policy="threshold", params=None, chip=None):
+    return stub.LoadNetwork(host_pb2.LoadNetworkRequest(
+        network=tiny_network().to_proto(), quantiser="multiplicative",
+        chip_config_json=json.dumps(chip or {"tile_rows": 16, "tile_cols": 16, "seed": 3}),
+        policy=host_pb2.PolicySpec(name=policy, params_json=json.dumps(params or {})),
+    ))  # fmt: skip
+
+
+def _code(call, *args) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    return info.value.code(), info.value.details()
+
+
+def test_the_event_stream_delivers_every_ledger_event_in_order(servers):
+    """A subscribed client gets every event of the ledger, in order, replayed and live."""
+    stub = servers.stub
+    loaded = _load(stub, "threshold", {"interval_s": HOUR})
+    got: list[host_pb2.LedgerEvent] = []
+    stream = stub.StreamEvents(host_pb2.StreamEventsRequest(after_seq=0))
+
+    def read() -> None:
+        try:
+            for ev in stream:
+                got.append(ev)
+        except grpc.RpcError as exc:  # cancelled by the test at the end
+            assert exc.code() == grpc.StatusCode.CANCELLED
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=3 * HOUR + 5))
+    x = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    res = stub.Infer(host_pb2.InferRequest(x=tensor(x), label="stream-test"))
+    assert from_tensor(res.y).shape == (5, 4)
+    stub.TriggerCorrection(host_pb2.TriggerCorrectionRequest(mode=host_pb2.CORRECTION_MODE_ALL))
+    stub.AdvanceTime(host_pb2.AdvanceTimeRequest(by_s=2 * HOUR))
+    last = stub.GetStatus(host_pb2.GetStatusRequest()).last_event_seq
+    deadline = time.monotonic() + 30
+    while (not got or got[-1].seq < last) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stream.cancel()
+    ledger = servers.host.host._loaded.model.ledger.events
+    assert [e.seq for e in got[: len(ledger)]] == list(range(1, len(ledger) + 1))
+    assert len(got) >= last == len(ledger)
+    for sent, kept in zip(got, ledger, strict=False):
+        assert (sent.kind, sent.tile, sent.devices, sent.pulses, sent.t_s, sent.energy_pj) == (
+            kept.kind,
+            kept.tile,
+            kept.devices,
+            kept.pulses,
+            kept.t_s,
+            kept.energy_pj,
+        )
+    kinds = {e.kind for e in got}
+    assert {"program", "probe", "correction", "inference"} <= kinds
+    assert loaded.weights_on_chip == 16 * 8 + 8 * 4
+
+
+def test_a_stream_from_after_seq_starts_there(servers):
+    """StreamEvents(after_seq=n) replays only the events after n, then goes live."""
+    stub = servers.stub
+    _load(stub, "threshold")
+    stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=2 * HOUR + 1))
+    n = stub.GetStatus(host_pb2.GetStatusRequest()).last_event_seq
+    stream = stub.StreamEvents(host_pb2.StreamEventsRequest(after_seq=n - 2))
+    first = [next(stream), next(stream)]
+    stream.cancel()
+    assert [e.seq for e in first] == [n - 1, n]
+
+
+def test_a_policy_error_stops_the_run_and_the_host_stays_up():
+    """A user policy returning a negative interval stops the run with a message naming it;
+    the server keeps serving, and another policy lets time go on."""
+    s = InProcess(allow_user_policies=True)
+    try:
+        stub = s.stub
+        _load(stub, "tests.controller.user_policies:NegativeInterval")
+        code, msg = _code(stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=5 * HOUR))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "policy 'negative_interval': next_wake_s() returned -5.0" in msg
+        status = stub.GetStatus(host_pb2.GetStatusRequest())
+        assert "negative_interval" in status.error and status.sim_time_s < 2 * HOUR
+        health = health_pb2_grpc.HealthStub(s.channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        x = tensor(np.zeros((1, 16), np.float32))
+        code, msg = _code(stub.Infer, host_pb2.InferRequest(x=x))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "negative_interval" in msg
+        stub.SetPolicy(host_pb2.SetPolicyRequest(policy=host_pb2.PolicySpec(name="threshold")))
+        after = stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=5 * HOUR))
+        assert after.sim_time_s == 5 * HOUR and after.error == "" and after.corrections > 0
+        # a policy that raises: the same, with the exception in the message
+        stub.SetPolicy(host_pb2.SetPolicyRequest(policy=host_pb2.PolicySpec(
+            name="tests.controller.user_policies:RaisesInDecide")))  # fmt: skip
+        code, msg = _code(stub.AdvanceTime, host_pb2.AdvanceTimeRequest(by_s=2 * HOUR))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "policy 'raises_in_decide': decide() raised ZeroDivisionError: firmware bug" in msg
+    finally:
+        s.close()
+
+
+def test_user_policies_need_the_servers_permission(servers):
+    """A dotted-path policy is refused unless the server allows user policies."""
+    code, msg = _code(_load, servers.stub, "tests.controller.user_policies:NegativeInterval")
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "--allow-user-policies" in msg
+
+
+def test_bad_requests_get_clear_codes_and_change_nothing(servers):
+    """Malformed or out-of-order requests are refused with the right code; state is kept."""
+    stub = servers.stub
+    code, _ = _code(stub.Infer, host_pb2.InferRequest(x=tensor(np.zeros((1, 16), np.float32))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # nothing loaded yet
+    code, _ = _code(stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=1.0))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    code, msg = _code(_load, stub, "no_such_policy")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown policy" in msg
+    code, msg = _code(_load, stub, "threshold", {"interval_s": -3})
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "interval_s" in msg
+    code, msg = _code(_load, stub, "threshold", None, {"tile_rows": -4})
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tile_rows" in msg
+    code, _ = _code(stub.LoadNetwork, host_pb2.LoadNetworkRequest())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    _load(stub, "threshold")
+    stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=HOUR))
+    before = stub.GetStatus(host_pb2.GetStatusRequest())
+    bad = [
+        (stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=10.0), "FAILED_PRECONDITION"),
+        (stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=float("nan")), "INVALID_ARGUMENT"),
+        (stub.AdvanceTime, host_pb2.AdvanceTimeRequest(by_s=-1.0), "INVALID_ARGUMENT"),
+        (stub.AdvanceTime, host_pb2.AdvanceTimeRequest(), "INVALID_ARGUMENT"),
+        (stub.Infer, host_pb2.InferRequest(x=tensor(np.zeros((2, 15), np.float32))),
+         "INVALID_ARGUMENT"),
+        (stub.Infer, host_pb2.InferRequest(x=tensor(np.full((1, 16), np.nan, np.float32))),
+         "INVALID_ARGUMENT"),
+        (stub.Infer, host_pb2.InferRequest(x=tensor(np.zeros((1, 16), np.int32))),
+         "INVALID_ARGUMENT"),
+        (stub.Infer, host_pb2.InferRequest(), "INVALID_ARGUMENT"),
+        (stub.SetPolicy, host_pb2.SetPolicyRequest(), "INVALID_ARGUMENT"),
+        (stub.SetPolicy, host_pb2.SetPolicyRequest(policy=host_pb2.PolicySpec(
+            name="threshold", params_json="[1]")), "INVALID_ARGUMENT"),
+        (stub.TriggerCorrection, host_pb2.TriggerCorrectionRequest(tiles=[42]), "NOT_FOUND"),
+        (stub.TriggerCorrection, host_pb2.TriggerCorrectionRequest(mode=7), "INVALID_ARGUMENT"),
+    ]  # fmt: skip
+    for call, request, want in bad:
+        code, msg = _code(call, request)
+        assert code.name == want, (request, msg)
+    after = stub.GetStatus(host_pb2.GetStatusRequest())
+    assert after.sim_time_s == before.sim_time_s
+    assert after.last_event_seq == before.last_event_seq
+    assert after.policy == "threshold"
+
+
+def test_status_reports_time_policy_corrections_energy_and_drift(servers):
+    """GetStatus: sim time, policy, corrections, energy by kind, drift metrics per tile."""
+    stub = servers.stub
+    _load(stub, "threshold", {"interval_s": HOUR})
+    s = stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=2 * HOUR + 1))
+    assert s.loaded and s.network == "tiny" and s.policy == "threshold"
+    assert s.sim_time_s == 2 * HOUR + 1 and s.monitor_wakeups == 2
+    assert s.corrections > 0 and s.correction_pulses > 0
+    assert {"program", "probe", "correction"} <= set(s.energy_by_kind_pj)
+    assert [d.tile for d in s.drift] == [0, 1]
+    assert all(d.drift_metric > 0 and d.at_s == pytest.approx(2 * HOUR) for d in s.drift)
+    assert json.loads(s.policy_json)["interval_s"] == HOUR
+    assert 0 < s.availability <= 1
+
+
+def test_health_reflection_and_token():
+    """Health answers without a token; every other call needs it; reflection lists ChipHost."""
+    s = InProcess(token="s3cret")
+    try:
+        code, msg = _code(s.stub.GetStatus, host_pb2.GetStatusRequest())
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        health = health_pb2_grpc.HealthStub(s.channel)
+        ok = health.Check(health_pb2.HealthCheckRequest(service="pcmtwin.v1.ChipHost"))
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING
+        meta = [("authorization", "Bearer s3cret")]
+        assert not s.stub.GetStatus(host_pb2.GetStatusRequest(), metadata=meta).loaded
+        refl = reflection_pb2_grpc.ServerReflectionStub(s.channel)
+        req = reflection_pb2.ServerReflectionRequest(list_services="")
+        (resp,) = list(refl.ServerReflectionInfo(iter([req]), metadata=meta))
+        names = {x.name for x in resp.list_services_response.service}
+        assert "pcmtwin.v1.ChipHost" in names and "grpc.health.v1.Health" in names
+        # the host reached its twin with the same token: loading works end to end
+        out = s.stub.LoadNetwork(host_pb2.LoadNetworkRequest(
+            network=tiny_network().to_proto(),
+            chip_config_json=json.dumps({"tile_rows": 16, "tile_cols": 16})), metadata=meta)  # fmt: skip
+        assert out.status.loaded
+    finally:
+        s.close()
+
+
+def test_realtime_host_paces_device_time_and_refuses_advance():
+    """With --realtime, device time follows the wall clock and AdvanceTime is refused."""
+    s = InProcess(realtime=1.0)
+    try:
+        _load(s.stub, "threshold", {"interval_s": 0.5})
+        t0 = s.stub.GetStatus(host_pb2.GetStatusRequest()).sim_time_s
+        w0 = time.monotonic()
+        time.sleep(1.5)
+        t1 = s.stub.GetStatus(host_pb2.GetStatusRequest())
+        elapsed = time.monotonic() - w0
+        assert t1.realtime_factor == 1.0
+        assert 0.7 * elapsed <= t1.sim_time_s - t0 <= elapsed + 0.1
+        assert t1.monitor_wakeups >= 2
+        code, msg = _code(s.stub.AdvanceTime, host_pb2.AdvanceTimeRequest(by_s=10))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "realtime" in msg
+        res = s.stub.Infer(host_pb2.InferRequest(x=tensor(np.ones((2, 16), np.float32))))
+        assert res.end_s >= res.start_s >= res.submitted_s >= t0
+    finally:
+        s.close()
