@@ -5,9 +5,11 @@ process on loopback, against aihwkit's ``TorchInferenceTile`` called in this pro
 the *same* effective weights (the twin's own read-noise realisation at that instant) and
 the same inputs. Both run at the same ``at_s`` every call, so the twin reuses its loaded
 weights as the in-process tile does; the two are timed alternately in one run (median per
-call), so that load from other processes on the machine hits both alike. The in-process
-``Chip.mvm`` is timed too, to split the gRPC cost from the twin's own bookkeeping (input
-checks, energy).
+call), so that load from other processes on the machine hits both alike. Both sides use one
+torch thread (``TORCH_THREADS``): on a small shared machine, multi-threaded torch regions
+stall whenever another process holds a core, which swamps what is measured here (the cost
+of the service around the same computation). The in-process ``Chip.mvm`` is timed too, to
+split the gRPC cost from the twin's own bookkeeping (input checks, energy).
 
 Round trips: calls per second of one client, one call at a time: ``ListChips`` (no device
 work), a 4-device ``ReadDevices`` (server without and with ``--state-dir``: a read record is
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 ROWS = COLS = 512
 BATCH = 128
 AT_S = 3600.0
+TORCH_THREADS = 1
 
 
 class _Server:
@@ -50,6 +53,7 @@ class _Server:
             [sys.executable, "-m", "controller.cli", "twin", "serve", "--address",
              "127.0.0.1:0", "--port-file", str(port_file), "--log-level", "WARNING", *args],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": str(TORCH_THREADS)},
         )  # fmt: skip
         deadline = time.monotonic() + 120
         while not port_file.exists():
@@ -134,7 +138,8 @@ def mvm_records(rounds: int = 7, calls: int = 10) -> list[dict]:
     common = {"unit": "s/call", "baseline_name": "aihwkit_TorchInferenceTile",
               "baseline_value": tile_s, "rows": ROWS, "cols": COLS, "batch": BATCH,
               "rounds": rounds, "calls_per_round": calls,
-              "twin_output_matches_core": same_output}  # fmt: skip
+              "twin_output_matches_core": same_output,
+              "torch_threads": TORCH_THREADS}  # fmt: skip
     return [
         {
             "name": "twin_grpc_mvm_512x512_b128",
@@ -204,7 +209,12 @@ def round_trip_records(seconds: float = 2.0) -> list[dict]:
 
 
 def run() -> list[dict]:
-    return mvm_records() + round_trip_records()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        return mvm_records() + round_trip_records()
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,17 @@ def test_concurrent_clients_never_see_torn_state():
             assert ledger["read_devices"]["calls"] == n_threads * n_calls
     finally:
         server.stop()
+
+
+def test_client_offers_the_registry_calls_with_the_same_arguments():
+    """TwinClient has every ChipRegistry call, with the same parameter names in order."""
+    import inspect
+
+    from device_twin.registry import ChipRegistry
+
+    names = ("create_chip", "delete_chip", "list_chips", "chip_info", "energy_ledger",
+             "program", "program_devices", "apply_pulses", "read_devices", "probe", "mvm")  # fmt: skip
+    for name in names:
+        ours = list(inspect.signature(getattr(TwinClient, name)).parameters)
+        theirs = list(inspect.signature(getattr(ChipRegistry, name)).parameters)
+        assert ours == theirs, name
