@@ -226,15 +226,19 @@ class ChipHost:
             )
 
     # --- time -------------------------------------------------------------------------------
-    def _run(self, model: ChipModel, until_s: float) -> None:
+    def _run(self, model: ChipModel, until_s: float, inclusive: bool = True) -> None:
         try:
-            model.run(until_s)
+            model.run(until_s, inclusive=inclusive)
         except PolicyError:
             self._check_running(model)
 
     def advance(self, to_s: float | None = None, by_s: float | None = None,
                 deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
-        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time."""
+        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time.
+
+        Everything due before the target happens; what is due exactly at it (a monitor
+        wake-up) happens when time next moves on, after the requests made at the target, so
+        that an inference at T sees the chip before the correction scheduled at T."""
         with self._lock:
             model = self._model()
             if self.realtime is not None:
@@ -264,7 +268,9 @@ class ChipHost:
             with self._lock:
                 if self._loaded is None or self._loaded.model is not model:
                     raise FailedPrecondition("the network was replaced while time advanced")
-                self._run(model, t)
+                # the last slice leaves work due exactly at the target for later: a request
+                # made now (at the target) sees the chip before the corrections due then
+                self._run(model, t, inclusive=t < target)
         with self._lock:
             return self._status_locked()
 

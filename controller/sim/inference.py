@@ -48,6 +48,7 @@ class InferenceQueue:
         self.env = model.env
         self.store: simpy.Store = simpy.Store(model.env)
         self.stats = InferenceStats()
+        self._pending: list[tuple[float, simpy.Event]] = []
         self.process = model.env.process(self._serve())
 
     def submit(self, fn: ChipFn, label: str = "") -> simpy.Event:
@@ -55,7 +56,14 @@ class InferenceQueue:
         what ``fn`` returned."""
         done = self.env.event()
         self.store.put((fn, label, self.env.now, done))
+        self._pending.append((self.env.now, done))
         return done
+
+    def pending_before(self, at_s: float) -> list[simpy.Event]:
+        """Completion events of the requests that arrived at or before ``at_s`` and are not
+        done yet."""
+        self._pending = [(t, d) for t, d in self._pending if not d.triggered]
+        return [d for t, d in self._pending if t <= at_s]
 
     def _serve(self) -> Generator[simpy.Event, Any, None]:
         m = self.model

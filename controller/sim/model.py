@@ -19,8 +19,8 @@ How a scenario runner drives a run::
 
 Order of events at one instant T (documented contract):
 
-1. evaluations scheduled at T run first: they see the chip as it is before any correction
-   scheduled at T (the worst point of the correction cycle);
+1. evaluations scheduled at T, and host inferences that arrived by T, run first: they see
+   the chip as it is before any correction scheduled at T (the worst point of the cycle);
 2. then the monitor wake-up at T probes and the trigger starts the corrections it decides;
 3. when those corrections have finished, every evaluation scheduled at T runs again and is
    recorded with ``phase="after_correction"`` (its ``t_s`` is the time the corrections ended).
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import simpy
 import simpy.rt
+from simpy.core import StopSimulation
 
 from controller.policies.base import JobOutcome, Policy, PulseScheme
 from controller.sim.config import ControllerConfig
@@ -254,7 +255,10 @@ class ChipModel:
             ev.done.succeed()
 
     def _evaluations_due(self, at_s: float) -> Generator[simpy.Event, Any, None]:
+        """Wait for the evaluations due at or before ``at_s`` and the host inferences that
+        arrived by then: they see the chip before the corrections of this instant."""
         due = [e.done for e in self._evals if e.at_s <= at_s and not e.done.triggered]
+        due += self.inference.pending_before(at_s)
         if due:
             yield self.env.all_of(due)
 
@@ -414,8 +418,16 @@ class ChipModel:
         )
 
     # --- running ----------------------------------------------------------------------------
-    def run(self, until_s: float, progress: Progress | None = None, resync: bool = True) -> None:
-        """Advance to device time ``until_s``: every event due at or before it is processed.
+    def run(
+        self,
+        until_s: float,
+        progress: Progress | None = None,
+        resync: bool = True,
+        inclusive: bool = True,
+    ) -> None:
+        """Advance to device time ``until_s``: every event due at or before it is processed
+        (``inclusive=False``: only those due before it, so that work requested at ``until_s``
+        comes first, as a host's AdvanceTime wants).
 
         Raises the :class:`PolicyError` (or twin error) that stopped the run, if any; the model
         can go on after ``set_policy``. In realtime mode each call paces from the moment it is
@@ -432,27 +444,51 @@ class ChipModel:
         steps = self.config.progress_steps if progress is not None else 1
         begin = self.env.now
         for i in range(1, steps + 1):
-            t = target if i == steps else begin + (target - begin) * i / steps
-            self._advance(t)
+            last = i == steps
+            t = target if last else begin + (target - begin) * i / steps
+            self._advance(t, inclusive or not last)
             if progress is not None:
                 progress(self.env.now, target)
 
-    def _advance(self, t: float) -> None:
+    def _run_to(self, until: simpy.Event) -> None:
+        """``env.run()`` until ``until`` is processed or the model fails (``_stop``).
+
+        Both events stop the run through SimPy's ``StopSimulation.callback``; whichever did not
+        fire gets its callback back, so that no stale stop is left for a later run."""
         env = self.env
-        if t > env.now:
-            env.run(until=env.any_of([env.timeout(t - env.now), self._stop]))
-        while self.error is None and env.peek() <= t:
+        watched = [until, self._stop]
+        if any(ev.processed for ev in watched):
+            return
+        for ev in watched:
+            ev.callbacks.append(StopSimulation.callback)
+        try:
+            env.run()
+        finally:
+            for ev in watched:
+                if ev.callbacks is not None and StopSimulation.callback in ev.callbacks:
+                    ev.callbacks.remove(StopSimulation.callback)
+
+    def _advance(self, t: float, inclusive: bool = True) -> None:
+        env = self.env
+        if t > env.now and not self._stop.triggered:
+            # like env.run(until=t): an urgent event at t, so events due exactly at t wait
+            until = env.event()
+            until._ok, until._value = True, None
+            env.schedule(until, simpy.events.URGENT, t - env.now)
+            self._run_to(until)
+        while inclusive and self.error is None and env.peek() <= t:
             env.step()
         if self.error is not None:
             raise self.error
 
     def run_until_event(self, event: simpy.Event) -> Any:
         """Advance until ``event`` has been processed (an inference, a triggered correction)."""
-        env = self.env
         if not event.processed:
-            env.run(until=env.any_of([event, self._stop]))
+            self._run_to(event)
         if not event.triggered and self.error is not None:
             raise self.error
+        if not event.triggered:
+            raise RuntimeError("the simulation ran out of events before the awaited one")
         if not event.ok:
             raise event.value
         return event.value
