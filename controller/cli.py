@@ -174,5 +174,79 @@ def chip_serve(
         raise typer.Exit(2) from None
 
 
+# --- scenarios: schema, validate, run, sweep (controller/scenario/commands.py) -----------------
+@app.command("schema")
+def schema_cmd(
+    out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+) -> None:
+    """Print the JSON Schema of scenario files."""
+    from controller.scenario.commands import schema_command
+
+    raise typer.Exit(schema_command(out))
+
+
+@app.command("validate")
+def validate_cmd(
+    files: Annotated[list[Path], typer.Argument(help="scenario files (YAML)")],
+) -> None:
+    """Check scenario files: every problem with its field path and line number."""
+    from controller.scenario.commands import make_console, validate_command
+
+    raise typer.Exit(validate_command(files, make_console()))
+
+
+@app.command("run")
+def run_cmd(
+    file: Annotated[Path, typer.Argument(help="scenario file (YAML)")],
+    out: Annotated[
+        Path | None, typer.Option(help="run folder (default: results/<scenario name>/)")
+    ] = None,
+    twin: Annotated[
+        str | None,
+        typer.Option(help="CrossbarTwin address host:port (default: an embedded twin)"),
+    ] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option(help="run only this variant (repeatable)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bar over simulated time")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="processes running (variant, seed) runs at once (default: CPUs)"),
+    ] = None,
+) -> None:
+    """Run a scenario: every variant and seed, then a summary table and the run folder."""
+    from controller.scenario.commands import make_console, run_command
+
+    console = make_console()
+    raise typer.Exit(run_command(file, out, twin, variant, console, progress, workers))
+
+
+@app.command("sweep")
+def sweep_cmd(
+    file: Annotated[Path, typer.Argument(help="scenario file (YAML)")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=V1,V2,... dotted key into the scenario (repeatable; adds to or "
+            "replaces the file's sweep.grid)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="sweep folder (default: results/<name>-sweep/)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    dask: Annotated[
+        str | None, typer.Option(help="Dask scheduler address: run the points on that cluster")
+    ] = None,
+    twin: Annotated[
+        str | None, typer.Option(help="CrossbarTwin address (default: one embedded per run)")
+    ] = None,
+) -> None:
+    """Run every combination of a grid of scenario values (resumes: complete runs are kept)."""
+    from controller.scenario.commands import make_console, sweep_command
+
+    raise typer.Exit(sweep_command(file, grid or [], out, workers, dask, twin, make_console()))
+
+
 if __name__ == "__main__":
     app()

@@ -116,8 +116,8 @@ _SHOW = (
 
 def format_duration(seconds: float) -> str:
     """A short human label for ``seconds``: ``1y``, ``1mo``, ``1w``, ``1d``, ``1h``, ``1min``,
-    ``1s``, using the largest unit that divides it exactly, else the largest unit below it with
-    up to three significant digits (``3.2h``)."""
+    ``1s``, using the largest unit that divides it exactly a modest number of times (``90min``),
+    else the largest unit below it with three significant digits (``1.11h``)."""
     s = float(seconds)
     if s == 0:
         return "0s"
@@ -125,7 +125,7 @@ def format_duration(seconds: float) -> str:
         return f"{s * 1e3:.3g}ms"
     for unit, size in _SHOW:
         n = s / size
-        if n >= 1 and abs(n - round(n)) < 1e-9 * max(1.0, n):
+        if 1 <= n < 1000 and abs(n - round(n)) < 1e-9 * max(1.0, n):
             return f"{round(n)}{unit}"
     for unit, size in _SHOW:
         if s >= size:

@@ -262,6 +262,18 @@ def _seconds(value: Any) -> float | None:
         return None  # the schema reports it
 
 
+def _blamed_param(params: dict[str, Any], message: str) -> str | None:
+    """The parameter a policy's error message is about: named in it, else whose value it
+    quotes (``could not convert string to float: 'high'``)."""
+    for key in params:
+        if re.search(rf"\b{re.escape(str(key))}\b", message):
+            return key
+    for key, value in params.items():
+        if repr(value) in message:
+            return key
+    return None
+
+
 def semantic_issues(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
     """Problems the schema alone cannot see in scenario ``data`` (raw, so that they are found
     even when other parts are invalid), and the policy's parameters in seconds."""
@@ -310,10 +322,9 @@ def semantic_issues(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Pa
         except PolicyLoadError as exc:
             where: Path_ = ("controller", "policy", "params")
             cause = str(exc.__cause__ or exc)
-            for key in params:  # point at the parameter the policy complained about
-                if re.search(rf"\b{re.escape(str(key))}\b", cause):
-                    where = (*where, key)
-                    break
+            key = _blamed_param(params, cause)
+            if key is not None:
+                where = (*where, key)
             problems.append((where, str(exc)))
     return params, problems
 

@@ -50,8 +50,10 @@ SUMMARY_VERSION = 1
 class SeedResult:
     """What one variant did on one device-noise seed.
 
-    ``timeline``: one dict per evaluation time with at least ``t_s`` and ``accuracy`` and the
-    cumulative counters at that time (``correction_energy_pj``, ``corrections``, ``pulses``,
+    ``timeline``: one dict per evaluation with at least ``t_s`` (the scheduled time),
+    ``phase`` (``scheduled``: before any correction due at that instant;
+    ``after_correction``: once those corrections finished), ``accuracy`` and the cumulative
+    counters at that time (``correction_energy_pj``, ``corrections``, ``pulses``,
     ``availability``, ``energy_<kind>_pj`` ...). ``totals``: the same counters at the end of
     the duration. ``events``: the controller's ledger events as dicts.
     """
@@ -71,6 +73,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; results are for everyone
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -113,6 +118,10 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _phase(r: SeedResult, phase: str) -> list[dict[str, Any]]:
+    return [row for row in r.timeline if row.get("phase", "scheduled") == phase]
+
+
 # --- tables --------------------------------------------------------------------------------------
 def timeline_frame(results: Iterable[SeedResult]) -> pd.DataFrame:
     """One row per variant, seed and evaluation time; counters are cumulative from t = 0."""
@@ -131,7 +140,11 @@ def timeline_frame(results: Iterable[SeedResult]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    first = ["variant", "seed", "chip_seed", "t_s", "t_label", "accuracy"]
+    # an event kind that never happened in one run cost nothing there
+    energy = [c for c in frame.columns if c.startswith("energy_") and c.endswith("_pj")]
+    frame[energy] = frame[energy].fillna(0.0)
+    first = ["variant", "seed", "chip_seed", "t_s", "t_label", "phase", "accuracy"]
+    first = [c for c in first if c in frame.columns]
     rest = sorted(c for c in frame.columns if c not in first)
     return frame[first + rest]
 
@@ -141,7 +154,10 @@ def summarise(
     results: Sequence[SeedResult],
 ) -> dict[str, Any]:  # fmt: skip
     """The study's summary: per variant (in scenario order), mean and std over seeds of the
-    accuracy at each evaluation time and of the end-of-run totals.
+    accuracy at each evaluation time (the ``scheduled`` phase: the chip as it is before any
+    correction due at that instant, the worst point of the cycle; the accuracy once those
+    corrections are done is ``accuracy_after_correction_mean``, None where there were none),
+    the accuracy loss (first minus last evaluation), and of the end-of-run totals.
 
     ``variants``: (name, description) pairs, the description a small dict saying what the
     variant is (quantiser, training, policy ...).
@@ -157,9 +173,14 @@ def summarise(
         mine = sorted((r for r in results if r.variant == name), key=lambda r: r.seed_index)
         if not mine:
             continue
-        times = [row["t_s"] for row in mine[0].timeline]
-        acc = [[row["accuracy"] for row in r.timeline] for r in mine]
+        times = [row["t_s"] for row in _phase(mine[0], "scheduled")]
+        acc = [[row["accuracy"] for row in _phase(r, "scheduled")] for r in mine]
         stats = [mean_std([a[i] for a in acc]) for i in range(len(times))]
+        after = [
+            mean_std([row["accuracy"] for r in mine for row in _phase(r, "after_correction")
+                      if row["t_s"] == t])[0]
+            for t in times
+        ]  # fmt: skip
         totals_keys = sorted({k for r in mine for k in r.totals})
         totals = {k: mean_std([r.totals.get(k, math.nan) for r in mine]) for k in totals_keys}
         entry: dict[str, Any] = {
@@ -172,6 +193,7 @@ def summarise(
             "accuracy_std": [s[1] for s in stats],
             "accuracy_per_seed": acc,
             "accuracy_loss": (stats[0][0] - stats[-1][0]) if stats else math.nan,
+            "accuracy_after_correction_mean": after,
         }
         for key in ("correction_energy_pj", "corrections", "pulses", "availability"):
             m, s = totals.get(key, (math.nan, math.nan))
@@ -257,7 +279,7 @@ def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[st
                 format_energy_pj(v["correction_energy_pj"]),
                 f"{v['corrections']:.0f}",
                 f"{v['pulses']:.0f}",
-                f"{100 * v['availability']:.3f} %",
+                f"{100 * v['availability']:.4f} %",
             ]
         )
     return header, rows

@@ -255,8 +255,8 @@ class ScenarioCore(Strict):
     @classmethod
     def _recipes(cls, data: Any) -> Any:
         # A scenario overrides single fields of the workload's own training recipes, and the
-        # recipes' seeds follow the scenario's seed unless given: fill both in before
-        # validation, so that errors still point at what the file says.
+        # recipes' and the annealing's seeds follow the scenario's seed unless given: fill
+        # them in before validation (errors still point at what the file says).
         from controller.workloads.zoo import WORKLOADS
 
         if not isinstance(data, dict) or not isinstance(data.get("workload"), dict):
@@ -264,7 +264,7 @@ class ScenarioCore(Strict):
         workload = WORKLOADS.get(data["workload"].get("network"))  # type: ignore[arg-type]
         training = data.get("training", {})
         if workload is None or not isinstance(training, dict):
-            return data
+            return data  # the schema reports it
         seed = data.get("seed", 0)
         filled = dict(training)
         for key, recipe in (
@@ -278,7 +278,25 @@ class ScenarioCore(Strict):
             if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
                 defaults["seed"] = seed
             filled[key] = {**defaults, **given}
-        return {**data, "training": filled}
+        out = {**data, "training": filled}
+        mapping = data.get("mapping", {})
+        quantiser = (
+            mapping.get("quantiser", "multiplicative") if isinstance(mapping, dict) else None
+        )
+        if isinstance(quantiser, str):
+            quantiser = {"kind": quantiser}
+        if (
+            isinstance(quantiser, dict)
+            and quantiser.get("kind", "multiplicative") == "multiplicative"
+            and isinstance(seed, int)
+            and not isinstance(seed, bool)
+            and seed >= 0
+        ):
+            annealing = quantiser.get("annealing", {})
+            if isinstance(annealing, dict) and "seed" not in annealing:
+                quantiser = {**quantiser, "annealing": {**annealing, "seed": seed}}
+                out["mapping"] = {**mapping, "quantiser": quantiser}  # type: ignore[dict-item]
+        return out
 
     @field_validator("duration")
     @classmethod

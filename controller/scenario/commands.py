@@ -1,0 +1,199 @@
+"""What ``pcm-twin schema``, ``validate``, ``run`` and ``sweep`` do (the typer wrappers in
+``controller/cli.py`` only parse options and call these).
+
+Exit codes: 0 success, 1 an invalid scenario or grid (every problem printed with its field
+path and line), 2 a run that failed (a policy error, an unreachable twin).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from controller.scenario.loader import ScenarioInvalid, load_scenario
+from controller.scenario.results import format_energy_pj, summary_table_rows
+
+EXIT_INVALID = 1
+EXIT_FAILED = 2
+
+
+def make_console() -> Console:
+    """A console for the tables: a terminal's own width, else wide enough for the summary
+    table (piped output, ``make run`` logs, tests)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    return console
+
+
+def schema_command(out: Path | None = None) -> int:
+    from controller.scenario.schema import scenario_json_schema
+
+    text = json.dumps(scenario_json_schema(), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+    return 0
+
+
+def validate_command(files: Sequence[Path], console: Console) -> int:
+    """Check each file; print every problem, or what each valid file will run."""
+    status = 0
+    for f in files:
+        try:
+            loaded = load_scenario(f)
+        except ScenarioInvalid as exc:
+            console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            status = EXIT_INVALID
+            continue
+        names = ", ".join(v.name for v in loaded.variants)
+        runs = sum(v.core.seeds for v in loaded.variants)
+        console.print(
+            f"{f}: ok — scenario {loaded.name!r}, {len(loaded.variants)} variant(s) "
+            f"({names}), {runs} run(s)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    return status
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    header, rows = summary_table_rows(summary)
+    table = Table(title=f"{summary['scenario']}: test accuracy (%, mean ± std over seeds) "
+                  "and what correction cost", title_justify="left")  # fmt: skip
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_command(
+    file: Path, out: Path | None, twin: str | None, variants: Sequence[str] | None,
+    console: Console, progress: bool = True, workers: int | None = None,
+) -> int:  # fmt: skip
+    from controller.scenario.runner import default_out_dir, run_to_folder
+
+    try:
+        loaded = load_scenario(file)
+        if variants:
+            unknown = [n for n in variants if n not in {v.name for v in loaded.variants}]
+            if unknown:
+                known = ", ".join(v.name for v in loaded.variants)
+                console.print(f"{file}: no variant {', '.join(unknown)}; variants: {known}",
+                              markup=False, soft_wrap=True)  # fmt: skip
+                return EXIT_INVALID
+            loaded.variants = [v for v in loaded.variants if v.name in variants]
+    except ScenarioInvalid as exc:
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    out_dir = out if out is not None else default_out_dir(loaded)
+    runs = sum(v.core.seeds for v in loaded.variants)
+    workers = min(workers or default_workers(), runs)
+    console.print(f"{loaded.name}: {len(loaded.variants)} variant(s), {runs} run(s) on "
+                  f"{workers} worker(s), twin {'at ' + twin if twin else 'embedded'}; "
+                  f"results in {out_dir}/",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+    def prepared(name: str, seconds: float) -> None:
+        console.print(
+            f"  {name}: trained and mapped ({seconds:.1f} s)", markup=False, soft_wrap=True
+        )
+
+    try:
+        result = run_to_folder(loaded, out_dir, twin_address=twin, progress=progress,
+                               on_prepared=prepared, workers=workers)  # fmt: skip
+    except Exception as exc:  # a policy error, the twin gone: say what, keep the traceback out
+        console.print(
+            f"{loaded.name}: run failed: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True
+        )
+        return EXIT_FAILED
+    print_summary(result.summary, console)
+    console.print(f"wrote {out_dir}/ (summary.json, timeline, events, plots) in "
+                  f"{result.wall_s:.1f} s", markup=False, soft_wrap=True)  # fmt: skip
+    return 0
+
+
+def sweep_command(
+    file: Path, grid: Sequence[str], out: Path | None, workers: int, dask: str | None,
+    twin: str | None, console: Console,
+) -> int:  # fmt: skip
+    import yaml
+
+    from controller.scenario.sweep import GridAxis, parse_grid, run_sweep
+
+    try:
+        loaded = load_scenario(file)
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        axes: dict[str, GridAxis] = {}
+        if loaded.scenario.sweep is not None:
+            for key, values in loaded.scenario.sweep.grid.items():
+                axes[key] = GridAxis(key, tuple(values))
+        for spec in grid:
+            a = parse_grid(spec)
+            axes[a.key] = a
+        raw.pop("sweep", None)
+    except ScenarioInvalid as exc:
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    except ValueError as exc:
+        console.print(f"{file}: {exc}", markup=False, soft_wrap=True)
+        return EXIT_INVALID
+    points = 1
+    for a in axes.values():
+        points *= len(a.values)
+    where = f"Dask at {dask}" if dask else f"{workers} local worker(s)"
+    over = ", ".join(axes) or "(no grid)"
+    console.print(f"{loaded.name}: sweep of {points} point(s) over {over} on {where}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+    def done(name: str) -> None:
+        console.print(f"  finished {name}", markup=False, soft_wrap=True)
+
+    try:
+        report = run_sweep(raw, list(axes.values()), out, workers=workers, dask=dask,
+                           twin_address=twin, on_done=done)  # fmt: skip
+    except ScenarioInvalid as exc:
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    except ValueError as exc:
+        console.print(f"{file}: {exc}", markup=False, soft_wrap=True)
+        return EXIT_INVALID
+    table = report.table
+    if table is not None and not table.empty:
+        t = Table(title=f"{loaded.name}: sweep ({len(report.ran)} ran, "
+                  f"{len(report.skipped)} already complete)", title_justify="left")  # fmt: skip
+        keys = [a for a in axes]
+        for col in [k.rsplit(".", 1)[-1] for k in keys] + ["variant", "final acc. (%)",
+                                                           "loss (pts)", "corr. energy",
+                                                           "corrections"]:  # fmt: skip
+            t.add_column(col, justify="right")
+        for _, row in table.iterrows():
+            t.add_row(*[str(row[k]) for k in keys], str(row["variant"]),
+                      f"{100 * row['accuracy_final_mean']:.1f} ± "
+                      f"{100 * row['accuracy_final_std']:.1f}",
+                      f"{100 * row['accuracy_loss']:.2f}",
+                      format_energy_pj(row["correction_energy_pj"]),
+                      f"{row['corrections']:.0f}")  # fmt: skip
+        console.print(t)
+    for name, err in report.failed.items():
+        console.print(f"  FAILED {name}: {err}", markup=False, soft_wrap=True)
+    console.print(f"wrote {report.out_dir}/ (sweep.csv, front.png, runs/) in "
+                  f"{report.wall_s:.1f} s", markup=False, soft_wrap=True)  # fmt: skip
+    return EXIT_FAILED if report.failed else 0
