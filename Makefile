@@ -27,7 +27,7 @@ setup: $(VENV)/.stamp-runtime
 setup-dev: $(VENV)/.stamp-dev
 
 run: setup
-	$(BIN)/pcm-twin demo
+	$(BIN)/pcm-twin run $(SCENARIO)
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
