@@ -2,9 +2,9 @@
 
 - ``accuracy.png``: test accuracy versus device time (log axis), mean ± std band over seeds,
   one line per variant;
-- ``correction_energy.png``: cumulative correction energy versus device time (log-log), mean
-  over seeds; variants that never corrected are named in the title instead (log axes cannot
-  show zero);
+- ``correction_energy.png``: cumulative correction energy versus device time (log-log), from
+  the event ledger, mean over seeds; variants that never corrected are named in the title
+  instead (log axes cannot show zero);
 - ``front.png`` (sweeps): correction energy versus accuracy loss, one point per run and
   variant, the Pareto front (no other point has both less energy and less loss) marked.
 """
@@ -64,25 +64,44 @@ def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None)
     return path
 
 
-def plot_correction_energy(timeline: pd.DataFrame, summary: dict[str, Any], path: Path) -> Path:
-    """Cumulative correction energy (pJ) versus time, mean over seeds, per variant."""
+def cumulative_energy_curve(
+    events: Sequence[dict[str, Any]], kinds_excluded: frozenset[str], grid_s: np.ndarray
+) -> np.ndarray:
+    """Cumulative energy (twin + controller, pJ) of the events not in ``kinds_excluded``,
+    sampled at ``grid_s`` (an event counts from the time it ended)."""
+    ev = [e for e in events if e["kind"] not in kinds_excluded]
+    if not ev:
+        return np.zeros(len(grid_s))
+    t = np.asarray([e["t_s"] for e in ev], dtype=float)
+    e = np.asarray([e["energy_pj"] + e["controller_energy_pj"] for e in ev], dtype=float)
+    order = np.argsort(t, kind="stable")
+    cum = np.cumsum(e[order])
+    idx = np.searchsorted(t[order], grid_s, side="right")
+    return np.where(idx > 0, cum[np.maximum(idx - 1, 0)], 0.0)
+
+
+def plot_correction_energy(
+    results: Sequence[Any], summary: dict[str, Any], path: Path,
+    kinds_excluded: frozenset[str] = frozenset(),
+) -> Path:  # fmt: skip
+    """Cumulative correction energy (pJ) versus time from the event ledger, mean over seeds,
+    per variant (``results``: the run's ``SeedResult`` objects)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     idle: list[str] = []
-    all_times: list[float] = []
+    times = sorted({t for v in summary["variants"].values() for t in v["eval_times_s"] if t > 0})
+    end = max(v["duration_s"] for v in summary["variants"].values())
+    grid = np.geomspace(min(times[0], 1.0) if times else 1.0, end, 400)
     for name in summary["variants"]:
-        rows = timeline[timeline["variant"] == name]
-        if rows.empty or "correction_energy_pj" not in rows:
+        curves = [cumulative_energy_curve(r.events, kinds_excluded, grid)
+                  for r in results if r.variant == name]  # fmt: skip
+        if not curves:
             continue
-        mean = rows.groupby("t_s")["correction_energy_pj"].mean()
-        t = mean.index.to_numpy(dtype=float)
-        e = mean.to_numpy(dtype=float)
-        all_times += list(t[t > 0])
-        if not np.any(e > 0):
+        mean = np.mean(curves, axis=0)
+        if not np.any(mean > 0):
             idle.append(name)
             continue
-        keep = (t > 0) & (e > 0)
-        ax.plot(t[keep], e[keep], marker="o", ms=3.5, lw=1.5, label=name)
-    _time_axis(ax, sorted(set(all_times)))
+        ax.step(grid, np.where(mean > 0, mean, np.nan), where="post", lw=1.5, label=name)
+    _time_axis(ax, times + ([end] if end not in times else []))
     if ax.get_lines():
         ax.set_yscale("log")
         ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
@@ -146,9 +165,14 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def plot_run(out_dir: Path, timeline: pd.DataFrame, summary: dict[str, Any]) -> list[Path]:
+def plot_run(
+    out_dir: Path, results: Sequence[Any], summary: dict[str, Any],
+    kinds_excluded: frozenset[str] = frozenset(),
+) -> list[Path]:  # fmt: skip
     """Both plots of a run folder."""
     return [
         plot_accuracy(summary, out_dir / "accuracy.png"),
-        plot_correction_energy(timeline, summary, out_dir / "correction_energy.png"),
+        plot_correction_energy(
+            results, summary, out_dir / "correction_energy.png", kinds_excluded
+        ),  # fmt: skip
     ]

@@ -40,7 +40,6 @@ from controller.scenario.results import (
     content_hash,
     mark_complete,
     summarise,
-    timeline_frame,
     write_run_folder,
 )
 
@@ -353,6 +352,15 @@ def _worker_run(prep: PreparedVariant, k: int, scenario_seed: int) -> SeedResult
     return run_seed(_worker["client"], prep, k, scenario_seed, report if queue else None)
 
 
+def _expected_wakeups(prep: PreparedVariant) -> float:
+    """Monitor wake-ups a variant's policy will have, roughly (its cost drivers)."""
+    from controller.policies import load_policy
+
+    policy = load_policy(prep.variant.core.controller.policy.name, prep.variant.policy_params)
+    interval = getattr(policy, "interval_s", None) or getattr(policy, "base_interval_s", None)
+    return prep.variant.core.duration / interval if interval else 0.0
+
+
 def _run_all(
     preps: list[PreparedVariant], twin_address: str | None, workers: int,
     report: ProgressFn | None,
@@ -375,8 +383,10 @@ def _run_all(
         n = min(workers, len(tasks))
         init = (twin_address, q)
         with ProcessPoolExecutor(n, ctx, initializer=_worker_init, initargs=init) as pool:
-            futures = {pool.submit(_worker_run, p, k, p.variant.core.seed): i
-                       for i, (p, k) in enumerate(tasks)}  # fmt: skip
+            # longest first: the makespan is set by the runs with the most wake-ups
+            order = sorted(range(len(tasks)), key=lambda i: -_expected_wakeups(tasks[i][0]))
+            futures = {pool.submit(_worker_run, tasks[i][0], tasks[i][1],
+                                   tasks[i][0].variant.core.seed): i for i in order}  # fmt: skip
             results: dict[int, SeedResult] = {}
             pending = set(futures)
             while pending:
@@ -463,7 +473,7 @@ def run_to_folder(
     }  # fmt: skip
     write_run_folder(out_dir, scenario_text=scenario_text, resolved=resolved_scenario(loaded),
                      results=results, summary=summary, run_info=info)  # fmt: skip
-    plot_run(out_dir, timeline_frame(results), summary)
+    plot_run(out_dir, results, summary, NOT_CORRECTION_KINDS)
     mark_complete(out_dir, complete_key or content_hash(loaded.raw))
     return RunOutput(out_dir, summary, results, wall)
 

@@ -74,3 +74,34 @@ def test_run_reports_an_invalid_scenario(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert f"{bad}:7: duration: unknown time unit" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_run_against_a_twin_at_an_address(tmp_path: Path, tiny_scenario: dict) -> None:
+    """With a twin address the run uses that twin (and leaves no chip behind on it)."""
+    from controller.client import TwinClient
+    from device_twin.server import ServerOptions, TwinServer
+
+    with TwinServer(ServerOptions(address="127.0.0.1:0")) as server:
+        out = run_to_folder(load_scenario(tiny_scenario), tmp_path / "remote",
+                            twin_address=server.address, progress=False)  # fmt: skip
+        with TwinClient(server.address) as client:
+            assert client.list_chips() == []
+    local = run_to_folder(load_scenario(tiny_scenario), tmp_path / "local", progress=False)
+    assert out.summary == local.summary
+
+
+def test_a_failing_policy_stops_the_run_with_its_name(tmp_path: Path, tiny_scenario: dict) -> None:
+    """A user policy that returns nonsense stops `pcm-twin run` (exit 2) with a message naming
+    the policy, and no completion marker is written."""
+    import yaml
+
+    scenario = {**tiny_scenario, "controller": {"policy": {
+        "name": "tests.scenario.user_policy:NegativeInterval"}}}  # fmt: skip
+    f = tmp_path / "bad_policy.yaml"
+    f.write_text(yaml.safe_dump(scenario))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(out), "--no-progress",
+                                   "--workers", "1"])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "run failed" in res.output and "negative_interval" in res.output
+    assert not (out / "COMPLETE").exists()

@@ -17,3 +17,12 @@ class DailyCheck(BasePolicy):
 
     def next_wake_s(self, view: ChipView) -> float | None:
         return self.interval_s
+
+
+class NegativeInterval(BasePolicy):
+    """Asks to wake up in the past: the controller must stop the run and name the policy."""
+
+    name = "negative_interval"
+
+    def next_wake_s(self, view: ChipView) -> float | None:
+        return -1.0
