@@ -251,6 +251,8 @@ class ChipModel:
         try:
             row = yield from self._evaluate(ev.at_s, ev.label, "scheduled")
             ev.rows.append(row)
+        except Exception as exc:  # an evaluator or twin failure stops the run, reported
+            self._fail(exc)
         finally:
             ev.done.succeed()
 

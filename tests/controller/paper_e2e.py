@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    policies = {"threshold": {"interval_s": 3600.0, "threshold": 0.05}, "none": {}}
+    policies = {"threshold": {"interval_s": 3600.0, "threshold": 0.05}, "none": {}, "gdc": {}}
     results = run(list(range(args.seeds)), policies, Path(tempfile.mkdtemp()))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -113,3 +113,18 @@ def test_a_policy_failing_at_start_is_reported_too():
     model = _model(Broken())
     with pytest.raises(PolicyError, match=r"policy 'broken': start\(\) raised KeyError"):
         model.run(HOUR)
+
+
+def test_an_evaluator_failure_stops_the_run_and_is_recorded():
+    """An evaluation that raises stops the run at that instant with an 'error' event."""
+
+    def broken(mvm, comp):
+        raise ValueError("no test images")
+
+    model = _model(ThresholdPolicy())
+    model.evaluator = broken
+    model.schedule_evaluation(HOUR / 2)
+    with pytest.raises(ValueError, match="no test images"):
+        model.run(3 * HOUR)
+    assert model.env.now == HOUR / 2
+    assert model.ledger.events[-1].kind == "error"
