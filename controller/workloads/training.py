@@ -29,7 +29,7 @@ from controller.workloads.zoo import Workload, get_workload
 from device_twin.physics import seeded_global_torch
 
 #: Bump when a change to the training code changes the weights it produces.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def train_threads() -> int:
@@ -127,10 +127,15 @@ def _shift(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
     """Translate every image by a random (dy, dx) in [-max_px, max_px], filling with 0."""
     n, _, h, w = x.shape
     padded = nnf.pad(x, (max_px, max_px, max_px, max_px))
-    off = torch.randint(0, 2 * max_px + 1, (n, 2), generator=gen)
-    return torch.stack(
-        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(off.tolist())]
-    )
+    side = 2 * max_px + 1
+    off = torch.randint(0, side * side, (n,), generator=gen)
+    out = torch.empty_like(x)
+    for k in range(side * side):  # one slice per offset, not per image
+        sel = (off == k).nonzero(as_tuple=True)[0]
+        if len(sel):
+            dy, dx = divmod(k, side)
+            out[sel] = padded[sel, :, dy : dy + h, dx : dx + w]
+    return out
 
 
 def _crossbar_weights(model: nn.Module) -> list[torch.Tensor]:
