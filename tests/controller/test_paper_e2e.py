@@ -9,6 +9,7 @@ from tests.controller.paper_e2e import TIMES_S, run
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_paper_cnn_one_year_threshold_versus_none(tmp_path):
     """Under hourly `threshold` the year-end accuracy stays near the 1 s accuracy (within a
     few points: one seed, and the read noise of a single instant moves it by as much); without
