@@ -90,12 +90,19 @@ def run(seeds: list[int], policies: dict[str, dict[str, Any]], tmp: Path) -> lis
 
 
 def main() -> None:
+    import signal
+    import sys
+
+    # SIGTERM ends the run like Ctrl-C: the server processes are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="chip seeds 0..N-1")
+    ap.add_argument("--only-seed", type=int, default=None, help="run this one seed")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     policies = {"threshold": {"interval_s": 3600.0, "threshold": 0.05}, "none": {}, "gdc": {}}
-    results = run(list(range(args.seeds)), policies, Path(tempfile.mkdtemp()))
+    seeds = [args.only_seed] if args.only_seed is not None else list(range(args.seeds))
+    results = run(seeds, policies, Path(tempfile.mkdtemp()))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     for p in policies:
