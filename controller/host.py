@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import queue
 import threading
@@ -38,6 +39,8 @@ from controller.policies import BUILTIN, PolicyLoadError, load_policy
 from controller.sim import ChipModel, ControllerConfig, Event, PolicyError, make_environment
 from device_twin.config import ChipConfig
 from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, TwinError
+
+log = logging.getLogger(__name__)
 
 #: Wall seconds per slice of the realtime driver (calls wait at most this for the lock).
 REALTIME_SLICE_WALL_S = 0.05
@@ -299,9 +302,11 @@ class ChipHost:
                     try:
                         model.run(model.env.now + slice_s, resync=False)
                     except PolicyError:
-                        pass
-                    except Exception:  # a twin failure: report it like a policy error
-                        pass
+                        pass  # model.error holds it: status reports it until SetPolicy
+                    except Exception as exc:  # e.g. the twin went away: stop, and say why
+                        log.warning("realtime run stopped: %s", exc)
+                        if model.error is None:
+                            model._fail(exc)
                 stopped = model.error is not None
             if stopped:
                 self._driver_stop.wait(REALTIME_SLICE_WALL_S)
