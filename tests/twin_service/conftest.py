@@ -64,7 +64,7 @@ class ServerProcess:
         )  # fmt: skip
         self.port = self._wait_port()
 
-    def _wait_port(self, timeout_s: float = 60.0) -> int:
+    def _wait_port(self, timeout_s: float = 300.0) -> int:  # generous: CI machines get loaded
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.port_file.exists():
@@ -80,7 +80,7 @@ class ServerProcess:
 
     def client(self, **kw) -> TwinClient:
         c = TwinClient(self.address, **kw)
-        c.wait_ready(timeout_s=60)
+        c.wait_ready(timeout_s=300)
         return c
 
     def kill(self) -> None:
@@ -93,7 +93,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)

@@ -71,11 +71,11 @@ def create(config: str, chip_id: str = "") -> twin_pb2.CreateChipRequest:
 
 
 def too_many_chips(stub: twin_pb2_grpc.CrossbarTwinStub) -> None:
-    stub.CreateChip(create(CFG.model_dump_json(), "filler"), timeout=10)
+    stub.CreateChip(create(CFG.model_dump_json(), "filler"), timeout=60)
     try:
-        stub.CreateChip(create(CFG.model_dump_json(), "one-too-many"), timeout=10)
+        stub.CreateChip(create(CFG.model_dump_json(), "one-too-many"), timeout=60)
     finally:
-        stub.DeleteChip(twin_pb2.DeleteChipRequest(chip_id="filler"), timeout=10)
+        stub.DeleteChip(twin_pb2.DeleteChipRequest(chip_id="filler"), timeout=60)
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Case:
 
 
 def rpc(method: str, request) -> Callable:
-    return lambda stub: getattr(stub, method)(request, timeout=10)
+    return lambda stub: getattr(stub, method)(request, timeout=60)
 
 
 NAN_G = G.copy()

@@ -86,7 +86,7 @@ def test_standard_health_client_sees_serving(twin):
     with make_channel(twin.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "pcmtwin.v1.CrossbarTwin"):
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=60)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -100,7 +100,7 @@ def test_reflection_lists_the_service(twin):
                 file_containing_symbol="pcmtwin.v1.CrossbarTwin"
             ),
         ]
-        listed, files = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
+        listed, files = list(stub.ServerReflectionInfo(iter(requests), timeout=60))
     names = {s.name for s in listed.list_services_response.service}
     assert {"pcmtwin.v1.CrossbarTwin", "grpc.health.v1.Health"} <= names
     assert files.file_descriptor_response.file_descriptor_proto
@@ -135,7 +135,7 @@ def test_large_mvm_batches_are_split_to_fit_the_message_limit(tmp_path):
                 request = twin_pb2.MvmRequest(
                     chip_id=chip_id, tile=0, x=numpy_to_tensor(x), at_s=51.0
                 )
-                twin_pb2_grpc.CrossbarTwinStub(channel).Mvm(request, timeout=10)
+                twin_pb2_grpc.CrossbarTwinStub(channel).Mvm(request, timeout=60)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         server.stop()

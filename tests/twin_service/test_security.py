@@ -80,17 +80,17 @@ def test_health_is_open_but_reflection_needs_the_token():
     try:
         with make_channel(server.address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="pcmtwin.v1.CrossbarTwin"), timeout=5
+                health_pb2.HealthCheckRequest(service="pcmtwin.v1.CrossbarTwin"), timeout=60
             )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             with pytest.raises(grpc.RpcError) as err:
-                list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+                list(stub.ServerReflectionInfo(iter([request]), timeout=60))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with make_channel(server.address, token=TOKEN) as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=5)
+            (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=60)
             assert "pcmtwin.v1.CrossbarTwin" in {
                 s.name for s in reply.list_services_response.service
             }
@@ -109,7 +109,7 @@ def test_tls_with_a_self_signed_certificate(tmp_path):
             chip_id = client.create_chip(small_config(), "tls")
             assert client.list_chips() == [chip_id]
         for kw in ({}, {"root_cert": other}):
-            with TwinClient(server.address, token=TOKEN, retries=0, timeout_s=5, **kw) as bad:
+            with TwinClient(server.address, token=TOKEN, retries=0, timeout_s=60, **kw) as bad:
                 assert _code(bad.list_chips) == "UNAVAILABLE"
         with TwinClient(server.address, root_cert=cert, retries=0) as no_token:
             assert _code(no_token.list_chips) == "UNAUTHENTICATED"
@@ -161,7 +161,7 @@ def test_not_serving_until_state_is_restored(tmp_path):
         with make_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service="pcmtwin.v1.CrossbarTwin")
-            assert health.Check(request, timeout=5).status == (
+            assert health.Check(request, timeout=60).status == (
                 health_pb2.HealthCheckResponse.NOT_SERVING
             )
             with (
@@ -170,7 +170,7 @@ def test_not_serving_until_state_is_restored(tmp_path):
             ):
                 client.list_chips()
             server.restore()
-            assert health.Check(request, timeout=5).status == (
+            assert health.Check(request, timeout=60).status == (
                 health_pb2.HealthCheckResponse.SERVING
             )
     finally:
