@@ -99,8 +99,7 @@ def mvm_records(rounds: int = 7, calls: int = 10) -> list[dict]:
     # in-process core, the same calls the server will see
     local = Chip(cfg)
     local.program(0, g_pos, g_neg, at_s=0.0)
-    seed_w = local._op_seeds(2)[0]  # the seed the first MVM at AT_S draws its weights with
-    w_eff, _ = local.effective_weights(0, AT_S, seed_w)
+    w_eff, _ = local.effective_weights(0, AT_S)  # the realisation every MVM at AT_S uses
 
     tile = TorchInferenceTile(COLS, ROWS, rpu_config=make_rpu_config(cfg.periphery.forward))
     tile.eval()

@@ -35,6 +35,7 @@ from controller.channel import make_channel
 from device_twin.chip import OpResult
 from device_twin.config import ChipConfig
 from device_twin.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -59,6 +60,7 @@ _ERRORS: dict[grpc.StatusCode, type[TwinError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 
 

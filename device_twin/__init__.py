@@ -8,6 +8,7 @@ devices and the operations on them). The gRPC service sits on top and only trans
 from device_twin.chip import Array, Chip, PulseKind
 from device_twin.config import ChipConfig
 from device_twin.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -16,6 +17,7 @@ from device_twin.errors import (
 )
 
 __all__ = [
+    "AlreadyExists",
     "Array",
     "Chip",
     "ChipConfig",

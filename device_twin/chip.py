@@ -375,20 +375,29 @@ class Chip:
             self._peripheries[(tile, shape)] = p
         return p
 
-    def effective_weights(
-        self, tile: int, at_s: float, seed: int
-    ) -> tuple[torch.Tensor, np.ndarray]:
+    def _weights_seed(self, tile: int, at_s: float) -> int:
+        """Seed of the read-noise realisation of a tile's MVM weights at one instant."""
+        t_bits = int(np.float64(at_s).view(np.uint64))
+        ss = np.random.SeedSequence(
+            [self.config.seed, 0x3E1F, tile, int(self.tile_version[tile]), t_bits]
+        )
+        return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    def effective_weights(self, tile: int, at_s: float) -> tuple[torch.Tensor, np.ndarray]:
         """(cols, rows) effective weights (G+ - G-)/g_max at ``at_s``, one read-noise draw,
         and the per-row sum of G+ and G- (uS, for the read energy).
 
         As with aihwkit's ``drift_analog_weights(t)``, one realisation of the read noise holds
-        for all MVMs of a tile at the same instant: it is cached per (tile, at_s, writes).
+        for all MVMs of a tile at the same instant. It is a function of (seed, tile, the
+        tile's writes, at_s) alone, so the cache below is a pure memo: a restored chip draws
+        the same realisation without anything recorded.
         """
         key = (at_s, int(self.tile_version[tile]))
         cached = self._w_eff_cache.get(tile)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
-        g = self._read_state(tile, slice(None), slice(None), at_s, torch_generator(seed))
+        gen = torch_generator(self._weights_seed(tile, at_s))
+        g = self._read_state(tile, slice(None), slice(None), at_s, gen)
         w = ((g[0] - g[1]) / self.config.g_max_us).T.contiguous()
         g_row_sum = (g[0] + g[1]).sum(dim=1, dtype=torch.float64).numpy()
         self._w_eff_cache[tile] = (key, w, g_row_sum)
@@ -430,8 +439,8 @@ class Chip:
             raise InvalidArgument(
                 f"columns {col_start}..{col_start + n_out - 1} out of range: the tile has {cols}"
             )
-        (seed_w, seed_mvm) = self._op_seeds(2)
-        w_full, g_row_sum = self.effective_weights(tile, at_s, seed_w)
+        (seed_mvm,) = self._op_seeds(1)
+        w_full, g_row_sum = self.effective_weights(tile, at_s)
         rsl, csl = slice(row_start, row_start + k), slice(col_start, col_start + n_out)
         w = w_full[csl, rsl]
         per = self._periphery(tile, k, int(n_out))

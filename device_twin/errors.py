@@ -21,6 +21,12 @@ class NotFound(TwinError, LookupError):
     code = "NOT_FOUND"
 
 
+class AlreadyExists(TwinError):
+    """A chip with that id exists already."""
+
+    code = "ALREADY_EXISTS"
+
+
 class FailedPrecondition(TwinError):
     """Time going backwards, tile not programmed."""
 

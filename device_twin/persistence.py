@@ -185,30 +185,11 @@ def _result_from(h: dict[str, Any], values: np.ndarray | None) -> OpResult:
     )  # fmt: skip
 
 
-def _op_seeds_at(chip: Chip, k: int, n: int) -> list[int]:
-    """The seeds operation ``k`` of ``chip`` drew (the chip's own counter-based rule)."""
-    saved = chip.op_counter
-    chip.op_counter = k
-    try:
-        return chip._op_seeds(n)
-    finally:
-        chip.op_counter = saved
-
-
-def _weight_cache(chip: Chip) -> dict:
-    # Chip.mvm caches one read-noise realisation of a tile's effective weights per instant,
-    # drawn with the seed of the MVM that first needed it. It is not in the devices, so the
-    # log notes which operation drew it and a restore draws it again (see _warm_caches).
-    return getattr(chip, "_w_eff_cache", {})
-
-
 @dataclass
 class _ChipExtra:
     """What the durable registry keeps per chip besides the Chip itself."""
 
     recent: OrderedDict[str, OpResult] = field(default_factory=OrderedDict)
-    # tile -> (at_s, tile_version, op index) of the MVM that drew the cached weights
-    weight_draws: dict[int, tuple[float, int, int]] = field(default_factory=dict)
 
     def remember(self, request_id: str, result: OpResult) -> None:
         if not request_id:
@@ -240,7 +221,6 @@ def _copy_chip(chip_id: str, chip: Chip, extra: _ChipExtra) -> _ChipCopy:
         "programmed": [bool(p) for p in chip.programmed],
         "tile_version": [int(v) for v in chip.tile_version],
         "ledger": chip.ledger.to_dict(),
-        "weight_draws": {str(t): list(v) for t, v in extra.weight_draws.items()},
     }  # fmt: skip
     tiles = [
         (int(t), chip.g_prog_us[t].copy(), chip.nu[t].copy(), chip.t_write_s[t].copy())
@@ -263,11 +243,7 @@ def _restore_chip(
         chip.g_prog_us[t] = arrays["g_prog_us"]
         chip.nu[t] = arrays["nu"]
         chip.t_write_s[t] = arrays["t_write_s"]
-    extra = _ChipExtra()
-    extra.weight_draws = {
-        int(t): (v[0], int(v[1]), int(v[2])) for t, v in meta["weight_draws"].items()
-    }
-    return chip, extra
+    return chip, _ChipExtra()
 
 
 # --- the state directory -----------------------------------------------------------------
@@ -536,25 +512,15 @@ class DurableRegistry(ChipRegistry):
                 if self.store is not None and self.store.failed:
                     raise StateStoreError(self.store.failed)
                 k = chip.op_counter
-                cached_before = dict(_weight_cache(chip))
                 result = op(chip)
-                tile = int(result.tile)
-                drawn = _weight_cache(chip).get(tile)
-                draw = None
-                if drawn is not None and drawn is not cached_before.get(tile):
-                    draw = (float(result.at_s), int(chip.tile_version[tile]), k)
-                    extra.weight_draws[tile] = draw
                 if self.store is not None:
-                    self._log_op(chip_id, chip, k, result, request_id, draw)
+                    self._log_op(chip_id, chip, k, result, request_id)
                 extra.remember(request_id, result)
                 return result
 
             return self.with_chip(chip_id, run)
 
-    def _log_op(
-        self, chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str,
-        draw: tuple[float, int, int] | None,
-    ) -> None:  # fmt: skip
+    def _log_op(self, chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str) -> None:
         assert self.store is not None
         tile = int(r.tile)
         header = {
@@ -562,7 +528,7 @@ class DurableRegistry(ChipRegistry):
             "now_s": float(chip.now_s), "op_counter": int(chip.op_counter),
             "programmed": bool(chip.programmed[tile]),
             "tile_version": int(chip.tile_version[tile]),
-            "ledger": chip.ledger.to_dict().get(r.kind), "weight_draw": draw,
+            "ledger": chip.ledger.to_dict().get(r.kind),
         }  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
         w = r.writes
@@ -631,8 +597,6 @@ class DurableRegistry(ChipRegistry):
                     log.warning("cutting a torn record (%d bytes) off the end of %s",
                                 report.torn_bytes_cut, path)  # fmt: skip
                     os.truncate(path, exc.offset)
-        for chip_id, chip in self._chips.items():
-            _warm_caches(chip, self._extra.setdefault(chip_id, _ChipExtra()))
         last = max([next_segment - 1, *segments], default=-1)
         store.open_segment(last + 1)
         report.chips = len(self._chips)
@@ -696,9 +660,6 @@ class DurableRegistry(ChipRegistry):
         if h["ledger"] is not None:
             chip.ledger.by_kind[h["kind"]] = LedgerEntry(**h["ledger"])
         extra = self._extra.setdefault(chip_id, _ChipExtra())
-        if h["weight_draw"] is not None:
-            at_s, version, k = h["weight_draw"]
-            extra.weight_draws[tile] = (at_s, int(version), int(k))
         extra.remember(h["rid"], _result_from(h, arrays.get("values")))
 
     # --- snapshots --------------------------------------------------------------------------
@@ -759,13 +720,3 @@ def _remember(d: OrderedDict[str, str], request_id: str, chip_id: str) -> None:
         d[request_id] = chip_id
         while len(d) > RECENT_CHIP_CALLS:
             d.popitem(last=False)
-
-
-def _warm_caches(chip: Chip, extra: _ChipExtra) -> None:
-    """Redraw the cached effective weights an MVM at the chip's current instant would reuse."""
-    for tile, (at_s, version, k) in list(extra.weight_draws.items()):
-        if at_s != chip.now_s or version != int(chip.tile_version[tile]):
-            del extra.weight_draws[tile]  # stale: the next MVM draws afresh anyway
-            continue
-        seed_w = _op_seeds_at(chip, k, 2)[0]
-        chip.effective_weights(tile, at_s, seed_w)

@@ -18,7 +18,7 @@ import numpy as np
 
 from device_twin.chip import Chip, OpResult
 from device_twin.config import ChipConfig
-from device_twin.errors import InvalidArgument, NotFound, ResourceExhausted
+from device_twin.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 
 T = TypeVar("T")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -61,7 +61,7 @@ class ChipRegistry:
             )
         with self._lock:
             if chip_id in self._chips:
-                raise InvalidArgument(f"chip {chip_id!r} already exists")
+                raise AlreadyExists(f"chip {chip_id!r} already exists")
             if len(self._chips) >= self.max_chips:
                 raise ResourceExhausted(f"this twin holds at most {self.max_chips} chips")
             used = sum(c.config.state_bytes for c in self._chips.values())

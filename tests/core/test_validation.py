@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from device_twin import (
+    AlreadyExists,
     Array,
     Chip,
     ChipConfig,
@@ -88,6 +89,7 @@ def test_error_codes_name_grpc_statuses():
     assert NotFound.code == "NOT_FOUND"
     assert FailedPrecondition.code == "FAILED_PRECONDITION"
     assert ResourceExhausted.code == "RESOURCE_EXHAUSTED"
+    assert AlreadyExists.code == "ALREADY_EXISTS"
 
 
 def test_registry_enforces_memory_budget_and_chip_count():
@@ -100,7 +102,7 @@ def test_registry_enforces_memory_budget_and_chip_count():
     reg.create_chip(ChipConfig(tile_rows=8, tile_cols=8), "c")
     with pytest.raises(ResourceExhausted, match="at most 3"):
         reg.create_chip(ChipConfig(tile_rows=8, tile_cols=8), "d")
-    with pytest.raises(InvalidArgument, match="already exists"):
+    with pytest.raises(AlreadyExists, match="already exists"):
         reg.create_chip(ChipConfig(tile_rows=8, tile_cols=8), "a")
     with pytest.raises(InvalidArgument, match="not valid"):
         reg.create_chip(ChipConfig(tile_rows=8, tile_cols=8), "../etc")

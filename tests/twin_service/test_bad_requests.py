@@ -159,7 +159,7 @@ CASES = [
     Case("too many chips", too_many_chips, EXHAUSTED, "this twin holds at most 2 chips"),
     Case("bad chip id", rpc("CreateChip", create("{}", "bad id!")), INVALID,
          "chip_id 'bad id!' is not valid"),
-    Case("duplicate chip id", rpc("CreateChip", create("{}", CHIP)), INVALID,
+    Case("duplicate chip id", rpc("CreateChip", create("{}", CHIP)), grpc.StatusCode.ALREADY_EXISTS,
          f"chip '{CHIP}' already exists"),
     Case("config not JSON", rpc("CreateChip", create("{tiles: 2")), INVALID,
          "chip config is not valid"),
