@@ -260,12 +260,13 @@ def clear_complete(out_dir: Path) -> None:
 # --- the terminal table --------------------------------------------------------------------------
 def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the paper-style table: accuracy (mean ± std, %) per evaluation time,
-    then the correction energy, corrections, pulses and availability."""
+    then the correction energy, corrections, pulses, and the time a tile was unavailable to
+    inference ((1 - availability) x duration: availability itself is 99.99999... %)."""
     variants = summary["variants"]
     if not variants:
         return ["variant"], []
     labels = next(iter(variants.values()))["eval_labels"]
-    header = ["variant", *labels, "corr. energy", "corrections", "pulses", "avail."]
+    header = ["variant", *labels, "corr. energy", "corrections", "pulses", "tile downtime"]
     rows = []
     for name, v in variants.items():
         accs = [
@@ -278,11 +279,33 @@ def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[st
                 *accs,
                 format_energy_pj(v["correction_energy_pj"]),
                 f"{v['corrections']:.0f}",
-                f"{v['pulses']:.0f}",
-                f"{100 * v['availability']:.4f} %",
+                format_count(v["pulses"]),
+                format_downtime(v["availability"], v.get("duration_s")),
             ]
         )
     return header, rows
+
+
+def format_count(n: float | None) -> str:
+    """``812``, ``45.7 k``, ``276 M``."""
+    if n is None or not math.isfinite(n):
+        return "-"
+    for unit, scale in ((" G", 1e9), (" M", 1e6), (" k", 1e4)):
+        if abs(n) >= scale:
+            return f"{n / (scale if unit != ' k' else 1e3):.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def format_downtime(availability: float | None, duration_s: float | None) -> str:
+    """Unavailable time per tile over the run: ``0.34 s``, ``12 ms``."""
+    if availability is None or duration_s is None or not math.isfinite(availability):
+        return "-"
+    down_s = max(0.0, 1.0 - availability) * duration_s
+    if down_s >= 1:
+        return f"{down_s:.3g} s"
+    if down_s >= 1e-3:
+        return f"{down_s * 1e3:.3g} ms"
+    return f"{down_s * 1e6:.3g} us"
 
 
 def format_energy_pj(pj: float | None) -> str:
