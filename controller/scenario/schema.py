@@ -43,7 +43,11 @@ from pydantic import (
 
 from controller.scenario.durations import format_duration, parse_duration_s
 from controller.sim.config import ControllerConfig
-from controller.workloads.quantisers import MultiplicativeQuantiser, QuantiserConfig
+from controller.workloads.quantisers import (
+    QUANTISERS,
+    MultiplicativeQuantiser,
+    QuantiserConfig,
+)
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 from device_twin.config import (
     DeviceModelConfig,
@@ -390,6 +394,16 @@ def scenario_json_schema() -> dict[str, Any]:
         "properties": var["properties"],
         "additionalProperties": False,
     }
+    defs = schema["$defs"]
+    # what the validators accept beyond the models' own schemas: a quantiser by name alone,
+    # and single pulse-model parameters (the rest come from aihwkit's PCMPresetDevice)
+    quantiser = defs["MappingSpec"]["properties"]["quantiser"]
+    names = {"type": "string", "enum": list(QUANTISERS)}
+    defs["MappingSpec"]["properties"]["quantiser"] = {
+        "anyOf": [names, {k: v for k, v in quantiser.items() if k != "default"}],
+        "description": "a quantiser name, or a mapping with kind and its parameters",
+    }
+    defs["PulseModelConfig"].pop("required", None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "pcm-twin scenario"
     return schema

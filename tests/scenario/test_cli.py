@@ -52,3 +52,19 @@ def test_validate_lists_every_problem(tmp_path: Path) -> None:
         "variants.mult_threshold.controller.policy.params.interval_s: duration '-6h' is negative"
         in lines[1]
     )
+
+
+def test_shipped_scenarios_conform_to_the_json_schema() -> None:
+    """The exported JSON Schema accepts every shipped scenario (shorthands included) and
+    refuses an unknown key, as pydantic does."""
+    import jsonschema
+    import yaml
+
+    from controller.scenario.schema import scenario_json_schema
+
+    validator = jsonschema.Draft202012Validator(scenario_json_schema())
+    for path in sorted((REPO / "scenarios").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        assert list(validator.iter_errors(data)) == [], path
+        data["chip"]["colour"] = "blue"
+        assert [list(e.absolute_path) for e in validator.iter_errors(data)] == [["chip"]]

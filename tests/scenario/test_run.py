@@ -105,3 +105,10 @@ def test_a_failing_policy_stops_the_run_with_its_name(tmp_path: Path, tiny_scena
     assert res.exit_code == 2, res.output
     assert "run failed" in res.output and "negative_interval" in res.output
     assert not (out / "COMPLETE").exists()
+
+
+def test_run_refuses_an_unknown_variant(tmp_path: Path) -> None:
+    """`--variant` must name a variant of the file; otherwise exit 1 listing the variants."""
+    res = CliRunner().invoke(app, ["run", str(SMOKE), "--variant", "nope", "--out", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "no variant nope; variants: mult_gdc, mult_threshold" in res.output

@@ -132,3 +132,16 @@ def test_nothing_in_a_scenario_is_evaluated() -> None:
     text = edit("seeds: 2", "seeds: !!python/object/apply:os.system ['echo hacked']")
     loaded, issues = check_text(text)
     assert loaded is None and any("not valid YAML" in i.message for i in issues)
+
+
+def test_log_spaced_evaluation_times() -> None:
+    """A log-spaced spec becomes that many times from start to the duration (the default stop)."""
+    text = edit("  times: [1s, 1h, 1d]", "  log_spaced: {start: 1s, points: 4}")
+    loaded, issues = check_text(text)
+    assert issues == [] and loaded is not None
+    times = loaded.variants[0].eval_times_s
+    assert len(times) == 4 and times[0] == 1.0 and times[-1] == 86400.0
+    bad, issues = check_text(
+        edit("  times: [1s, 1h, 1d]", "  log_spaced: {start: 1s, stop: 2d, points: 4}")
+    )
+    assert bad is None and [i.dotted for i in issues] == ["evaluation.log_spaced.stop"]
