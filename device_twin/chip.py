@@ -72,6 +72,26 @@ class OpResult:
 
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser: a bijective, well-mixing map of 64-bit integers."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def derive_seeds(n: int, *key: int) -> list[int]:
+    """``n`` 63-bit seeds that depend only on the integers ``key`` (counter-based seeding).
+
+    A few microseconds, against ~70 us for a numpy ``SeedSequence``: every twin operation
+    derives its seeds this way."""
+    h = 0
+    for k in key:
+        h = _mix64(h ^ (int(k) & _M64))
+    return [_mix64(h ^ i) >> 1 for i in range(1, n + 1)]
 
 
 def _check_float_array(a: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -156,8 +176,11 @@ class Chip:
         if idx.min() < 0 or idx.max() >= limit:
             raise InvalidArgument(f"{name} out of range: expected 0..{limit - 1}")
         out = idx.astype(np.int64)
-        if np.unique(out).size != out.size:
-            raise InvalidArgument(f"{name} contains duplicates")
+        # callers mostly pass sorted indices (np.flatnonzero): an O(n) check, sort otherwise
+        if out.size > 1 and not np.all(out[1:] > out[:-1]):
+            s = np.sort(out)
+            if np.any(s[1:] == s[:-1]):
+                raise InvalidArgument(f"{name} contains duplicates")
         return out
 
     def _check_targets(self, g: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -171,8 +194,7 @@ class Chip:
     # --- shared machinery -----------------------------------------------------------------
     def _op_seeds(self, n: int) -> list[int]:
         """Seeds for the random draws of the next operation (counter based)."""
-        ss = np.random.SeedSequence([self.config.seed, self.op_counter])
-        return [int(s) for s in ss.generate_state(n, np.uint64) >> np.uint64(1)]
+        return derive_seeds(n, self.config.seed, self.op_counter)
 
     def _commit(self, kind: str, tile: int, at_s: float, cost: Cost, devices: int, pulses: int):
         self.now_s = at_s
@@ -378,10 +400,9 @@ class Chip:
     def _weights_seed(self, tile: int, at_s: float) -> int:
         """Seed of the read-noise realisation of a tile's MVM weights at one instant."""
         t_bits = int(np.float64(at_s).view(np.uint64))
-        ss = np.random.SeedSequence(
-            [self.config.seed, 0x3E1F, tile, int(self.tile_version[tile]), t_bits]
-        )
-        return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+        return derive_seeds(
+            1, self.config.seed, 0x3E1F, tile, int(self.tile_version[tile]), t_bits
+        )[0]
 
     def effective_weights(self, tile: int, at_s: float) -> tuple[torch.Tensor, np.ndarray]:
         """(cols, rows) effective weights (G+ - G-)/g_max at ``at_s``, one read-noise draw,
