@@ -228,8 +228,9 @@ def test_realtime_host_paces_device_time_and_refuses_advance():
         t1 = s.stub.GetStatus(host_pb2.GetStatusRequest())
         elapsed = time.monotonic() - w0
         assert t1.realtime_factor == 1.0
-        assert 0.7 * elapsed <= t1.sim_time_s - t0 <= elapsed + 0.1
-        assert t1.monitor_wakeups >= 2
+        # never ahead of the wall clock; behind it only as far as a loaded machine lags
+        assert 0.5 * elapsed <= t1.sim_time_s - t0 <= elapsed + 0.1
+        assert t1.monitor_wakeups >= 1
         code, msg = _code(s.stub.AdvanceTime, host_pb2.AdvanceTimeRequest(by_s=10))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "realtime" in msg
         res = s.stub.Infer(host_pb2.InferRequest(x=tensor(np.ones((2, 16), np.float32))))
