@@ -133,11 +133,25 @@ def test_ledger_energy_equals_the_twins_reported_energy():
     assert {"program", "calibration", "probe", "correction", "inference", "evaluation"} <= kinds
 
 
+def _weight_error_from_reads(model, twin, cid, mapped):
+    """An evaluator: mean |w_read - w_target| of tile 0 from device reads (g_max units)."""
+
+    def evaluate(mvm, comp):
+        tm = mapped.tiles[0]
+        at = model.env.now
+        gp = twin.read_devices(cid, tm.tile, POS, None, at).values
+        gn = twin.read_devices(cid, tm.tile, NEG, None, at).values
+        err = ((gp - gn) - (tm.g_target_pos_us - tm.g_target_neg_us)) / mapped.g_max_us
+        return {"weight_error": float(np.abs(err[tm.used]).mean())}
+
+    return evaluate
+
+
 def test_an_evaluation_at_a_wake_up_sees_the_chip_before_and_after_the_correction():
     """An evaluation at T sees the chip before the correction at T; a second row records the
     state right after it."""
-    model, _, _, mapped = _setup(ThresholdPolicy(interval_s=HOUR))
-    model.evaluator = _accuracy_like(mapped)
+    model, twin, cid, mapped = _setup(ThresholdPolicy(interval_s=HOUR))
+    model.evaluator = _weight_error_from_reads(model, twin, cid, mapped)
     model.schedule_evaluations([HOUR / 2, HOUR], ["half", "one"])
     model.start()
     model.run(HOUR + 60)
