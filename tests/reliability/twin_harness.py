@@ -89,6 +89,14 @@ class ChipCopy:
         return (self.programmed, self.tile_version, self.g, self.nu, self.tw)
 
 
+def chip_copy(c) -> ChipCopy:
+    """A copy of everything a request could change on a ``Chip`` (call under its lock)."""
+    return ChipCopy(
+        c.now_s, c.op_counter, c.programmed.copy(), c.tile_version.copy(), c.ledger.to_dict(),
+        c.config.model_dump_json(), c.g_prog_us.copy(), c.nu.copy(), c.t_write_s.copy(),
+    )  # fmt: skip
+
+
 def g_bound_us(config: ChipConfig) -> float:
     """The largest conductance a device of this chip can physically hold: its pulse
     saturation bound, or a programmed g_max plus 8 sigma of programming noise."""
@@ -161,14 +169,7 @@ class TwinHarness:
 
     # --- state ----------------------------------------------------------------------------
     def copy(self, chip_id: str) -> ChipCopy:
-        def take(c) -> ChipCopy:
-            return ChipCopy(
-                c.now_s, c.op_counter, c.programmed.copy(), c.tile_version.copy(),
-                c.ledger.to_dict(), c.config.model_dump_json(), c.g_prog_us.copy(),
-                c.nu.copy(), c.t_write_s.copy(),
-            )  # fmt: skip
-
-        return self.registry.with_chip(chip_id, take)
+        return self.registry.with_chip(chip_id, chip_copy)
 
     def state(self) -> dict[str, ChipCopy]:
         return {cid: self.copy(cid) for cid in self.registry.list_chips()}
