@@ -74,7 +74,11 @@ def run(seeds: list[int], policies: dict[str, dict[str, Any]], tmp: Path) -> lis
     test = load_dataset("mnist").test
     x, y = test.x.numpy().astype(np.float32), test.y.numpy()
     twin = ServerProcess(tmp, "twin")
-    host = ServerProcess(tmp, "chip", "--twin", twin.address)
+    try:
+        host = ServerProcess(tmp, "chip", "--twin", twin.address)
+    except BaseException:
+        twin.stop()
+        raise
     channel = grpc.insecure_channel(host.address, options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),

@@ -66,11 +66,13 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a loaded machine starts Python slowly
         while not self.port_file.exists():
             if self.proc.poll() is not None:
+                self._log.close()
                 raise RuntimeError(f"{group} server exited: {self.log_path.read_text()}")
             if time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"{group} server did not bind in time")
             time.sleep(0.05)
         self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
