@@ -73,6 +73,8 @@ class OpResult:
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _M64 = (1 << 64) - 1
+#: Latest device time a chip accepts (about 31,700 years): device ages are float32.
+MAX_TIME_S = 1e12
 
 
 def _mix64(x: int) -> int:
@@ -149,8 +151,10 @@ class Chip:
             t = float(at_s)
         except (TypeError, ValueError):
             raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}") from None
-        if not math.isfinite(t) or t < 0:
-            raise InvalidArgument(f"at_s must be finite and >= 0, got {at_s!r}")
+        if not math.isfinite(t) or t < 0 or t > MAX_TIME_S:
+            raise InvalidArgument(
+                f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}"
+            )
         if t < self.now_s:
             raise FailedPrecondition(
                 f"time going backwards: at_s={t!r} is before the chip's current time {self.now_s!r}"
@@ -466,7 +470,11 @@ class Chip:
         w = w_full[csl, rsl]
         per = self._periphery(tile, k, int(n_out))
         per.load_weights(w, (at_s, int(self.tile_version[tile]), row_start, col_start))
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with np.errstate(over="ignore"):
+            x32 = np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
+            raise InvalidArgument("x has values beyond the float32 range the periphery takes")
+        xt = torch.from_numpy(x32)
         with seeded_global_torch(seed_mvm):
             y = per.mvm(xt).numpy()
         xa = np.abs(xt.numpy())

@@ -18,7 +18,8 @@ STATE_BYTES_PER_DEVICE = 16
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN/Inf never make sense in a device model and would poison device state
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DeviceModelConfig(_Strict):
@@ -30,9 +31,9 @@ class DeviceModelConfig(_Strict):
 
     prog_coeff: tuple[float, float, float] = (0.26348, 1.9650, -1.1731)
     prog_coeff_g_max_reference_us: float = Field(25.0, gt=0)
-    prog_noise_scale: float = Field(1.0, ge=0)
-    drift_scale: float = Field(1.0, ge=0)
-    read_noise_scale: float = Field(1.0, ge=0)
+    prog_noise_scale: float = Field(1.0, ge=0, le=100)
+    drift_scale: float = Field(1.0, ge=0, le=10)
+    read_noise_scale: float = Field(1.0, ge=0, le=100)
     t0_s: float = Field(20.0, gt=0)
     t_read_s: float = Field(250e-9, gt=0)
 
@@ -200,7 +201,7 @@ class ChipConfig(_Strict):
     n_tiles: int = Field(1, ge=1, le=4096)
     tile_rows: int = Field(256, ge=1, le=8192)
     tile_cols: int = Field(256, ge=1, le=8192)
-    g_max_us: float = Field(25.0, gt=0, le=1000)
+    g_max_us: float = Field(25.0, ge=0.01, le=1000)
     device: DeviceModelConfig = Field(default_factory=DeviceModelConfig)
     program_verify: ProgramVerifyConfig = Field(default_factory=ProgramVerifyConfig)
     pulse: PulseModelConfig = Field(default_factory=PulseModelConfig.from_aihwkit)

@@ -411,9 +411,6 @@ def _small_chip(**overrides) -> Chip:
     return chip
 
 
-@pytest.mark.xfail(strict=True, reason="known defect in device_twin/chip.py: device ages are "
-                   "float32, so at_s >= 3.4e38 s reads NaN; fix: refuse at_s above a maximum "
-                   "(e.g. 1e15 s) in Chip._check_time, or compute ages in float64")  # fmt: skip
 @pytest.mark.parametrize("at_s", [FLOAT32_AGE_LIMIT_S * 1.2, 1e300])
 def test_reads_at_times_beyond_float32_stay_finite(at_s):
     """A read or MVM at any accepted time returns finite values (or the time is refused)."""
@@ -427,11 +424,6 @@ def test_reads_at_times_beyond_float32_stay_finite(at_s):
     assert np.isfinite(r).all() and np.isfinite(y).all()
 
 
-@pytest.mark.xfail(strict=True, reason="known defect in device_twin/config.py: ChipConfig "
-                   "accepts NaN, Infinity and absurd scales (pydantic allows inf/nan by "
-                   "default), and programming then leaves NaN/Inf in the device state; fix: "
-                   "model_config allow_inf_nan=False on config._Strict and upper bounds on the "
-                   "noise scales and a lower bound on g_max_us")  # fmt: skip
 @pytest.mark.parametrize("config_json", [
     '{"device": {"prog_noise_scale": Infinity}}', '{"device": {"prog_coeff": [NaN, 0, 0]}}',
     '{"device": {"prog_noise_scale": 1e300}}', '{"g_max_us": 1e-300}',
@@ -446,10 +438,6 @@ def test_every_accepted_config_programs_to_finite_state(config_json):
     assert np.isfinite(chip.g_prog_us).all() and np.isfinite(chip.nu).all()
 
 
-@pytest.mark.xfail(strict=True, reason="known defect in device_twin/chip.py: Chip.mvm checks "
-                   "that float64 inputs are finite, then casts them to float32, where values "
-                   "beyond 3.4e38 become Inf and the output NaN; fix: check finiteness after "
-                   "the cast (or refuse |x| > float32 max) in Chip.mvm")  # fmt: skip
 def test_mvm_inputs_beyond_float32_are_refused():
     """An MVM input too large for float32 is refused, or the output is finite."""
     chip = _small_chip()
