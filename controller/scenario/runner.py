@@ -204,7 +204,6 @@ def run_seed(
     """One variant on one device-noise seed: program, run the duration, evaluate."""
     from controller.policies import load_policy
     from controller.sim import ChipModel, make_environment
-    from controller.workloads.compensation import DriftCompensation
     from controller.workloads.mapping import evaluate
 
     v = prep.variant
@@ -219,16 +218,12 @@ def run_seed(
         def evaluator(mvm: Any, compensation: Any) -> dict[str, float]:
             return {"accuracy": evaluate(mapped, mvm, test, compensation)}
 
-        def compensation(kind: str, m: Any) -> Any:
-            # the policies' "gdc": one factor per tile from an identity read (DESIGN.md §5)
-            return DriftCompensation(m, "global", "identity")
-
         env = make_environment()
         model = ChipModel(
             env, client, chip_id, mapped,
             load_policy(core.controller.policy.name, v.policy_params),
             config=core.controller.controller_config(), evaluator=evaluator,
-            compensation_factory=compensation, chip_config=chip_config,
+            chip_config=chip_config,  # GDC: the model's default, one factor per tile
         )  # fmt: skip
         evals = model.schedule_evaluations(list(v.eval_times_s))
         model.start()
