@@ -14,7 +14,9 @@ float32 value it was last programmed to (no drift at age 0, no noise). Then:
   block (in G+ or G-) to one value that names the write; a read of some blocks must see
   each block uniform, at a value some write to that block set (or the initial one);
 - tile 1 is programmed whole, both arrays, to one value per write; a read of a whole array
-  of tile 1 must be uniform, at a value some whole-tile write set;
+  of tile 1 must be uniform, at a value some whole-tile write set; and since G+ = G- there,
+  an MVM on tile 1 (through a perfect periphery: no noise, no quantisation) must give
+  exactly 0: a write seen in one array but not yet in the other would not;
 - tile 2 takes SET/RESET pulses (its values are not checked here, only that calls succeed).
 
 Afterwards (``check_final``) every chip's stored state must be block- and tile-uniform the
@@ -38,7 +40,7 @@ import numpy as np
 
 from controller.client import TwinClient
 from device_twin import Array, ChipConfig, PulseKind
-from device_twin.config import DeviceModelConfig
+from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig
 
 REPO = Path(__file__).resolve().parents[2]
 AT_S = 1000.0
@@ -58,7 +60,7 @@ class LoadConfig:
     chips: int = 4
     rows: int = 32
     cols: int = 32
-    block: int = 8
+    block: int = 32  # one row: few blocks, so that writes and reads of a block often meet
     seed: int = 0
     timeout_s: float = 300.0
 
@@ -66,6 +68,7 @@ class LoadConfig:
         return ChipConfig(
             n_tiles=3, tile_rows=self.rows, tile_cols=self.cols, seed=self.seed * 100 + k,
             device=DeviceModelConfig(prog_noise_scale=0.0, read_noise_scale=0.0),
+            periphery=PeripheryConfig(forward=IOConfig(is_perfect=True)),
         )  # fmt: skip
 
     @property
@@ -212,7 +215,7 @@ def _client_loop(k: int, address: str, cfg: LoadConfig, chips: list[str], shared
                     client.program_devices(cid, 0, arr, idx, np.full(cfg.block, v, np.float32),
                                            AT_S)  # fmt: skip
                 elif kind == "read_blocks":
-                    bs = rng.choice(cfg.blocks, int(rng.integers(1, 9)), replace=False)
+                    bs = rng.choice(cfg.blocks, int(rng.integers(1, 5)), replace=False)
                     idx = (bs[:, None] * cfg.block + np.arange(cfg.block)).ravel()
                     g = client.read_devices(cid, 0, arr, idx, AT_S).values.reshape(-1, cfg.block)
                     for b, row in zip(bs, g, strict=True):
@@ -242,9 +245,13 @@ def _client_loop(k: int, address: str, cfg: LoadConfig, chips: list[str], shared
                     probe_arr = Array(int(rng.integers(3)))
                     client.probe(cid, int(rng.integers(3)), rows, probe_arr, AT_S)
                 elif kind == "mvm":
-                    y = client.mvm(cid, int(rng.integers(3)), x, AT_S).values
+                    tile = int(rng.integers(3))
+                    y = client.mvm(cid, tile, x, AT_S).values
                     if not np.isfinite(y).all():
                         problems.append(f"{cid}: MVM output not finite")
+                    elif tile == 1 and y.any():
+                        problems.append(f"torn tile write: {cid} tile 1 G+ != G- (MVM gives "
+                                        f"{np.abs(y).max():.3g}, not 0)")  # fmt: skip
                 elif kind == "energy_ledger":
                     client.energy_ledger(cid)
                 elif kind == "chip_info":
