@@ -30,11 +30,17 @@ from device_twin.pulses import PulseModel
 
 
 class Array(IntEnum):
-    """Which devices of the differential pairs: G+, G-, or their difference (probe only)."""
+    """Which devices of the differential pairs.
+
+    ``POS`` (G+) and ``NEG`` (G-) address one array, devices by ``row*cols + col``. ``BOTH``
+    addresses the two arrays in one call, devices by ``array*rows*cols + row*cols + col``
+    (probe: codes of shape (2, rows, cols)). ``DIFF`` (probe only) reads G+ - G-.
+    """
 
     POS = 0
     NEG = 1
     DIFF = 2
+    BOTH = 3
 
 
 class PulseKind(IntEnum):
@@ -152,9 +158,7 @@ class Chip:
         except (TypeError, ValueError):
             raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}") from None
         if not math.isfinite(t) or t < 0 or t > MAX_TIME_S:
-            raise InvalidArgument(
-                f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}"
-            )
+            raise InvalidArgument(f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}")
         if t < self.now_s:
             raise FailedPrecondition(
                 f"time going backwards: at_s={t!r} is before the chip's current time {self.now_s!r}"
@@ -165,10 +169,29 @@ class Chip:
         try:
             a = Array(int(array))
         except (ValueError, TypeError):
-            raise InvalidArgument(f"unknown array {array!r}: expected POS (0) or NEG (1)") from None
+            raise InvalidArgument(
+                f"unknown array {array!r}: expected POS (0), NEG (1) or BOTH (3)"
+            ) from None
         if a is Array.DIFF and not allow_diff:
-            raise InvalidArgument("array DIFF is only valid for probe: expected POS or NEG")
+            raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH")
         return a
+
+    def _check_devices(
+        self, array: int, devices: object
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        """Validate (array, devices): per-device array (int8), index within its array, and an
+        index tuple into a tile's (2, rows, cols) state."""
+        arr = self._check_array(array)
+        n = self.config.tile_rows * self.config.tile_cols
+        if arr is Array.BOTH:
+            flat = self._check_indices(devices, 2 * n, "devices")
+            a, idx = np.divmod(flat, n)
+            arrays = a.astype(np.int8)
+        else:
+            idx = self._check_indices(devices, n, "devices")
+            arrays = np.full(idx.size, int(arr), np.int8)
+        r, c = np.divmod(idx, self.config.tile_cols)
+        return arrays, idx, (arrays, r, c)
 
     def _check_indices(self, idx: object, limit: int, name: str) -> np.ndarray:
         if not isinstance(idx, np.ndarray) or idx.ndim != 1:
@@ -268,15 +291,12 @@ class Chip:
     def program_devices(
         self, tile: int, array: int, devices: np.ndarray, g_target_us: np.ndarray, at_s: float
     ) -> OpResult:
-        """Program-and-verify chosen devices (flat indices row*cols+col) of one array."""
+        """Program-and-verify chosen devices (see ``Array`` for how they are addressed)."""
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
-        arr = self._check_array(array)
-        idx = self._check_indices(devices, self.config.tile_rows * self.config.tile_cols, "devices")
+        arrays, idx, _ = self._check_devices(array, devices)
         self._check_targets(g_target_us, "g_target_us", idx.shape)
-        return self._program(
-            "program", tile, np.full(idx.size, int(arr), np.int8), idx, g_target_us, at_s
-        )
+        return self._program("program", tile, arrays, idx, g_target_us, at_s)
 
     def apply_pulses(
         self,
@@ -287,15 +307,14 @@ class Chip:
         count: int | np.ndarray,
         at_s: float,
     ) -> OpResult:
-        """Apply ``count`` SET or RESET pulses to devices of one array.
+        """Apply ``count`` SET or RESET pulses to devices (see ``Array`` for addressing).
 
         A SET pulse acts on the device's drifted conductance at ``at_s``; any write restarts
         drift (``t_write_s = at_s``, ``nu`` redrawn for the new conductance).
         """
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
-        arr = self._check_array(array)
-        idx = self._check_indices(devices, self.config.tile_rows * self.config.tile_cols, "devices")
+        arrays, idx, sel = self._check_devices(array, devices)
         try:
             pk = PulseKind(int(kind))
         except (ValueError, TypeError):
@@ -315,11 +334,9 @@ class Chip:
 
         (s_pulse, s_nu) = self._op_seeds(2)
         rng = np.random.default_rng(s_pulse)
-        arrays = np.full(idx.size, int(arr), np.int8)
         params = self.pulse_model.device_params(tile, arrays, idx)
         if pk is PulseKind.SET:
-            r, c = np.divmod(idx, self.config.tile_cols)
-            g_now = self._read_state(tile, int(arr), (r, c), at_s, None).numpy()
+            g_now = self._read_state(tile, slice(None), sel, at_s, None).numpy()
             g_new = self.pulse_model.apply_set(g_now, counts, params, rng)
         else:
             g_new = self.pulse_model.apply_reset(params, rng)
@@ -339,22 +356,21 @@ class Chip:
     def read_devices(
         self, tile: int, array: int, devices: np.ndarray | None, at_s: float
     ) -> OpResult:
-        """Conductance (uS) of devices of one array at ``at_s``, with fresh 1/f read noise.
+        """Conductance (uS) of devices at ``at_s``, with fresh 1/f read noise.
 
-        ``devices=None`` reads every device of the array, as (rows, cols)."""
+        ``devices=None`` reads every device of the array, as (rows, cols), or (2, rows, cols)
+        for ``BOTH``."""
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
-        arr = int(self._check_array(array))
-        (seed,) = self._op_seeds(1)
-        gen = torch_generator(seed)
         if devices is None:
-            g = self._read_state(tile, arr, slice(None), at_s, gen).numpy()
+            arr = self._check_array(array)
+            sel: tuple | slice = slice(None)
+            arr_sel = slice(None) if arr is Array.BOTH else int(arr)
         else:
-            idx = self._check_indices(
-                devices, self.config.tile_rows * self.config.tile_cols, "devices"
-            )
-            g = self._read_state(tile, arr, np.divmod(idx, self.config.tile_cols), at_s, gen)
-            g = g.numpy()
+            _, _, sel = self._check_devices(array, devices)
+            arr_sel = slice(None)
+        (seed,) = self._op_seeds(1)
+        g = self._read_state(tile, arr_sel, sel, at_s, torch_generator(seed)).numpy()
         cost = self.energy_model.read_devices(g)
         self._commit("read_devices", tile, at_s, cost, g.size, 0)
         return OpResult(
@@ -365,8 +381,9 @@ class Chip:
     def probe(self, tile: int, rows: np.ndarray, array: int, at_s: float) -> OpResult:
         """Identity-input read of ``rows`` through the probe periphery.
 
-        Returns ADC codes (int16, shape (len(rows), cols)) and ``scale_us``: codes * scale_us
-        is the conductance (POS, NEG) or conductance difference (DIFF) in uS.
+        Returns ADC codes (int16, shape (len(rows), cols), or (2, len(rows), cols) for BOTH,
+        which probes G+ and then G-) and ``scale_us``: codes * scale_us is the conductance
+        (POS, NEG, BOTH) or conductance difference (DIFF) in uS.
         """
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
@@ -375,17 +392,23 @@ class Chip:
         (seed_read, seed_adc) = self._op_seeds(2)
         gen = torch_generator(seed_read)
         g_max = self.config.g_max_us
+        passes = r.size
         if arr is Array.DIFF:
             g_pair = self._read_state(tile, slice(None), (slice(None), r), at_s, gen)
             y = (g_pair[0] - g_pair[1]) / g_max
             g_read = g_pair.numpy()
+        elif arr is Array.BOTH:
+            g_pair = self._read_state(tile, slice(None), (slice(None), r), at_s, gen)
+            y = g_pair / g_max
+            g_read = g_pair.numpy()
+            passes = 2 * r.size
         else:
             g = self._read_state(tile, int(arr), r, at_s, gen)
             y = g / g_max
             g_read = g.numpy()
         with seeded_global_torch(seed_adc):
             codes, step = self._periphery(tile).probe_readout(y)
-        cost = self.energy_model.probe(r.size, g_read)
+        cost = self.energy_model.probe(passes, g_read)
         self._commit("probe", tile, at_s, cost, g_read.size, 0)
         return OpResult(
             "probe", tile, at_s, devices=g_read.size, energy_pj=cost.energy_pj,

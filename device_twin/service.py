@@ -104,10 +104,17 @@ def result_from_proto(m: twin_pb2.OpResult) -> OpResult:
 
 # --- enums ---------------------------------------------------------------------------------
 def array_from_proto(value: int, allow_diff: bool = False) -> Array:
-    expected = "ARRAY_POS (1), ARRAY_NEG (2)" + (" or ARRAY_DIFF (3)" if allow_diff else "")
+    expected = "ARRAY_POS (1), ARRAY_NEG (2), ARRAY_BOTH (4)" + (
+        " or ARRAY_DIFF (3)" if allow_diff else ""
+    )
     if value == twin_pb2.ARRAY_UNSPECIFIED:
         raise InvalidArgument(f"array is not set (ARRAY_UNSPECIFIED): expected {expected}")
-    if value not in (twin_pb2.ARRAY_POS, twin_pb2.ARRAY_NEG, twin_pb2.ARRAY_DIFF):
+    if value not in (
+        twin_pb2.ARRAY_POS,
+        twin_pb2.ARRAY_NEG,
+        twin_pb2.ARRAY_DIFF,
+        twin_pb2.ARRAY_BOTH,
+    ):
         raise InvalidArgument(f"unknown array value {value}: expected {expected}")
     a = Array(value - 1)
     if a is Array.DIFF and not allow_diff:
@@ -291,7 +298,8 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             if request.HasField("devices"):
                 dev = tensor_to_numpy(request.devices, "devices", INTEGER)
             cfg = self._config(request.chip_id)
-            n = cfg.tile_rows * cfg.tile_cols if dev is None else dev.size
+            per_array = cfg.tile_rows * cfg.tile_cols * (2 if arr is Array.BOTH else 1)
+            n = per_array if dev is None else dev.size
             self._check_response_bytes(4 * n, f"reading {n} devices")
             r = self.registry.read_devices(
                 request.chip_id, int(request.tile), arr, dev, request.at_s,
@@ -308,7 +316,10 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                 _required(request, "rows", "a 1-D integer Tensor of row indices"), "rows", INTEGER
             )
             cfg = self._config(request.chip_id)
-            self._check_response_bytes(2 * rows.size * cfg.tile_cols, f"probing {rows.size} rows")
+            n_arrays = 2 if arr is Array.BOTH else 1
+            self._check_response_bytes(
+                2 * n_arrays * rows.size * cfg.tile_cols, f"probing {rows.size} rows"
+            )
             r = self.registry.probe(
                 request.chip_id, int(request.tile), rows, arr, request.at_s,
                 request_id=request.request_id,

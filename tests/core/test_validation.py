@@ -122,3 +122,33 @@ def test_config_rejects_unknown_fields_and_bad_values():
         ChipConfig(g_max_us=-1)
     with pytest.raises(ValidationError):
         ChipConfig(tile_rows=0)
+
+
+def test_both_arrays_in_one_call_equal_two_single_array_calls():
+    """Addressing BOTH arrays in one call gives what two single-array calls give (same seeds)."""
+    from device_twin.config import DeviceModelConfig
+
+    cfg = ChipConfig(tile_rows=R, tile_cols=C, seed=4, device=DeviceModelConfig(read_noise_scale=0.0))
+    a, b = Chip(cfg), Chip(cfg)
+    for chip in (a, b):
+        chip.program(0, GOOD, GOOD * 2, at_s=0.0)
+    n = R * C
+    pos, neg = np.array([1, 5, 7]), np.array([0, 5])
+    both = np.concatenate([pos, n + neg])
+    ra = a.read_devices(0, Array.BOTH, both, 10.0).values
+    rp = b.read_devices(0, Array.POS, pos, 10.0).values
+    rn = b.read_devices(0, Array.NEG, neg, 10.0).values
+    np.testing.assert_array_equal(ra, np.concatenate([rp, rn]))
+    whole = a.read_devices(0, Array.BOTH, None, 10.0).values  # same instant, no read noise
+    assert whole.shape == (2, R, C)
+    np.testing.assert_array_equal(whole[1].reshape(-1)[neg], rn.astype(np.float32))
+    res = a.program_devices(0, Array.BOTH, both, np.full(both.size, 9.0, np.float32), 12.0)
+    np.testing.assert_array_equal(res.writes.array, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(res.writes.index, [1, 5, 7, 0, 5])
+    assert a.t_write_s[0, 1].reshape(-1)[5] == 12.0 and a.t_write_s[0, 1].reshape(-1)[1] == 0.0
+    p = a.probe(0, np.array([0, 3]), Array.BOTH, 13.0)
+    assert p.values.shape == (2, 2, C)
+    q = a.apply_pulses(0, Array.BOTH, np.array([2, n + 2]), PulseKind.SET, 1, 14.0)
+    np.testing.assert_array_equal(q.writes.array, [0, 1])
+    with pytest.raises(InvalidArgument, match="out of range"):
+        a.read_devices(0, Array.BOTH, np.array([2 * n]), 15.0)

@@ -133,7 +133,7 @@ CASES = [
     Case("time going backwards", rpc("ReadDevices", read(at_s=1.0)), PRECONDITION,
          "time going backwards: at_s=1.0 is before the chip's current time"),
     Case("NaN time", rpc("ReadDevices", read(at_s=math.nan)), INVALID,
-         "at_s must be finite and >= 0"),
+         "at_s must be finite and in [0, 1e+12] s"),
     Case("tile not programmed", rpc("ReadDevices", read(tile=1)), PRECONDITION,
          "tile 1 is not programmed: call program first"),
     Case("empty device list", rpc("ReadDevices", read(devices=t(np.zeros(0, np.int64)))), INVALID,
