@@ -256,11 +256,14 @@ class TwinClient:
             request.devices.CopyFrom(numpy_to_tensor(np.asarray(devices)))
         return result_from_proto(self._call(self._stub.ReadDevices, request))
 
-    def probe(self, chip_id, tile, rows, array, at_s) -> OpResult:
+    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
         request = twin_pb2.ProbeRequest(
             chip_id=chip_id, tile=int(tile), rows=numpy_to_tensor(np.asarray(rows)),
             array=array_to_proto(array), at_s=float(at_s), request_id=self._rid(),
+            col_start=int(col_start),
         )  # fmt: skip
+        if col_count is not None:
+            request.col_count = int(col_count)
         return result_from_proto(self._call(self._stub.Probe, request))
 
     def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None) -> OpResult:

@@ -210,6 +210,22 @@ class Chip:
                 raise InvalidArgument(f"{name} contains duplicates")
         return out
 
+    def _check_cols(self, col_start: int, col_count: int | None) -> slice:
+        """Validate a column range; returns it as a slice."""
+        cols = self.config.tile_cols
+        if isinstance(col_start, bool) or not isinstance(col_start, int | np.integer):
+            raise InvalidArgument(f"col_start must be an integer >= 0, got {col_start!r}")
+        if col_start < 0:
+            raise InvalidArgument(f"col_start must be an integer >= 0, got {col_start!r}")
+        n = cols - col_start if col_count is None else col_count
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}")
+        if col_start + n > cols:
+            raise InvalidArgument(
+                f"columns {col_start}..{col_start + n - 1} out of range: the tile has {cols}"
+            )
+        return slice(int(col_start), int(col_start + n))
+
     def _check_targets(self, g: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
         _check_float_array(g, name, shape)
         if g.size and (g.min() < 0 or g.max() > self.config.g_max_us):
@@ -378,8 +394,19 @@ class Chip:
             latency_s=cost.latency_s, values=g,
         )  # fmt: skip
 
-    def probe(self, tile: int, rows: np.ndarray, array: int, at_s: float) -> OpResult:
+    def probe(
+        self,
+        tile: int,
+        rows: np.ndarray,
+        array: int,
+        at_s: float,
+        col_start: int = 0,
+        col_count: int | None = None,
+    ) -> OpResult:
         """Identity-input read of ``rows`` through the probe periphery.
+
+        Only columns ``col_start .. col_start+col_count-1`` are converted (default: all from
+        ``col_start``): a monitor that knows where its weights are reads only those.
 
         Returns ADC codes (int16, shape (len(rows), cols), or (2, len(rows), cols) for BOTH,
         which probes G+ and then G-) and ``scale_us``: codes * scale_us is the conductance
@@ -389,26 +416,27 @@ class Chip:
         at_s = self._check_time(at_s)
         arr = self._check_array(array, allow_diff=True)
         r = self._check_indices(rows, self.config.tile_rows, "rows")
+        csl = self._check_cols(col_start, col_count)
         (seed_read, seed_adc) = self._op_seeds(2)
         gen = torch_generator(seed_read)
         g_max = self.config.g_max_us
         passes = r.size
         if arr is Array.DIFF:
-            g_pair = self._read_state(tile, slice(None), (slice(None), r), at_s, gen)
+            g_pair = self._read_state(tile, slice(None), (slice(None), r, csl), at_s, gen)
             y = (g_pair[0] - g_pair[1]) / g_max
             g_read = g_pair.numpy()
         elif arr is Array.BOTH:
-            g_pair = self._read_state(tile, slice(None), (slice(None), r), at_s, gen)
+            g_pair = self._read_state(tile, slice(None), (slice(None), r, csl), at_s, gen)
             y = g_pair / g_max
             g_read = g_pair.numpy()
             passes = 2 * r.size
         else:
-            g = self._read_state(tile, int(arr), r, at_s, gen)
+            g = self._read_state(tile, int(arr), (r, csl), at_s, gen)
             y = g / g_max
             g_read = g.numpy()
         with seeded_global_torch(seed_adc):
             codes, step = self._periphery(tile).probe_readout(y)
-        cost = self.energy_model.probe(passes, g_read)
+        cost = self.energy_model.probe(passes, g_read, csl.stop - csl.start)
         self._commit("probe", tile, at_s, cost, g_read.size, 0)
         return OpResult(
             "probe", tile, at_s, devices=g_read.size, energy_pj=cost.energy_pj,
@@ -472,21 +500,17 @@ class Chip:
         _check_float_array(x, "x")
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
             raise InvalidArgument(f"x has shape {x.shape}, expected (batch >= 1, inputs >= 1)")
-        for name, v in (("row_start", row_start), ("col_start", col_start)):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
-                raise InvalidArgument(f"{name} must be an integer >= 0, got {v!r}")
+        if isinstance(row_start, bool) or not isinstance(row_start, int | np.integer):
+            raise InvalidArgument(f"row_start must be an integer >= 0, got {row_start!r}")
+        if row_start < 0:
+            raise InvalidArgument(f"row_start must be an integer >= 0, got {row_start!r}")
         k = x.shape[1]
         if row_start + k > rows:
             raise InvalidArgument(
                 f"x drives rows {row_start}..{row_start + k - 1}, but the tile has {rows} rows"
             )
-        n_out = cols - col_start if col_count is None else col_count
-        if isinstance(n_out, bool) or not isinstance(n_out, int | np.integer) or n_out < 1:
-            raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}")
-        if col_start + n_out > cols:
-            raise InvalidArgument(
-                f"columns {col_start}..{col_start + n_out - 1} out of range: the tile has {cols}"
-            )
+        csl_out = self._check_cols(col_start, col_count)
+        n_out = csl_out.stop - csl_out.start
         (seed_mvm,) = self._op_seeds(1)
         w_full, g_row_sum = self.effective_weights(tile, at_s)
         rsl, csl = slice(row_start, row_start + k), slice(col_start, col_start + n_out)

@@ -8,8 +8,9 @@ Costs follow DESIGN.md §6 (``EnergyModelConfig``). Formulas, per operation:
 - SET / RESET pulses: ``count`` pulses per device; latency as for program.
 - read_devices: per device one read (0.1 pJ at g_max, proportional to g) + one ADC conversion;
   one ADC per column, so ceil(n / cols) sequential reads.
-- probe: per row one DAC drive, ``cols`` ADC conversions, and the reads of the devices on the
-  row (both arrays for a differential probe); one MVM latency per row.
+- probe: per row pass one DAC drive, one ADC conversion per column read, and the reads of the
+  devices on the row (both arrays for a differential probe; a BOTH probe makes two passes
+  per row, G+ then G-); one MVM latency per pass.
 - mvm: per input vector ``rows`` DAC drives and ``cols`` ADC conversions, plus device reads
   weighted by the normalised input amplitude on each row; one MVM latency per vector.
 """
@@ -81,11 +82,13 @@ class EnergyModel:
         latency = -(-n // self.tile_cols) * c.device_read_s
         return Cost(energy, float(latency))
 
-    def probe(self, n_rows: int, g_read_us: np.ndarray) -> Cost:
+    def probe(self, n_rows: int, g_read_us: np.ndarray, n_cols: int | None = None) -> Cost:
+        """``n_rows`` identity reads (row passes), each converting ``n_cols`` columns."""
         c = self.cfg
+        cols = self.tile_cols if n_cols is None else n_cols
         energy = (
             n_rows * c.dac_row_drive_pj
-            + n_rows * self.tile_cols * c.adc_conversion_pj
+            + n_rows * cols * c.adc_conversion_pj
             + self.read_energy_pj(g_read_us)
         )
         return Cost(energy, n_rows * c.mvm_latency_s)

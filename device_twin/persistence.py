@@ -560,8 +560,11 @@ class DurableRegistry(ChipRegistry):
             chip_id, request_id, lambda c: c.read_devices(tile, array, devices, at_s)
         )
 
-    def probe(self, chip_id, tile, rows, array, at_s, request_id=""):
-        return self.execute(chip_id, request_id, lambda c: c.probe(tile, rows, array, at_s))
+    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, request_id=""):
+        return self.execute(
+            chip_id, request_id,
+            lambda c: c.probe(tile, rows, array, at_s, col_start, col_count),
+        )  # fmt: skip
 
     def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None, request_id=""):
         return self.execute(

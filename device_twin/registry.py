@@ -139,8 +139,10 @@ class ChipRegistry:
     def read_devices(self, chip_id: str, tile, array, devices, at_s) -> OpResult:
         return self.with_chip(chip_id, lambda c: c.read_devices(tile, array, devices, at_s))
 
-    def probe(self, chip_id: str, tile, rows, array, at_s) -> OpResult:
-        return self.with_chip(chip_id, lambda c: c.probe(tile, rows, array, at_s))
+    def probe(self, chip_id: str, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
+        return self.with_chip(
+            chip_id, lambda c: c.probe(tile, rows, array, at_s, col_start, col_count)
+        )
 
     def mvm(
         self, chip_id: str, tile, x, at_s, row_start=0, col_start=0, col_count=None

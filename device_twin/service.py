@@ -317,12 +317,14 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             )
             cfg = self._config(request.chip_id)
             n_arrays = 2 if arr is Array.BOTH else 1
+            col_count = request.col_count if request.HasField("col_count") else None
+            n_cols = cfg.tile_cols if col_count is None else max(int(col_count), 0)
             self._check_response_bytes(
-                2 * n_arrays * rows.size * cfg.tile_cols, f"probing {rows.size} rows"
+                2 * n_arrays * rows.size * n_cols, f"probing {rows.size} rows"
             )
             r = self.registry.probe(
                 request.chip_id, int(request.tile), rows, arr, request.at_s,
-                request_id=request.request_id,
+                int(request.col_start), col_count, request_id=request.request_id,
             )  # fmt: skip
             return result_to_proto(r)
 

@@ -1,11 +1,12 @@
 """MVMs and probes go through aihwkit's periphery: exact when perfect, aihwkit's errors otherwise."""
 
 import numpy as np
+import pytest
 import torch
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 
-from device_twin import Array, Chip, ChipConfig
+from device_twin import Array, Chip, ChipConfig, InvalidArgument
 from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig
 from device_twin.periphery import make_rpu_config
 
@@ -95,3 +96,19 @@ def test_probe_single_array_reads_conductance_in_codes():
     out_noise_us = chip.config.periphery.probe.out_noise * chip.config.g_max_us
     assert abs(err.mean()) < 0.05
     assert err.std() < np.hypot(out_noise_us, res.scale_us / np.sqrt(12)) * 1.1
+
+
+def test_probe_of_a_column_range_reads_only_those_columns():
+    """A probe of columns c0..c0+n returns those columns of the full probe and converts only them."""
+    probe = IOConfig(inp_res=0.0, out_bound=1.25, out_res=1 / 254, out_noise=0.0,
+                     bound_management="none", noise_management="none")  # fmt: skip
+    chip, _ = _programmed_chip(PeripheryConfig(probe=probe), read_noise_scale=0.0)
+    rows = np.array([1, 4, 9])
+    full = chip.probe(0, rows, Array.BOTH, 100.0)
+    part = chip.probe(0, rows, Array.BOTH, 100.0, col_start=10, col_count=7)
+    np.testing.assert_array_equal(part.values, full.values[:, :, 10:17])
+    e = chip.config.energy
+    assert part.energy_pj < full.energy_pj
+    assert part.energy_pj - 2 * 3 * 7 * e.adc_conversion_pj - 2 * 3 * e.dac_row_drive_pj > 0
+    with pytest.raises(InvalidArgument, match="out of range"):
+        chip.probe(0, rows, Array.POS, 101.0, col_start=COLS - 2, col_count=5)

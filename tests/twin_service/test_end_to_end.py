@@ -61,6 +61,7 @@ def test_every_operation_matches_the_in_process_core(twin):
             ("probe", (0, np.array([3, 1, 7]), Array.NEG, 3601.0)),
             ("probe", (1, np.arange(5), Array.DIFF, 3602.0)),
             ("probe", (1, np.array([0, 2]), Array.BOTH, 3603.0)),
+            ("probe", (1, np.array([1, 2]), Array.BOTH, 3603.5, 3, 4)),
             ("read_devices", (0, Array.BOTH, np.concatenate([devices, rows * cols + devices]), 3604.0)),
             ("program_devices", (1, Array.BOTH, rows * cols + devices[:4], g[1].ravel()[:4], 3605.0)),
             ("read_devices", (1, Array.BOTH, None, 3606.0)),
