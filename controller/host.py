@@ -38,14 +38,26 @@ import simpy
 from controller.policies import BUILTIN, PolicyLoadError, load_policy
 from controller.sim import ChipModel, ControllerConfig, Event, PolicyError, make_environment
 from device_twin.config import ChipConfig
-from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, TwinError
+from device_twin.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TwinError,
+)
 
 log = logging.getLogger(__name__)
 
 #: Wall seconds per slice of the realtime driver (calls wait at most this for the lock).
 REALTIME_SLICE_WALL_S = 0.05
-#: Slices of an AdvanceTime as fast as possible (status and deadlines get in between).
-ADVANCE_SLICES = 1000
+#: Wall seconds an AdvanceTime runs the model before it lets other calls in and checks its
+#: deadline.
+ADVANCE_SLICE_WALL_S = 0.05
+#: The latest device time a host may ask for (about 31,700 years): beyond it float64 time
+#: steps are coarser than 0.1 ms, a thousand SET pulses.
+MAX_DEVICE_TIME_S = 1e12
+#: Annealing moves per layer a LoadNetwork may ask for (the paper's schedule needs 150).
+MAX_ANNEALING_MOVES = 1_000_000
 #: Events a slow stream subscriber may fall behind by before its stream is ended.
 SUBSCRIBER_QUEUE = 100_000
 
@@ -173,6 +185,14 @@ class ChipHost:
         from controller.workloads.mapping import map_network, tiles_needed
 
         cfg = chip_config or self.default_chip_config
+        annealing = getattr(quantiser, "annealing", None)
+        if annealing is not None:
+            moves = int(annealing.n_steps) * int(annealing.moves_per_step)
+            if moves > MAX_ANNEALING_MOVES:
+                raise ResourceExhausted(
+                    f"annealing of {annealing.n_steps} steps x {annealing.moves_per_step} moves "
+                    f"per layer is over this host's limit of {MAX_ANNEALING_MOVES:,} moves"
+                )
         try:
             n = tiles_needed(description, cfg.tile_rows, cfg.tile_cols)
             cfg = ChipConfig.model_validate({**cfg.model_dump(), "n_tiles": max(n, 1)})
@@ -229,15 +249,10 @@ class ChipHost:
             )
 
     # --- time -------------------------------------------------------------------------------
-    def _run(self, model: ChipModel, until_s: float, inclusive: bool = True) -> None:
-        try:
-            model.run(until_s, inclusive=inclusive)
-        except PolicyError:
-            self._check_running(model)
-
     def advance(self, to_s: float | None = None, by_s: float | None = None,
                 deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
-        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time.
+        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time
+        (then the model runs in slices of wall time and stops at the first slice past it).
 
         Everything due before the target happens; what is due exactly at it (a monitor
         wake-up) happens when time next moves on, after the requests made at the target, so
@@ -256,26 +271,31 @@ class ChipHost:
             if not math.isfinite(target) or (by_s is not None and by_s < 0):
                 raise InvalidArgument(f"the target time must be finite and not in the past, got "
                                       f"{to_s if to_s is not None else by_s!r}")  # fmt: skip
+            if target > MAX_DEVICE_TIME_S:
+                raise InvalidArgument(
+                    f"target time {target!r} s is beyond the latest device time this host "
+                    f"simulates, {MAX_DEVICE_TIME_S:g} s"
+                )
             if target < now:
                 raise FailedPrecondition(
                     f"time going backwards: to_s={target!r} is before the current time {now!r}"
                 )
-        step = (target - now) / ADVANCE_SLICES
-        t = now
-        while t < target:
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded(
-                    f"deadline reached: advanced to {model.env.now!r} s of {target!r} s"
-                )
-            t = min(target, t + step) if step > 0 else target
+        while True:
             with self._lock:
                 if self._loaded is None or self._loaded.model is not model:
                     raise FailedPrecondition("the network was replaced while time advanced")
-                # the last slice leaves work due exactly at the target for later: a request
-                # made now (at the target) sees the chip before the corrections due then
-                self._run(model, t, inclusive=t < target)
-        with self._lock:
-            return self._status_locked()
+                # what is due exactly at the target waits: a request made now (at the
+                # target) sees the chip before the corrections due then
+                try:
+                    reached = model.advance_bounded(target, ADVANCE_SLICE_WALL_S, inclusive=False)
+                except PolicyError:
+                    self._check_running(model)
+                    raise
+                if reached:
+                    return self._status_locked()
+                now = model.env.now
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"deadline reached: advanced to {now!r} s of {target!r} s")
 
     def _start_driver(self) -> None:
         self._driver_stop.clear()

@@ -32,6 +32,7 @@ evaluation at T that meets a job started before T sees the chip after that job.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -482,6 +483,45 @@ class ChipModel:
             env.step()
         if self.error is not None:
             raise self.error
+
+    def advance_bounded(self, until_s: float, wall_s: float, inclusive: bool = True) -> bool:
+        """Like :meth:`run`, but give up after about ``wall_s`` seconds of wall time.
+
+        Returns True once device time ``until_s`` is reached (events due at it processed too
+        when ``inclusive``), False when the wall-time budget ran out first; call again to go
+        on. This is how a server advances far without holding its lock for minutes and
+        without missing a deadline."""
+        if self.error is not None:
+            raise self.error
+        env = self.env
+        target = float(until_s)
+        if not math.isfinite(target) or target < env.now:
+            raise ValueError(f"until_s={until_s!r} is before the current time {env.now}")
+        stop_at = time.monotonic() + wall_s
+        if target > env.now:
+            # an urgent event at the target, as env.run(until=target) makes: events due exactly
+            # at the target come after it
+            until = env.event()
+            until._ok, until._value = True, None
+            env.schedule(until, simpy.events.URGENT, target - env.now)
+            n = 0
+            while not until.processed:
+                if n % 32 == 0 and time.monotonic() > stop_at:
+                    until.callbacks = []  # left in the queue, harmless: a later call makes its own
+                    return False
+                env.step()
+                n += 1
+                if self.error is not None:
+                    raise self.error
+        n = 0
+        while inclusive and self.error is None and env.peek() <= target:
+            if n % 32 == 0 and time.monotonic() > stop_at:
+                return False
+            env.step()
+            n += 1
+        if self.error is not None:
+            raise self.error
+        return True
 
     def run_until_event(self, event: simpy.Event) -> Any:
         """Advance until ``event`` has been processed (an inference, a triggered correction)."""

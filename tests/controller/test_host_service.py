@@ -237,3 +237,43 @@ def test_realtime_host_paces_device_time_and_refuses_advance():
         assert res.end_s >= res.start_s >= res.submitted_s >= t0
     finally:
         s.close()
+
+
+def test_a_long_advance_stops_at_its_deadline_and_the_host_stays_responsive(servers):
+    """AdvanceTime with a deadline returns DEADLINE_EXCEEDED soon after it, having advanced
+    part of the way; the host answers status meanwhile; absurd targets are refused."""
+    stub = servers.stub
+    _load(stub, "threshold", {"interval_s": HOUR})
+    status_times: list[float] = []
+
+    def poll() -> None:
+        for _ in range(5):
+            t = time.monotonic()
+            stub.GetStatus(host_pb2.GetStatusRequest(), timeout=5)
+            status_times.append(time.monotonic() - t)
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    t0 = time.monotonic()
+    code, msg = _code(lambda r: stub.AdvanceTime(r, timeout=1.5),
+                      host_pb2.AdvanceTimeRequest(by_s=1e11))  # fmt: skip
+    took = time.monotonic() - t0
+    poller.join()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert took < 5.0
+    assert max(status_times) < 2.0
+    s = stub.GetStatus(host_pb2.GetStatusRequest())
+    assert HOUR < s.sim_time_s < 1e11 and s.monitor_wakeups > 0 and s.error == ""
+    code, msg = _code(stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=1e15))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "latest device time" in msg
+
+
+def test_load_network_refuses_an_absurd_annealing_budget(servers):
+    """A quantiser asking for hours of annealing is refused before any work."""
+    q = {"kind": "multiplicative", "annealing": {"n_steps": 100_000, "moves_per_step": 1000}}
+    request = host_pb2.LoadNetworkRequest(network=tiny_network().to_proto(),
+                                          quantiser=json.dumps(q))  # fmt: skip
+    code, msg = _code(servers.stub.LoadNetwork, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "annealing" in msg
+    assert not servers.stub.GetStatus(host_pb2.GetStatusRequest()).loaded
