@@ -245,11 +245,14 @@ class TwinHarness:
         if rpc == "Program":
             addressed[tile] = True
         else:
-            idx = np.frombuffer(
-                request.devices.data, np.dtype(request.devices.dtype).newbyteorder("<")
-            )
-            r, col = np.divmod(idx.astype(np.int64), CFG.tile_cols)
-            addressed[tile, request.array - 1, r, col] = True
+            dt = np.dtype(request.devices.dtype).newbyteorder("<")
+            idx = np.frombuffer(request.devices.data, dt).astype(np.int64)
+            if request.array == twin_pb2.ARRAY_BOTH:  # array * rows * cols + row * cols + col
+                arr, idx = np.divmod(idx, N_DEV)
+            else:
+                arr = np.full(idx.size, request.array - 1)
+            r, col = np.divmod(idx, CFG.tile_cols)
+            addressed[tile, arr, r, col] = True
         assert not (changed & ~addressed).any(), f"{rpc} wrote devices it did not address"
         assert (a.tw[addressed] == request.at_s).all(), "a written device has t_write = at_s"
 
