@@ -111,15 +111,20 @@ def test_chip_host_refuses_a_public_bind_without_token_or_tls(tmp_path):
 
 
 def test_chip_host_tls(tmp_path):
-    """ChipHost over TLS: a client trusting its certificate works; a plaintext client or one
+    """ChipHost over TLS, and itself a TLS client of a TLS twin (--twin-root-cert): a client
+    trusting the host's certificate loads a network through both; a plaintext client or one
     trusting another certificate cannot connect."""
     cert, key = _self_signed(tmp_path, "host")
+    twin_cert, twin_key = _self_signed(tmp_path, "twin")
     other, _ = _self_signed(tmp_path, "other")
-    s = Servers(tls_cert=cert, tls_key=key)
+    s = Servers(twin_options={"tls_cert": twin_cert, "tls_key": twin_key}, tls_cert=cert,
+                tls_key=key, twin_root_cert=twin_cert)  # fmt: skip
     try:
         with make_channel(s.host.address, root_cert=cert) as ch:
-            assert not host_pb2_grpc.ChipHostStub(ch).GetStatus(host_pb2.GetStatusRequest(),
-                                                                 timeout=300).loaded  # fmt: skip
+            stub = host_pb2_grpc.ChipHostStub(ch)
+            assert stub.LoadNetwork(host_pb2.LoadNetworkRequest(
+                network=BASELINE.to_proto(), chip_config_json=BASELINE_CHIP), timeout=300
+            ).status.loaded  # fmt: skip
         for bad in (make_channel(s.host.address), make_channel(s.host.address, root_cert=other)):
             with bad:
                 code, _ = _code(host_pb2_grpc.ChipHostStub(bad).GetStatus,
