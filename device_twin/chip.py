@@ -176,11 +176,8 @@ class Chip:
             raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH")
         return a
 
-    def _check_devices(
-        self, array: int, devices: object
-    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-        """Validate (array, devices): per-device array (int8), index within its array, and an
-        index tuple into a tile's (2, rows, cols) state."""
+    def _check_devices(self, array: int, devices: object) -> tuple[np.ndarray, np.ndarray]:
+        """Validate (array, devices): per-device array (int8) and index within its array."""
         arr = self._check_array(array)
         n = self.config.tile_rows * self.config.tile_cols
         if arr is Array.BOTH:
@@ -190,8 +187,7 @@ class Chip:
         else:
             idx = self._check_indices(devices, n, "devices")
             arrays = np.full(idx.size, int(arr), np.int8)
-        r, c = np.divmod(idx, self.config.tile_cols)
-        return arrays, idx, (arrays, r, c)
+        return arrays, idx
 
     def _check_indices(self, idx: object, limit: int, name: str) -> np.ndarray:
         if not isinstance(idx, np.ndarray) or idx.ndim != 1:
@@ -247,6 +243,20 @@ class Chip:
     def _age_s(self, tile: int, arr: int | slice, at_s: float) -> np.ndarray:
         return (at_s - self.t_write_s[tile, arr]).astype(np.float32)
 
+    def _tile_flat(self, tile: int, array: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Positions of devices in the raveled (n_tiles, 2, rows, cols) state arrays."""
+        n = self.config.tile_rows * self.config.tile_cols
+        return (2 * tile + array.astype(np.int64)) * n + index
+
+    def _read_flat(
+        self, flat: np.ndarray, at_s: float, gen: torch.Generator | None
+    ) -> torch.Tensor:
+        """Conductance (with fresh read noise when ``gen`` is given) of devices by position."""
+        g = torch.from_numpy(self.g_prog_us.reshape(-1).take(flat))
+        nu = torch.from_numpy(self.nu.reshape(-1).take(flat))
+        age = torch.from_numpy((at_s - self.t_write_s.reshape(-1).take(flat)).astype(np.float32))
+        return self.physics.read(g, nu, age, gen)
+
     def _read_state(
         self, tile: int, arr, sel, at_s: float, gen: torch.Generator | None
     ) -> torch.Tensor:
@@ -257,10 +267,10 @@ class Chip:
         return self.physics.read(g, nu, age, gen)
 
     def _apply_writes(self, w: DeviceWrites) -> None:
-        r, c = np.divmod(w.index, self.config.tile_cols)
-        self.g_prog_us[w.tile, w.array, r, c] = w.g_prog_us
-        self.nu[w.tile, w.array, r, c] = w.nu
-        self.t_write_s[w.tile, w.array, r, c] = w.t_write_s
+        flat = self._tile_flat(w.tile, w.array, w.index)
+        self.g_prog_us.reshape(-1)[flat] = w.g_prog_us
+        self.nu.reshape(-1)[flat] = w.nu
+        self.t_write_s.reshape(-1)[flat] = w.t_write_s
         self.tile_version[w.tile] += 1
 
     def apply_writes(self, writes: DeviceWrites) -> None:
@@ -272,10 +282,9 @@ class Chip:
         self, kind: str, tile: int, array: np.ndarray, index: np.ndarray, g_target: np.ndarray,
         at_s: float,
     ) -> OpResult:  # fmt: skip
-        s_prog, s_nu = self._op_seeds(2)
+        (seed,) = self._op_seeds(1)
         g_target = g_target.astype(np.float32)
-        g_prog = self.physics.program_outcome(g_target, s_prog)
-        nu = self.physics.drift_coefficients(g_target, s_nu)
+        g_prog, nu = self.physics.program_state(g_target, seed)
         its = self.physics.verify_iterations(g_target)
         cost = self.energy_model.program(g_target, its)
         writes = DeviceWrites(tile, array.astype(np.int8), index, g_prog, nu, at_s)
@@ -310,7 +319,7 @@ class Chip:
         """Program-and-verify chosen devices (see ``Array`` for how they are addressed)."""
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
-        arrays, idx, _ = self._check_devices(array, devices)
+        arrays, idx = self._check_devices(array, devices)
         self._check_targets(g_target_us, "g_target_us", idx.shape)
         return self._program("program", tile, arrays, idx, g_target_us, at_s)
 
@@ -330,7 +339,7 @@ class Chip:
         """
         tile = self._check_tile(tile)
         at_s = self._check_time(at_s)
-        arrays, idx, sel = self._check_devices(array, devices)
+        arrays, idx = self._check_devices(array, devices)
         try:
             pk = PulseKind(int(kind))
         except (ValueError, TypeError):
@@ -352,7 +361,7 @@ class Chip:
         rng = np.random.default_rng(s_pulse)
         params = self.pulse_model.device_params(tile, arrays, idx)
         if pk is PulseKind.SET:
-            g_now = self._read_state(tile, slice(None), sel, at_s, None).numpy()
+            g_now = self._read_flat(self._tile_flat(tile, arrays, idx), at_s, None).numpy()
             g_new = self.pulse_model.apply_set(g_now, counts, params, rng)
         else:
             g_new = self.pulse_model.apply_reset(params, rng)
@@ -380,13 +389,15 @@ class Chip:
         at_s = self._check_time(at_s)
         if devices is None:
             arr = self._check_array(array)
-            sel: tuple | slice = slice(None)
             arr_sel = slice(None) if arr is Array.BOTH else int(arr)
         else:
-            _, _, sel = self._check_devices(array, devices)
-            arr_sel = slice(None)
+            flat = self._tile_flat(tile, *self._check_devices(array, devices))
         (seed,) = self._op_seeds(1)
-        g = self._read_state(tile, arr_sel, sel, at_s, torch_generator(seed)).numpy()
+        gen = torch_generator(seed)
+        if devices is None:
+            g = self._read_state(tile, arr_sel, slice(None), at_s, gen).numpy()
+        else:
+            g = self._read_flat(flat, at_s, gen).numpy()
         cost = self.energy_model.read_devices(g)
         self._commit("read_devices", tile, at_s, cost, g.size, 0)
         return OpResult(

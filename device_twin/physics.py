@@ -85,6 +85,15 @@ class PCMPhysics:
             out = self.noise_model.apply_programming_noise_to_conductance(g)
         return out.numpy().astype(np.float32, copy=False)
 
+    def program_state(self, g_target_us: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(g_prog, nu) of devices programmed to ``g_target_us``: aihwkit's programming noise,
+        then aihwkit's drift coefficients for the targets, from one seeded stream."""
+        g = torch.from_numpy(np.ascontiguousarray(g_target_us, dtype=np.float32))
+        with seeded_global_torch(seed):
+            g_prog = self.noise_model.apply_programming_noise_to_conductance(g)
+            nu = self.noise_model.generate_drift_coefficients(g)
+        return g_prog.numpy(), nu.numpy()
+
     def drift_coefficients(self, g_us: np.ndarray, seed: int) -> np.ndarray:
         """Drift exponents nu for devices written to ``g_us``: aihwkit's distribution."""
         g = torch.from_numpy(np.ascontiguousarray(g_us, dtype=np.float32))

@@ -38,6 +38,8 @@ class Firmware:
         self.last_write_s = np.zeros(shape, np.float64)
         self.tiles: tuple[int, ...] = ()
         self.rows_in_use: dict[int, np.ndarray] = {}
+        # per tile: (first column, number of columns) spanning every column with a weight
+        self.col_span: dict[int, tuple[int, int]] = {}
 
     def load(self, mapped: Any) -> None:
         """Store the targets (and levels) of a mapped network (``MappedNetwork`` contract)."""
@@ -70,6 +72,9 @@ class Firmware:
             tiles.append(t)
         self.tiles = tuple(sorted(set(tiles)))
         self.rows_in_use = {t: np.flatnonzero(self.used[t].any(axis=1)) for t in self.tiles}
+        for t in self.tiles:
+            cols = np.flatnonzero(self.used[t].any(axis=0))
+            self.col_span[t] = (int(cols[0]), int(cols[-1] - cols[0] + 1)) if cols.size else (0, 1)
 
     def program_targets(self, tile: int) -> tuple[np.ndarray, np.ndarray]:
         """(G+, G-) targets of a whole tile, as ``program`` wants them."""

@@ -37,7 +37,14 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies every detail value, a real cost over the
+        # tens of thousands of events of a year
+        return {
+            "seq": self.seq, "t_s": self.t_s, "kind": self.kind, "tile": self.tile,
+            "devices": self.devices, "pulses": self.pulses, "energy_pj": self.energy_pj,
+            "controller_energy_pj": self.controller_energy_pj, "start_s": self.start_s,
+            "policy": self.policy, "detail": dict(self.detail),
+        }  # fmt: skip
 
 
 @dataclass

@@ -3,8 +3,9 @@
 At each wake-up the monitor asks the policy for a :class:`~controller.policies.base.ProbePlan`,
 takes the next share of the rows of each tile that hold weights (round-robin, so a fraction of
 0.25 covers every such row once in four wake-ups; rows without weights are never probed),
-and probes them with identity inputs: one twin ``probe`` call per (tile, array), whatever the
-number of rows. ADC codes times the probe's scale are
+and probes them with identity inputs: one twin ``probe`` call per tile (G+ and G- together,
+``Array.BOTH``, or one per array a plan asks for separately), whatever the number of rows,
+converting only the span of columns that hold weights. ADC codes times the probe's scale are
 conductances (uS); the metrics are vectorised numpy over the whole block:
 
 - per device: the signed distance from its stored level, ``(g - level*q)/g_max``;
@@ -29,6 +30,8 @@ import simpy
 
 from controller.policies.base import DIFF, NEG, POS, MonitorReport, ProbePlan, TileReading
 from controller.sim.firmware import Firmware
+
+BOTH = 3  # device_twin.chip.Array.BOTH: G+ and G- in one probe
 
 if TYPE_CHECKING:
     from controller.sim.model import ChipModel
@@ -63,6 +66,13 @@ def tile_reading(
     )
     keep = {a: v for a, v in target.items() if a in g_us}
     return TileReading(tile, rows, g_us, keep, used, deviation, metric, max_dist)
+
+
+def _full_width(codes: np.ndarray, scale_us: float, tile_cols: int, c0: int) -> np.ndarray:
+    """Probe codes of a column span -> conductances (uS) on the tile's full width (0 elsewhere)."""
+    out = np.zeros((codes.shape[0], tile_cols), np.float32)
+    out[:, c0 : c0 + codes.shape[1]] = codes.astype(np.float32) * np.float32(scale_us)
+    return out
 
 
 class DriftMonitor:
@@ -157,14 +167,23 @@ class DriftMonitor:
                 yield lk
                 start = env.now
                 ops = m.ledger.action()
+                c0, nc = fw.col_span[t]
                 g: dict[int, np.ndarray] = {}
-                for a in plan.arrays:
-                    r = ops.add(m.twin.probe(m.chip_id, t, rows, a, at_s=env.now))
-                    g[int(a)] = r.values.astype(np.float32) * np.float32(r.scale_us)
+
+                arrays = [int(a) for a in plan.arrays]
+                if POS in arrays and NEG in arrays:  # both arrays in one call
+                    r = ops.add(m.twin.probe(m.chip_id, t, rows, BOTH, env.now, c0, nc))
+                    g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
+                    g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
+                    arrays = [a for a in arrays if a not in (POS, NEG)]
+                    yield env.timeout(r.latency_s)
+                for a in arrays:
+                    r = ops.add(m.twin.probe(m.chip_id, t, rows, a, env.now, c0, nc))
+                    g[a] = _full_width(r.values, r.scale_us, fw.tile_cols, c0)
                     yield env.timeout(r.latency_s)
                 tr = tile_reading(fw, t, rows, g)
                 report.tiles[t] = tr
-                devices = rows.size * fw.tile_cols * len(plan.arrays)
+                devices = rows.size * nc * len(plan.arrays)
                 ctrl = m.config.digital_energy.check_pj(devices)
                 report.energy_pj += ops.energy_pj + ctrl
                 self.tile_metrics[t] = {

@@ -7,15 +7,16 @@ runs, for all of its devices at once, the loop described by its
 
     read -> (SET pulses | RESET + re-program) -> read (verify) -> ... -> read
 
-Each step is one twin call per array for every device still converging (never one call per
-device); each call's reported latency is waited in simulated time and its energy booked on the
-job's ledger event. PCM cannot be lowered gradually: a device above its level is RESET and
-re-programmed (``program_devices`` does both). The number of SET pulses for a device below its
-level comes from the nominal pulse response of the device family (the chip's
-``PulseModelConfig`` without device-to-device spread): the count whose nominal end point lies
-closest to the target, at most ``max_pulses_per_step``. With ``method="auto"`` a device is
-pulsed only when that plan is predicted to land within tolerance (its nominal miss and the
-cycle-to-cycle noise of the pulses, root-sum-square); otherwise it is re-programmed.
+Each step is one twin call for every device still converging, both arrays of the pairs at
+once (``Array.BOTH``; never one call per device); each call's reported latency is waited in
+simulated time and its energy booked on the job's ledger event. PCM cannot be lowered
+gradually: a device above its level is RESET and re-programmed (``program_devices`` does
+both). The number of SET pulses for a device below its level comes from the nominal pulse
+response of the device family (the chip's ``PulseModelConfig`` without device-to-device
+spread): the count whose nominal end point lies closest to the target, at most
+``max_pulses_per_step``. With ``method="auto"`` a device is pulsed only when that plan is
+predicted to land within tolerance (its nominal miss and the cycle-to-cycle noise of the
+pulses, root-sum-square); otherwise it is re-programmed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from controller.sim.model import ChipModel
 
 SET, RESET = 0, 1
+BOTH = 3  # device_twin.chip.Array.BOTH: both arrays of the pairs in one call
 
 
 class NominalPulseResponse:
@@ -150,6 +152,7 @@ class PulseGenerator:
         g_max = fw.g_max_us
         tol_us = s.tolerance * g_max
         tile = job.tile
+        n_arr = fw.tile_rows * fw.tile_cols
         with self.channels.request() as ch:
             yield ch
             with m.locks.hold(tile, "correction") as lk:
@@ -160,136 +163,155 @@ class PulseGenerator:
                 ctrl_pj = 0.0
                 reprograms = 0
                 steps = 0
-                # per array: devices still converging, their targets, pulses and re-programs used
-                state: dict[int, dict[str, np.ndarray]] = {}
+                # The job's devices of both arrays travel together: one twin call per step
+                # (Array.BOTH), a device addressed as array * rows * cols + row * cols + col.
+                flat_parts, target_parts, first_parts = [], [], []
                 for a, idx, tgt in (
                     (POS, job.pos, job.target_pos_us),
                     (NEG, job.neg, job.target_neg_us),
                 ):
                     if np.size(idx):
+                        idx = np.asarray(idx, np.int64)
                         target = fw.targets(tile, a, idx) if tgt is None else np.asarray(tgt)
-                        state[a] = {
-                            "idx": np.asarray(idx, np.int64),
-                            "target": target.astype(np.float32),
-                            "pulses": np.zeros(np.size(idx), np.int64),
-                            "reprogs": np.zeros(np.size(idx), np.int64),
-                        }
-                converged: dict[int, list[np.ndarray]] = {POS: [], NEG: []}
-                failed: dict[int, list[np.ndarray]] = {POS: [], NEG: []}
-                conv_dev: dict[int, list[np.ndarray]] = {POS: [], NEG: []}
-                fail_dev: dict[int, list[np.ndarray]] = {POS: [], NEG: []}
+                        flat_parts.append(a * n_arr + idx)
+                        target_parts.append(target.astype(np.float32))
+                        first_parts.append(first_read.get(a))
+                st: dict[str, np.ndarray] = {}
+                if flat_parts:
+                    flat = np.concatenate(flat_parts)
+                    st = {
+                        "flat": flat,
+                        "target": np.concatenate(target_parts),
+                        "pulses": np.zeros(flat.size, np.int64),
+                        "reprogs": np.zeros(flat.size, np.int64),
+                    }
+                have_first = bool(first_parts) and all(f is not None for f in first_parts)
+                converged: list[np.ndarray] = []
+                failed: list[np.ndarray] = []
+                conv_dev: list[np.ndarray] = []
+                fail_dev: list[np.ndarray] = []
 
-                if s.rewrite_all:
-                    for a, st in state.items():
-                        r = ops.add(
-                            m.twin.program_devices(
-                                m.chip_id, tile, a, st["idx"], st["target"], at_s=env.now
-                            )
+                def record(flat_idx: np.ndarray) -> None:
+                    arr, idx = np.divmod(flat_idx, n_arr)
+                    for a in (POS, NEG):
+                        sel = arr == a
+                        if np.any(sel):
+                            fw.record_write(tile, a, idx[sel], env.now)
+
+                def keep_only(mask: np.ndarray) -> None:
+                    for k in ("flat", "target", "pulses", "reprogs"):
+                        st[k] = st[k][mask]
+
+                if s.rewrite_all and st:
+                    r = ops.add(
+                        m.twin.program_devices(
+                            m.chip_id, tile, BOTH, st["flat"], st["target"], at_s=env.now
                         )
-                        fw.record_write(tile, a, st["idx"], env.now)
-                        st["reprogs"] += 1
-                        reprograms += st["idx"].size
-                        yield env.timeout(r.latency_s)
+                    )
+                    record(st["flat"])
+                    st["reprogs"] += 1
+                    reprograms += st["flat"].size
+                    yield env.timeout(r.latency_s)
 
                 for it in range(s.max_iterations + 1):
-                    if not state:
+                    if not st or st["flat"].size == 0:
                         break
                     last = it == s.max_iterations
-                    for a in list(state):
-                        st = state[a]
-                        if it == 0 and a in first_read and not s.rewrite_all:
-                            g = np.asarray(first_read[a], np.float64)
-                        else:
-                            g = yield from self._read(ops, tile, a, st["idx"], s.verify_reads)
-                            g /= s.verify_reads
-                        ctrl_pj += de.check_pj(st["idx"].size)
-                        err = g - st["target"]
-                        ok = np.abs(err) <= tol_us
-                        converged[a].append(st["idx"][ok])
-                        conv_dev[a].append((err[ok] / g_max).astype(np.float32))
-                        keep = ~ok
-                        if last:
-                            failed[a].append(st["idx"][keep])
-                            fail_dev[a].append((err[keep] / g_max).astype(np.float32))
-                            del state[a]
-                            continue
-                        for k in ("idx", "target", "pulses", "reprogs"):
-                            st[k] = st[k][keep]
-                        g, err = g[keep], err[keep]
-                        if st["idx"].size == 0:
-                            del state[a]
-                            continue
-                        over = err > 0
-                        reprog = over.copy()
-                        counts = np.zeros(g.size, np.int64)
-                        under = ~over
-                        if s.method == "program":
-                            reprog |= under
-                        elif np.any(under):
-                            planner = (
-                                self.response.plan_within
-                                if s.method == "auto"
-                                else lambda g_, t_, n_, _tol: self.response.plan(g_, t_, n_)
+                    if it == 0 and have_first and not s.rewrite_all:
+                        g = np.concatenate([np.asarray(f, np.float64) for f in first_parts])
+                    else:
+                        g = yield from self._read(ops, tile, st["flat"], s.verify_reads)
+                        g /= s.verify_reads
+                    ctrl_pj += de.check_pj(st["flat"].size)
+                    err = g - st["target"]
+                    ok = np.abs(err) <= tol_us
+                    converged.append(st["flat"][ok])
+                    conv_dev.append((err[ok] / g_max).astype(np.float32))
+                    keep = ~ok
+                    if last:
+                        failed.append(st["flat"][keep])
+                        fail_dev.append((err[keep] / g_max).astype(np.float32))
+                        steps = it + 1
+                        break
+                    keep_only(keep)
+                    g, err = g[keep], err[keep]
+                    if st["flat"].size == 0:
+                        steps = it + 1
+                        break
+                    over = err > 0
+                    reprog = over.copy()
+                    counts = np.zeros(g.size, np.int64)
+                    under = ~over
+                    if s.method == "program":
+                        reprog |= under
+                    elif np.any(under):
+                        planner = (
+                            self.response.plan_within
+                            if s.method == "auto"
+                            else lambda g_, t_, n_, _tol: self.response.plan(g_, t_, n_)
+                        )
+                        n, miss_us = planner(
+                            g[under], st["target"][under], s.max_pulses_per_step, tol_us
+                        )
+                        ctrl_pj += de.plan_pj(int(under.sum()))
+                        left = s.max_pulses - st["pulses"][under]
+                        n = np.minimum(n, left)
+                        bad = (n < 1) | ((miss_us > tol_us) if s.method == "auto" else False)
+                        u = np.flatnonzero(under)
+                        reprog[u[bad]] = True
+                        counts[u[~bad]] = n[~bad]
+                    # a device out of re-programs (or of pulses, for method="pulse") fails
+                    cannot = reprog & (st["reprogs"] >= s.max_reprograms)
+                    if s.method == "pulse":
+                        cannot |= reprog & ~over
+                    if np.any(cannot):
+                        failed.append(st["flat"][cannot])
+                        fail_dev.append((err[cannot] / g_max).astype(np.float32))
+                        live = ~cannot
+                        keep_only(live)
+                        reprog, counts = reprog[live], counts[live]
+                    if np.any(reprog):
+                        idx = st["flat"][reprog]
+                        r = ops.add(
+                            m.twin.program_devices(
+                                m.chip_id, tile, BOTH, idx, st["target"][reprog], at_s=env.now
                             )
-                            n, miss_us = planner(
-                                g[under], st["target"][under], s.max_pulses_per_step, tol_us
+                        )
+                        record(idx)
+                        st["reprogs"][reprog] += 1
+                        reprograms += idx.size
+                        yield env.timeout(r.latency_s)
+                    pulse = counts > 0
+                    if np.any(pulse):
+                        idx = st["flat"][pulse]
+                        r = ops.add(
+                            m.twin.apply_pulses(
+                                m.chip_id, tile, BOTH, idx, SET, counts[pulse], at_s=env.now
                             )
-                            ctrl_pj += de.plan_pj(int(under.sum()))
-                            left = s.max_pulses - st["pulses"][under]
-                            n = np.minimum(n, left)
-                            bad = (n < 1) | ((miss_us > tol_us) if s.method == "auto" else False)
-                            u = np.flatnonzero(under)
-                            reprog[u[bad]] = True
-                            counts[u[~bad]] = n[~bad]
-                        # a device out of re-programs (or of pulses, for method="pulse") fails
-                        cannot = reprog & (st["reprogs"] >= s.max_reprograms)
-                        if s.method == "pulse":
-                            cannot |= reprog & ~over
-                        if np.any(cannot):
-                            failed[a].append(st["idx"][cannot])
-                            fail_dev[a].append((err[cannot] / g_max).astype(np.float32))
-                            live = ~cannot
-                            for k in ("idx", "target", "pulses", "reprogs"):
-                                st[k] = st[k][live]
-                            reprog, counts = reprog[live], counts[live]
-                        if np.any(reprog):
-                            idx = st["idx"][reprog]
-                            r = ops.add(
-                                m.twin.program_devices(
-                                    m.chip_id, tile, a, idx, st["target"][reprog], at_s=env.now
-                                )
-                            )
-                            fw.record_write(tile, a, idx, env.now)
-                            st["reprogs"][reprog] += 1
-                            reprograms += idx.size
-                            yield env.timeout(r.latency_s)
-                        pulse = counts > 0
-                        if np.any(pulse):
-                            idx = st["idx"][pulse]
-                            r = ops.add(
-                                m.twin.apply_pulses(
-                                    m.chip_id, tile, a, idx, SET, counts[pulse], at_s=env.now
-                                )
-                            )
-                            fw.record_write(tile, a, idx, env.now)
-                            st["pulses"][pulse] += counts[pulse]
-                            yield env.timeout(r.latency_s)
-                        if st["idx"].size == 0:
-                            del state[a]
+                        )
+                        record(idx)
+                        st["pulses"][pulse] += counts[pulse]
+                        yield env.timeout(r.latency_s)
                     steps = it + 1
 
-                def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-                    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+                def split(parts: list[np.ndarray], devs: list[np.ndarray]) -> tuple[dict, dict]:
+                    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+                    dev = np.concatenate(devs) if devs else np.zeros(0, np.float32)
+                    arr, idx = np.divmod(flat.astype(np.int64), n_arr)
+                    return (
+                        {a: idx[arr == a] for a in (POS, NEG)},
+                        {a: dev[arr == a].astype(np.float32) for a in (POS, NEG)},
+                    )
 
+                conv_idx, conv_d = split(converged, conv_dev)
+                fail_idx, fail_d = split(failed, fail_dev)
                 outcome = JobOutcome(
                     job=job,
                     start_s=start,
                     end_s=env.now,
-                    converged={a: cat(converged[a], np.int64) for a in (POS, NEG)},
-                    failed={a: cat(failed[a], np.int64) for a in (POS, NEG)},
-                    final_deviation={
-                        a: cat(conv_dev[a] + fail_dev[a], np.float32) for a in (POS, NEG)
-                    },
+                    converged=conv_idx,
+                    failed=fail_idx,
+                    final_deviation={a: np.concatenate([conv_d[a], fail_d[a]]) for a in (POS, NEG)},
                     pulses=ops.pulses,
                     reprograms=reprograms,
                     iterations=steps,
@@ -301,13 +323,13 @@ class PulseGenerator:
                 return outcome
 
     def _read(
-        self, ops: Any, tile: int, array: int, idx: np.ndarray, n_reads: int
+        self, ops: Any, tile: int, flat: np.ndarray, n_reads: int
     ) -> Generator[simpy.Event, Any, np.ndarray]:
-        """Sum of ``n_reads`` reads of devices (one twin call per read)."""
+        """Sum of ``n_reads`` reads of devices of both arrays (one twin call per read)."""
         m, env = self.model, self.env
-        g = np.zeros(idx.size)
+        g = np.zeros(flat.size)
         for _ in range(n_reads):
-            r = ops.add(m.twin.read_devices(m.chip_id, tile, array, idx, at_s=env.now))
+            r = ops.add(m.twin.read_devices(m.chip_id, tile, BOTH, flat, at_s=env.now))
             g += r.values
             yield env.timeout(r.latency_s)
         return g
