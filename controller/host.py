@@ -14,8 +14,9 @@ clock, and calls wait for their work to be done by it.
 
 Errors are the twin's typed errors (``InvalidArgument``, ``NotFound``, ``FailedPrecondition``,
 ``ResourceExhausted``) plus :class:`PermissionDenied` and :class:`DeadlineExceeded`, each with
-``.code``, the gRPC status name. A refused request changes nothing; a policy that misbehaves
-stops the run (``status()["error"]``) until ``set_policy``.
+``.code``, the gRPC status name. A refused request changes nothing (a refused ``load_network``
+leaves the running network loaded and running); a policy that misbehaves stops the run
+(``status()["error"]``) until ``set_policy``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,7 @@ class _Loaded:
     chip_id: str
     model: ChipModel
     mapped: Any
+    output_shape: tuple[int, ...]  # of one sample
 
 
 def _parse_params(params_json: str) -> dict[str, Any]:
@@ -156,8 +158,8 @@ class ChipHost:
         self._loaded: _Loaded | None = None
         self._policy: tuple[str, dict[str, Any]] = ("none", {})
         self._subs: list[Subscription] = []
-        self._driver: threading.Thread | None = None
-        self._driver_stop = threading.Event()
+        # the realtime driver of the loaded model, and the event that stops it
+        self._driver: tuple[threading.Thread, threading.Event] | None = None
         self._closed = False
 
     # --- policies ---------------------------------------------------------------------------
@@ -180,8 +182,24 @@ class ChipHost:
         chip_config: ChipConfig | None = None,
         policy: tuple[str, dict[str, Any]] | None = None,
         controller_config: ControllerConfig | None = None,
+        make_room: bool = False,
     ) -> dict[str, Any]:
-        """Map ``description`` onto a new chip, program it at time 0, start the firmware."""
+        """Map ``description`` onto a new chip, program it at time 0, start the firmware.
+
+        The network running before is replaced only once the new one is programmed: the new
+        chip is created and programmed first, then the old chip is deleted. A load that fails
+        on the way (the twin refuses the chip: state budget, chip limit; the twin is down;
+        programming fails) deletes what it created and leaves the host exactly as it was:
+        same network, same chip, same device time, still answering.
+
+        The twin must therefore hold both chips for a moment. If it cannot (its state budget
+        or ``max_chips`` is nearly used up), the load is refused with ``ResourceExhausted``
+        even if the new chip alone would fit, and the running network is kept: losing it is
+        not something a refused request may do. A caller that accepts losing it passes
+        ``make_room=True``: then, on that refusal only, the running network is unloaded (its
+        chip deleted, its event streams ended) and the chip is created once more; if the twin
+        refuses again, or the load fails later on, the host is left with no network.
+        """
         from controller.workloads.mapping import map_network, tiles_needed
 
         cfg = chip_config or self.default_chip_config
@@ -197,26 +215,30 @@ class ChipHost:
             n = tiles_needed(description, cfg.tile_rows, cfg.tile_cols)
             cfg = ChipConfig.model_validate({**cfg.model_dump(), "n_tiles": max(n, 1)})
             mapped = map_network(description, quantiser, cfg)
+            output_shape = tuple(int(d) for d in description.output_shape)
         except (ValueError, pydantic.ValidationError) as exc:
             raise InvalidArgument(f"cannot map the network on the chip: {exc}") from None
         name, params = policy if policy is not None else self._policy
         pol = self._build_policy(name, params)
         with self._lock:
-            self._stop_driver()
-            self._unload()
-            chip_id = self.twin.create_chip(cfg)
+            if self._closed:
+                raise FailedPrecondition("the chip host is shutting down")
+            chip_id = self._create_chip(cfg, make_room)
+            # the running model (and its realtime driver) waits on the lock meanwhile
             try:
                 env = make_environment(self.realtime)
                 model = ChipModel(env, self.twin, chip_id, mapped, pol,
                                   config=controller_config, chip_config=cfg)  # fmt: skip
-                model.ledger.subscribe(self._publish)
                 model.start()
                 model.run_until_event(model.programmed)
             except BaseException:
-                self._delete_chip(chip_id)
+                self._discard_chip(chip_id)
                 raise
+            # the new network is on its chip: only now does the old one go
+            self._unload()
+            model.ledger.subscribe(self._publish)
             self._policy = (name, params)
-            self._loaded = _Loaded(description.name, chip_id, model, mapped)
+            self._loaded = _Loaded(description.name, chip_id, model, mapped, output_shape)
             if self.realtime is not None:
                 self._start_driver()
             return {
@@ -226,14 +248,41 @@ class ChipHost:
                 "status": self._status_locked(),
             }
 
-    def _delete_chip(self, chip_id: str) -> None:
-        with contextlib.suppress(NotFound):
+    def _create_chip(self, cfg: ChipConfig, make_room: bool) -> str:
+        """A new chip on the twin, next to the running one (see :meth:`load_network`)."""
+        try:
+            return self.twin.create_chip(cfg)
+        except ResourceExhausted as exc:
+            if self._loaded is None:
+                raise
+            if not make_room:
+                raise ResourceExhausted(
+                    f"the twin refused the new chip: {exc}. The network {self._loaded.name!r} "
+                    f"keeps running on chip {self._loaded.chip_id}: the twin must hold it and "
+                    "the new chip at once while the new one is programmed; make room on the "
+                    "twin (its other chips) or give it a larger --state-budget-bytes or "
+                    "--max-chips"
+                ) from None
+        log.info("the twin refused a chip next to %s: unloading it to make room",
+                 self._loaded.chip_id)  # fmt: skip
+        self._unload()
+        return self.twin.create_chip(cfg)
+
+    def _discard_chip(self, chip_id: str) -> None:
+        """Delete a chip that is no longer wanted; a twin that cannot be reached keeps it."""
+        try:
             self.twin.delete_chip(chip_id)
+        except NotFound:
+            pass
+        except Exception as exc:  # e.g. the twin is down: say so, and do not hide why we are here
+            log.warning("could not delete chip %s from the twin: %s", chip_id, exc)
 
     def _unload(self) -> None:
+        """Forget the loaded network: stop its driver, end its streams, delete its chip."""
         if self._loaded is not None:
-            self._delete_chip(self._loaded.chip_id)
-            self._loaded = None
+            self._stop_driver()  # it stops before it touches the model again
+            loaded, self._loaded = self._loaded, None
+            self._discard_chip(loaded.chip_id)
         for sub in list(self._subs):
             sub.close()
 
@@ -298,26 +347,37 @@ class ChipHost:
                 raise DeadlineExceeded(f"deadline reached: advanced to {now!r} s of {target!r} s")
 
     def _start_driver(self) -> None:
-        self._driver_stop.clear()
-        self._driver = threading.Thread(target=self._drive, name="chip-host-realtime",
-                                        daemon=True)  # fmt: skip
-        self._driver.start()
+        assert self._loaded is not None and self._driver is None
+        stop = threading.Event()
+        thread = threading.Thread(target=self._drive, args=(self._loaded.model, stop),
+                                  name="chip-host-realtime", daemon=True)  # fmt: skip
+        self._driver = (thread, stop)
+        thread.start()
 
-    def _stop_driver(self) -> None:
-        if self._driver is not None:
-            self._driver_stop.set()
-            self._driver.join()
-            self._driver = None
+    def _stop_driver(self) -> threading.Thread | None:
+        """Stop the realtime driver (under the lock); returns its thread, to join outside the
+        lock if need be. The driver checks its stop event under the lock, so once this has
+        returned it never touches its model again (joining here would deadlock: it may be
+        waiting for the lock)."""
+        if self._driver is None:
+            return None
+        thread, stop = self._driver
+        self._driver = None
+        stop.set()
+        return thread
 
-    def _drive(self) -> None:
+    def _drive(self, model: ChipModel, stop: threading.Event) -> None:
         """Realtime: run the model back to back in short slices, paced by the environment."""
         assert self.realtime is not None
         slice_s = REALTIME_SLICE_WALL_S * self.realtime
         with self._lock:
-            model = self._model()
+            if stop.is_set():
+                return
             model.env.sync()
-        while not self._driver_stop.is_set():
+        while True:
             with self._lock:
+                if stop.is_set():
+                    return
                 if model.error is None:
                     try:
                         model.run(model.env.now + slice_s, resync=False)
@@ -329,7 +389,7 @@ class ChipHost:
                             model._fail(exc)
                 stopped = model.error is not None
             if stopped:
-                self._driver_stop.wait(REALTIME_SLICE_WALL_S)
+                stop.wait(REALTIME_SLICE_WALL_S)
 
     def _wait(self, model: ChipModel, ev: simpy.Event, deadline: float | None) -> Any:
         """Have ``ev`` processed: run the model (fast) or wait for the driver (realtime)."""
@@ -356,8 +416,13 @@ class ChipHost:
         return ev.value
 
     # --- work on the chip -----------------------------------------------------------------------
-    def infer(self, x: np.ndarray, label: str = "", deadline: float | None = None) -> Any:
-        """Run the network on a batch; returns an ``InferenceResult``."""
+    def infer(self, x: np.ndarray, label: str = "", deadline: float | None = None,
+              check_output: Callable[[tuple[int, ...]], None] | None = None) -> Any:  # fmt: skip
+        """Run the network on a batch; returns an ``InferenceResult``.
+
+        ``check_output(shape)``, if given, is called with the shape the answer will have
+        (batch, *output_shape) before anything runs, under the lock (the network cannot change
+        in between): it raises to refuse the request, which then changes nothing."""
         with self._lock:
             model = self._model()
             self._check_running(model)
@@ -367,6 +432,9 @@ class ChipHost:
                 raise InvalidArgument(f"x has shape {list(x.shape)}, expected [batch >= 1, {want}]")
             if not np.all(np.isfinite(x)):
                 raise InvalidArgument("x contains NaN or Inf")
+            if check_output is not None:
+                assert self._loaded is not None
+                check_output((int(x.shape[0]), *self._loaded.output_shape))
             ev = model.infer(x, label)
         return self._wait(model, ev, deadline)
 
@@ -462,7 +530,10 @@ class ChipHost:
             if self._closed:
                 return
             self._closed = True
-        self._stop_driver()
+        with self._lock:
+            driver = self._stop_driver()
+        if driver is not None and driver is not threading.current_thread():
+            driver.join()
         # the twin may be gone already: then there is nothing left to clean
         with self._lock, contextlib.suppress(Exception):
             self._unload()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -164,6 +165,25 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         raise AssertionError("unreachable")  # context.abort raises
 
+    def _check_answer_fits(self, shape: tuple[int, ...]) -> None:
+        """Refuse, before it runs, an Infer whose answer (float32, ``shape``) would be over
+        the message limit."""
+        limit = self.max_message_bytes - MESSAGE_OVERHEAD_BYTES
+        per_sample = 4 * math.prod(shape[1:])
+        need = shape[0] * per_sample
+        if need <= limit:
+            return
+        most = max(limit, 0) // per_sample
+        advice = "start the server with a larger --max-message-bytes"
+        if most:
+            advice = f"send at most {most:,} samples per Infer, or {advice}"
+        raise ResourceExhausted(
+            f"the answer to {shape[0]:,} samples would take {need:,} bytes ({per_sample:,} "
+            f"bytes of output each), over the {max(limit, 0):,} bytes an answer may carry on "
+            f"this server (--max-message-bytes {self.max_message_bytes:,} less "
+            f"{MESSAGE_OVERHEAD_BYTES:,} for the rest of the message): {advice}"
+        )
+
     def LoadNetwork(self, request, context):
         from controller.network import NetworkDescription
 
@@ -190,14 +210,16 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         def run(deadline):
             if not request.HasField("x"):
                 raise InvalidArgument("x is required: a float Tensor (batch, *input_shape)")
-            x = tensor_to_numpy(request.x, "x", FLOAT).astype(np.float32)
-            res = self.host.infer(x, request.label, deadline)
+            raw = tensor_to_numpy(request.x, "x", FLOAT)
+            with np.errstate(over="ignore"):
+                x = raw.astype(np.float32)
+            if not np.all(np.isfinite(x)) and np.all(np.isfinite(raw)):
+                raise InvalidArgument("x has values beyond the float32 range (3.4e38)")
+            res = self.host.infer(x, request.label, deadline, self._check_answer_fits)
             y = np.asarray(res.y, np.float32)
-            if y.nbytes > self.max_message_bytes - MESSAGE_OVERHEAD_BYTES:
-                raise ResourceExhausted(
-                    f"the output would take {y.nbytes} bytes, over this server's limit: "
-                    "send smaller batches"
-                )
+            if y.nbytes > self.max_message_bytes - MESSAGE_OVERHEAD_BYTES:  # safety net
+                raise ResourceExhausted(f"the output would take {y.nbytes:,} bytes, over this "
+                                        "server's limit: send smaller batches")  # fmt: skip
             return host_pb2.InferResponse(
                 y=numpy_to_tensor(y), submitted_s=res.submitted_s, start_s=res.start_s,
                 end_s=res.end_s, energy_pj=res.energy_pj,

@@ -277,3 +277,60 @@ def test_load_network_refuses_an_absurd_annealing_budget(servers):
     code, msg = _code(servers.stub.LoadNetwork, request)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "annealing" in msg
     assert not servers.stub.GetStatus(host_pb2.GetStatusRequest()).loaded
+
+
+def test_a_realtime_host_replaces_its_network():
+    """With --realtime, LoadNetwork over a running network replaces it (the old driver stops
+    without being joined under the lock, which deadlocked); device time keeps following the
+    wall clock, on the new chip only."""
+    s = InProcess(realtime=1.0)
+    try:
+        first = _load(s.stub, "threshold", {"interval_s": 0.5})
+        time.sleep(0.3)
+        done: list = []
+        loader = threading.Thread(target=lambda: done.append(_load(s.stub, "threshold")),
+                                  daemon=True)  # fmt: skip
+        loader.start()
+        loader.join(60)
+        assert done, "a second LoadNetwork in realtime mode did not return"
+        second = done[0]
+        assert second.chip_id != first.chip_id
+        assert s.twin.registry.list_chips() == [second.chip_id]
+        t0 = s.stub.GetStatus(host_pb2.GetStatusRequest()).sim_time_s
+        time.sleep(0.5)
+        t1 = s.stub.GetStatus(host_pb2.GetStatusRequest())
+        assert t1.chip_id == second.chip_id and t1.sim_time_s > t0 and t1.error == ""
+    finally:
+        s.close()
+
+
+def test_at_the_twins_chip_limit_a_load_keeps_the_running_network_unless_told():
+    """The new chip is created before the old one is deleted: a twin holding at most one chip
+    refuses it, and the host keeps its network (saying why and what to do). With
+    ``make_room=True`` the host frees the running chip and loads the new network."""
+    from controller.client import TwinClient
+    from controller.host import ChipHost
+    from device_twin.config import ChipConfig
+    from device_twin.errors import ResourceExhausted
+    from device_twin.server import ServerOptions, TwinServer
+
+    twin = TwinServer(ServerOptions(address="127.0.0.1:0", max_chips=1))
+    twin.start()
+    client = TwinClient(twin.address)
+    host = ChipHost(client)
+    cfg = ChipConfig(tile_rows=16, tile_cols=16, seed=3)
+    try:
+        first = host.load_network(tiny_network(), chip_config=cfg)
+        with pytest.raises(ResourceExhausted) as info:
+            host.load_network(tiny_network(1), chip_config=cfg)
+        assert "at most 1 chips" in str(info.value) and "--max-chips" in str(info.value)
+        assert host.status()["chip_id"] == first["chip_id"]
+        assert twin.registry.list_chips() == [first["chip_id"]]
+        host.infer(np.ones((2, 16), np.float32))
+        second = host.load_network(tiny_network(1), chip_config=cfg, make_room=True)
+        assert twin.registry.list_chips() == [second["chip_id"]] != [first["chip_id"]]
+        assert host.infer(np.ones((2, 16), np.float32)).y.shape == (2, 4)
+    finally:
+        host.close()
+        client.close()
+        twin.stop(grace_s=0)

@@ -314,13 +314,10 @@ def _tensor(a: np.ndarray):
 WIDE = mlp(np.random.default_rng(1), [1, 64], "wide")  # 4 bytes in, 256 bytes out per sample
 
 
-@pytest.mark.xfail(strict=True, reason="known defect in controller/host_service.py: Infer runs "
-                   "the inference first and only then finds that its output is over the "
-                   "message limit, so the refused request has run (events, energy, counters); "
-                   "fix: refuse before running, from batch x prod(output_shape) x 4 bytes")  # fmt: skip
 def test_an_infer_whose_answer_would_not_fit_is_refused_before_it_runs():
-    """An Infer whose output would exceed the message limit is refused (RESOURCE_EXHAUSTED)
-    and changes nothing."""
+    """An Infer whose output would exceed the message limit is refused (RESOURCE_EXHAUSTED,
+    saying how many samples fit) and changes nothing: no event, no inference, no device time
+    or energy; the largest batch that fits is answered."""
     s = Servers(max_message_bytes=128 * 1024)  # responses: 64 KiB after the overhead
     try:
         s.load(WIDE, json.dumps({"tile_rows": 8, "tile_cols": 64}))
@@ -328,11 +325,13 @@ def test_an_infer_whose_answer_would_not_fit_is_refused_before_it_runs():
         code, msg = _code(s.stub.Infer, host_pb2.InferRequest(x=_tensor(np.ones((300, 1),
                                                                                 np.float32))))  # fmt: skip
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, msg
+        assert "at most 256 samples" in msg, msg  # 64 KiB / 256 bytes per sample
         after = s.status()
-        assert (after.inferences, after.last_event_seq) == (
-            before.inferences,
-            before.last_event_seq,
-        )
+        assert (after.inferences, after.last_event_seq, after.sim_time_s, after.twin_energy_pj) == (
+            before.inferences, before.last_event_seq, before.sim_time_s, before.twin_energy_pj)  # fmt: skip
+        res = s.stub.Infer(host_pb2.InferRequest(x=_tensor(np.ones((256, 1), np.float32))),
+                           timeout=300)  # fmt: skip
+        assert tuple(res.y.shape) == (256, 64)
     finally:
         s.close()
 
@@ -353,23 +352,24 @@ def test_a_network_over_the_twins_memory_budget_is_refused():
         s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known defect in controller/host.py: ChipHost."
-                   "load_network unloads the running network (deletes its chip) before the twin "
-                   "has accepted the new one, so a LoadNetwork refused by the twin (budget, chip "
-                   "limit, twin down) leaves the host with no network; fix: create the new chip "
-                   "first and delete the old one after (on RESOURCE_EXHAUSTED, retry once after "
-                   "freeing the old chip only if the caller accepts losing it)")  # fmt: skip
 def test_a_refused_load_keeps_the_running_network():
-    """A LoadNetwork the twin refuses leaves the running network loaded and running."""
+    """A LoadNetwork the twin refuses leaves the running network loaded and running: same
+    network on the same chip (the only one on the twin), still answering Infer."""
     s = Servers(twin_options={"state_budget_bytes": 40 * 1024})
     try:
         s.load()  # 16 kB of device state
-        code, _ = _code(s.stub.LoadNetwork, host_pb2.LoadNetworkRequest(
+        before = s.status()
+        code, msg = _code(s.stub.LoadNetwork, host_pb2.LoadNetworkRequest(
             network=mlp(np.random.default_rng(3), [128, 16, 4]).to_proto(),  # 9 tiles: 72 kB
             chip_config_json=BASELINE_CHIP))  # fmt: skip
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "does not fit" in msg, msg
         status = s.status()
         assert status.loaded and status.network == "baseline", "the running network was dropped"
+        assert (status.chip_id, status.last_event_seq) == (before.chip_id, before.last_event_seq)
+        assert s.twin.registry.list_chips() == [before.chip_id]
+        res = s.stub.Infer(host_pb2.InferRequest(x=_tensor(np.ones((2, 16), np.float32))),
+                           timeout=300)  # fmt: skip
+        assert tuple(res.y.shape) == (2, 4)
     finally:
         s.close()
 
