@@ -12,6 +12,14 @@ and jitter, at most ``retries`` times. Each call carries a fresh ``request_id`` 
 retries reuse, so a retried call that did reach the server before the failure is answered
 from the server's record instead of acting twice.
 
+Sessions (``session=True``): device operations (program, pulses, reads, probes, MVMs) travel
+on one ``Session`` stream instead of a unary call each, which saves most of a small call's
+cost. Results and errors are the same. A session serialises the client's device operations
+(one at a time, in order). If the stream breaks (server killed, restarting, too many open
+sessions, an operation over its deadline), the operation is sent again as a unary call with
+the same ``request_id`` (so it never acts twice) and the normal retries, and the next
+operation opens a new session.
+
 MVM batches whose request or response would not fit in one message are split into several
 MVMs at the same ``at_s`` (each one operation of the chip, sharing the tile's read-noise
 realisation at that instant); energy and latency are summed and outputs concatenated.
@@ -20,7 +28,9 @@ realisation at that instant); energy and latency are summed and outputs concaten
 from __future__ import annotations
 
 import json
+import queue
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -73,10 +83,65 @@ class TwinRpcError(TwinError):
         self.details = message
 
 
-def _as_error(exc: grpc.RpcError) -> TwinError:
-    code, details = exc.code(), exc.details() or ""
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _error(code: grpc.StatusCode, details: str) -> TwinError:
     cls = _ERRORS.get(code)
     return cls(details) if cls is not None else TwinRpcError(code.name, details)
+
+
+def _as_error(exc: grpc.RpcError) -> TwinError:
+    return _error(exc.code(), exc.details() or "")
+
+
+class _SessionBroken(Exception):
+    """The session stream failed: its operation must be sent again another way."""
+
+
+_END = object()
+
+
+class _Session:
+    """One open ``Session`` stream: a request out, its response back, in order.
+
+    gRPC reads the requests from ``_outbox`` in its own thread; the caller reads the
+    response. A watchdog thread cancels the stream when an operation goes unanswered past its
+    deadline (a hung twin), which turns the wait into a broken session."""
+
+    def __init__(self, stub: twin_pb2_grpc.CrossbarTwinStub) -> None:
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._call = stub.Session(iter(self._outbox.get, _END))
+        self._deadline = float("inf")  # of the operation in flight (monotonic s)
+        self._closed = threading.Event()
+        self._timed_out = False
+        threading.Thread(target=self._watch, name="twin-session-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.5):
+            if time.monotonic() > self._deadline:
+                self._timed_out = True
+                self._call.cancel()
+                return
+
+    def request(self, request: twin_pb2.SessionRequest, timeout_s: float):
+        self._deadline = time.monotonic() + max(timeout_s, 0.0)
+        self._outbox.put(request)
+        try:
+            return next(self._call)
+        except StopIteration:
+            raise _SessionBroken("the twin ended the session") from None
+        except grpc.RpcError as exc:
+            if self._timed_out:
+                raise _SessionBroken(f"no answer within {timeout_s:.3g} s") from None
+            raise _SessionBroken(f"{exc.code().name}: {exc.details()}") from None
+        finally:
+            self._deadline = float("inf")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._outbox.put(_END)  # the stream's end: the server finishes the session
+        self._call.cancel()  # and drop whatever is still in flight
 
 
 @dataclass
@@ -107,6 +172,7 @@ class TwinClient:
         retries: int = 5,
         backoff_s: float = 0.05,
         backoff_max_s: float = 2.0,
+        session: bool = False,
     ) -> None:
         self.address = address
         self.timeout_s = float(timeout_s)
@@ -121,8 +187,21 @@ class TwinClient:
         self._stub = twin_pb2_grpc.CrossbarTwinStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self._tile_cols: dict[str, int] = {}
+        self.use_session = bool(session)
+        self._session: _Session | None = None
+        self._session_lock = threading.Lock()
+        self.session_fallbacks = 0  # operations that went unary after a broken session
+
+    def close_session(self) -> None:
+        """End the open session, if any (the next operation opens a new one). A session holds
+        one of the server's threads until it ends: close it when a burst of work is done."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
 
     def close(self) -> None:
+        self.close_session()
         self.channel.close()
 
     def __enter__(self) -> TwinClient:
@@ -151,6 +230,31 @@ class TwinClient:
                     raise _as_error(exc) from None
             time.sleep(delay)
             attempt += 1
+
+    def _op(self, name: str, request: Any) -> twin_pb2.OpResult:
+        """A device operation: on the session if one is in use, else (or if the session
+        breaks) as its unary call, ``CrossbarTwin.<Name>``."""
+        if self.use_session:
+            with self._session_lock:
+                try:
+                    if self._session is None:
+                        self._session = _Session(self._stub)
+                    got = self._session.request(
+                        twin_pb2.SessionRequest(**{name: request}), self.timeout_s
+                    )
+                except _SessionBroken:
+                    self._session.close()
+                    self._session = None
+                    self.session_fallbacks += 1
+                else:
+                    if got.code == 0:
+                        return got.result
+                    code = _CODES.get(got.code, grpc.StatusCode.UNKNOWN)
+                    if code != grpc.StatusCode.UNAVAILABLE:
+                        raise _error(code, got.message)
+                    # UNAVAILABLE inside a session: retried as a unary call below
+        method = getattr(self._stub, "".join(p.title() for p in name.split("_")))
+        return self._call(method, request)
 
     @staticmethod
     def _rid() -> str:
@@ -228,7 +332,7 @@ class TwinClient:
             g_target_pos_us=numpy_to_tensor(np.asarray(g_target_pos_us)),
             g_target_neg_us=numpy_to_tensor(np.asarray(g_target_neg_us)),
         )  # fmt: skip
-        return result_from_proto(self._call(self._stub.Program, request))
+        return result_from_proto(self._op("program", request))
 
     def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s) -> OpResult:
         request = twin_pb2.ProgramDevicesRequest(
@@ -236,7 +340,7 @@ class TwinClient:
             devices=numpy_to_tensor(np.asarray(devices)),
             g_target_us=numpy_to_tensor(np.asarray(g_target_us)), request_id=self._rid(),
         )  # fmt: skip
-        return result_from_proto(self._call(self._stub.ProgramDevices, request))
+        return result_from_proto(self._op("program_devices", request))
 
     def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s) -> OpResult:
         request = twin_pb2.ApplyPulsesRequest(
@@ -244,7 +348,7 @@ class TwinClient:
             devices=numpy_to_tensor(np.asarray(devices)), kind=pulse_kind_to_proto(kind),
             count=numpy_to_tensor(np.asarray(count)), at_s=float(at_s), request_id=self._rid(),
         )  # fmt: skip
-        return result_from_proto(self._call(self._stub.ApplyPulses, request))
+        return result_from_proto(self._op("apply_pulses", request))
 
     # --- reads ----------------------------------------------------------------------------
     def read_devices(self, chip_id, tile, array, devices, at_s) -> OpResult:
@@ -254,7 +358,7 @@ class TwinClient:
         )  # fmt: skip
         if devices is not None:
             request.devices.CopyFrom(numpy_to_tensor(np.asarray(devices)))
-        return result_from_proto(self._call(self._stub.ReadDevices, request))
+        return result_from_proto(self._op("read_devices", request))
 
     def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
         request = twin_pb2.ProbeRequest(
@@ -264,7 +368,7 @@ class TwinClient:
         )  # fmt: skip
         if col_count is not None:
             request.col_count = int(col_count)
-        return result_from_proto(self._call(self._stub.Probe, request))
+        return result_from_proto(self._op("probe", request))
 
     def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None) -> OpResult:
         x = np.asarray(x)
@@ -277,7 +381,7 @@ class TwinClient:
             )  # fmt: skip
             if col_count is not None:
                 request.col_count = int(col_count)
-            results.append(result_from_proto(self._call(self._stub.Mvm, request)))
+            results.append(result_from_proto(self._op("mvm", request)))
         if len(results) == 1:
             return results[0]
         first = results[0]

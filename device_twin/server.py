@@ -174,7 +174,10 @@ class TwinServer:
             store=store, snapshot_wal_bytes=options.snapshot_wal_bytes,
             snapshot_interval_s=options.snapshot_interval_s,
         )  # fmt: skip
-        self.servicer = CrossbarTwinServicer(self.registry, options.max_message_bytes)
+        self.servicer = CrossbarTwinServicer(
+            # half the threads at most for sessions: unary calls are always served
+            self.registry, options.max_message_bytes, max(1, options.max_workers // 2),
+        )  # fmt: skip
         self.health = health.HealthServicer(experimental_non_blocking=True)
         interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
         n = options.max_message_bytes

@@ -33,6 +33,8 @@ SERVICE_NAME = twin_pb2.DESCRIPTOR.services_by_name["CrossbarTwin"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024**2
 #: Room left in a message for everything but the tensor payload.
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
+#: Open ``Session`` streams a servicer allows at once (each holds a server thread).
+DEFAULT_MAX_SESSIONS = 4
 MAX_TENSOR_NDIM = 8
 
 _DTYPES = {
@@ -149,10 +151,14 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
     """Translates CrossbarTwin calls into ``DurableRegistry`` calls (see the module docstring)."""
 
     def __init__(
-        self, registry: DurableRegistry, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ) -> None:
+        self, registry: DurableRegistry, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:  # fmt: skip
         self.registry = registry
         self.max_message_bytes = int(max_message_bytes)
+        # an open session holds one of the server's threads: leave some for unary calls
+        self.max_sessions = int(max_sessions)
+        self._sessions = threading.BoundedSemaphore(self.max_sessions)
         self.ready = threading.Event()  # set once state is restored
 
     # --- plumbing -----------------------------------------------------------------------
@@ -235,120 +241,162 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
 
     # --- writes ---------------------------------------------------------------------------
     def Program(self, request, context):
-        def run():
-            what = "a float Tensor of target conductances (rows, cols) in uS"
-            gp = tensor_to_numpy(
-                _required(request, "g_target_pos_us", what), "g_target_pos_us", FLOAT
-            )
-            gn = tensor_to_numpy(
-                _required(request, "g_target_neg_us", what), "g_target_neg_us", FLOAT
-            )
-            r = self.registry.program(
-                request.chip_id, int(request.tile), gp, gn, request.at_s,
-                request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_program(request))
 
-        return self._call(context, run)
+    def _op_program(self, request) -> twin_pb2.OpResult:
+        what = "a float Tensor of target conductances (rows, cols) in uS"
+        gp = tensor_to_numpy(_required(request, "g_target_pos_us", what), "g_target_pos_us", FLOAT)
+        gn = tensor_to_numpy(_required(request, "g_target_neg_us", what), "g_target_neg_us", FLOAT)
+        r = self.registry.program(
+            request.chip_id, int(request.tile), gp, gn, request.at_s,
+            request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
 
     def ProgramDevices(self, request, context):
-        def run():
-            arr = array_from_proto(request.array)
-            dev = tensor_to_numpy(
-                _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
-                "devices", INTEGER,
-            )  # fmt: skip
-            g = tensor_to_numpy(
-                _required(request, "g_target_us", "a 1-D float Tensor, one target per device"),
-                "g_target_us", FLOAT,
-            )  # fmt: skip
-            r = self.registry.program_devices(
-                request.chip_id, int(request.tile), arr, dev, g, request.at_s,
-                request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_program_devices(request))
 
-        return self._call(context, run)
+    def _op_program_devices(self, request) -> twin_pb2.OpResult:
+        arr = array_from_proto(request.array)
+        dev = tensor_to_numpy(
+            _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
+            "devices", INTEGER,
+        )  # fmt: skip
+        g = tensor_to_numpy(
+            _required(request, "g_target_us", "a 1-D float Tensor, one target per device"),
+            "g_target_us", FLOAT,
+        )  # fmt: skip
+        r = self.registry.program_devices(
+            request.chip_id, int(request.tile), arr, dev, g, request.at_s,
+            request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
 
     def ApplyPulses(self, request, context):
-        def run():
-            arr = array_from_proto(request.array)
-            kind = pulse_kind_from_proto(request.kind)
-            dev = tensor_to_numpy(
-                _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
-                "devices", INTEGER,
-            )  # fmt: skip
-            count = tensor_to_numpy(
-                _required(request, "count", "an integer Tensor: a scalar or one per device"),
-                "count", INTEGER,
-            )  # fmt: skip
-            r = self.registry.apply_pulses(
-                request.chip_id, int(request.tile), arr, dev, kind, count, request.at_s,
-                request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_apply_pulses(request))
 
-        return self._call(context, run)
+    def _op_apply_pulses(self, request) -> twin_pb2.OpResult:
+        arr = array_from_proto(request.array)
+        kind = pulse_kind_from_proto(request.kind)
+        dev = tensor_to_numpy(
+            _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
+            "devices", INTEGER,
+        )  # fmt: skip
+        count = tensor_to_numpy(
+            _required(request, "count", "an integer Tensor: a scalar or one per device"),
+            "count", INTEGER,
+        )  # fmt: skip
+        r = self.registry.apply_pulses(
+            request.chip_id, int(request.tile), arr, dev, kind, count, request.at_s,
+            request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
 
     # --- reads ----------------------------------------------------------------------------
     def ReadDevices(self, request, context):
-        def run():
-            arr = array_from_proto(request.array)
-            dev = None
-            if request.HasField("devices"):
-                dev = tensor_to_numpy(request.devices, "devices", INTEGER)
-            cfg = self._config(request.chip_id)
-            per_array = cfg.tile_rows * cfg.tile_cols * (2 if arr is Array.BOTH else 1)
-            n = per_array if dev is None else dev.size
-            self._check_response_bytes(4 * n, f"reading {n} devices")
-            r = self.registry.read_devices(
-                request.chip_id, int(request.tile), arr, dev, request.at_s,
-                request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_read_devices(request))
 
-        return self._call(context, run)
+    def _op_read_devices(self, request) -> twin_pb2.OpResult:
+        arr = array_from_proto(request.array)
+        dev = None
+        if request.HasField("devices"):
+            dev = tensor_to_numpy(request.devices, "devices", INTEGER)
+        cfg = self._config(request.chip_id)
+        per_array = cfg.tile_rows * cfg.tile_cols * (2 if arr is Array.BOTH else 1)
+        n = per_array if dev is None else dev.size
+        self._check_response_bytes(4 * n, f"reading {n} devices")
+        r = self.registry.read_devices(
+            request.chip_id, int(request.tile), arr, dev, request.at_s,
+            request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
 
     def Probe(self, request, context):
-        def run():
-            arr = array_from_proto(request.array, allow_diff=True)
-            rows = tensor_to_numpy(
-                _required(request, "rows", "a 1-D integer Tensor of row indices"), "rows", INTEGER
-            )
-            cfg = self._config(request.chip_id)
-            n_arrays = 2 if arr is Array.BOTH else 1
-            col_count = request.col_count if request.HasField("col_count") else None
-            n_cols = cfg.tile_cols if col_count is None else max(int(col_count), 0)
-            self._check_response_bytes(
-                2 * n_arrays * rows.size * n_cols, f"probing {rows.size} rows"
-            )
-            r = self.registry.probe(
-                request.chip_id, int(request.tile), rows, arr, request.at_s,
-                int(request.col_start), col_count, request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_probe(request))
 
-        return self._call(context, run)
+    def _op_probe(self, request) -> twin_pb2.OpResult:
+        arr = array_from_proto(request.array, allow_diff=True)
+        rows = tensor_to_numpy(
+            _required(request, "rows", "a 1-D integer Tensor of row indices"), "rows", INTEGER
+        )
+        cfg = self._config(request.chip_id)
+        n_arrays = 2 if arr is Array.BOTH else 1
+        col_count = request.col_count if request.HasField("col_count") else None
+        n_cols = cfg.tile_cols if col_count is None else max(int(col_count), 0)
+        self._check_response_bytes(2 * n_arrays * rows.size * n_cols, f"probing {rows.size} rows")
+        r = self.registry.probe(
+            request.chip_id, int(request.tile), rows, arr, request.at_s,
+            int(request.col_start), col_count, request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
 
     def Mvm(self, request, context):
-        def run():
-            x = tensor_to_numpy(
-                _required(request, "x", "a float Tensor of inputs (batch, k)"), "x", FLOAT
-            )
-            cfg = self._config(request.chip_id)
-            col_count = int(request.col_count) if request.HasField("col_count") else None
-            n_out = col_count if col_count is not None else cfg.tile_cols - request.col_start
-            batch = x.shape[0] if x.ndim >= 1 else 1
-            self._check_response_bytes(
-                4 * batch * max(n_out, 0), f"an MVM of batch {batch} on {n_out} columns"
-            )
-            r = self.registry.mvm(
-                request.chip_id, int(request.tile), x, request.at_s, int(request.row_start),
-                int(request.col_start), col_count, request_id=request.request_id,
-            )  # fmt: skip
-            return result_to_proto(r)
+        return self._call(context, lambda: self._op_mvm(request))
 
-        return self._call(context, run)
+    def _op_mvm(self, request) -> twin_pb2.OpResult:
+        x = tensor_to_numpy(
+            _required(request, "x", "a float Tensor of inputs (batch, k)"), "x", FLOAT
+        )
+        cfg = self._config(request.chip_id)
+        col_count = int(request.col_count) if request.HasField("col_count") else None
+        n_out = col_count if col_count is not None else cfg.tile_cols - request.col_start
+        batch = x.shape[0] if x.ndim >= 1 else 1
+        self._check_response_bytes(
+            4 * batch * max(n_out, 0), f"an MVM of batch {batch} on {n_out} columns"
+        )
+        r = self.registry.mvm(
+            request.chip_id, int(request.tile), x, request.at_s, int(request.row_start),
+            int(request.col_start), col_count, request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
+
+    # --- sessions -------------------------------------------------------------------------
+    _SESSION_OPS = {
+        "program": "_op_program", "program_devices": "_op_program_devices",
+        "apply_pulses": "_op_apply_pulses", "read_devices": "_op_read_devices",
+        "probe": "_op_probe", "mvm": "_op_mvm",
+    }  # fmt: skip
+
+    def Session(self, request_iterator, context) -> Iterator[twin_pb2.SessionResponse]:
+        """Each operation of the stream is run as its unary call would be, in order; a refusal
+        is answered in the stream and the session goes on."""
+        if not self.ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the twin is restoring its state: retry")
+        if not self._sessions.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this twin serves at most {self.max_sessions} open sessions: "
+                "use unary calls, or close a session",
+            )
+        try:
+            yield from self._session(request_iterator)
+        finally:
+            self._sessions.release()
+
+    def _session(self, request_iterator) -> Iterator[twin_pb2.SessionResponse]:
+        for req in request_iterator:
+            which = req.WhichOneof("op")
+            if which is None:
+                yield twin_pb2.SessionResponse(
+                    code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                    message="session request holds no operation: set one of "
+                    + ", ".join(self._SESSION_OPS),
+                )
+                continue
+            op = getattr(self, self._SESSION_OPS[which])
+            try:
+                result = op(getattr(req, which))
+            except TwinError as exc:
+                yield _session_error(_status(exc.code), str(exc))
+            except pydantic.ValidationError as exc:
+                yield _session_error(grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc))
+            except Exception as exc:  # a bug must not kill the server or leak a traceback
+                log.exception("internal error in a CrossbarTwin session")
+                yield _session_error(
+                    grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+                )
+            else:
+                yield twin_pb2.SessionResponse(result=result)
 
     # --- state ----------------------------------------------------------------------------
     def Snapshot(self, request, context) -> Iterator[twin_pb2.SnapshotChunk]:
@@ -383,6 +431,10 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                     **head, tile=t, row_start=r0, g_prog_us=numpy_to_tensor(g[:, sl]),
                     nu=numpy_to_tensor(nu[:, sl]), t_write_s=numpy_to_tensor(tw[:, sl]),
                 )  # fmt: skip
+
+
+def _session_error(code: grpc.StatusCode, message: str) -> twin_pb2.SessionResponse:
+    return twin_pb2.SessionResponse(code=code.value[0], message=message)
 
 
 def _status(code: str) -> grpc.StatusCode:

@@ -128,7 +128,9 @@ def test_both_arrays_in_one_call_equal_two_single_array_calls():
     """Addressing BOTH arrays in one call gives what two single-array calls give (same seeds)."""
     from device_twin.config import DeviceModelConfig
 
-    cfg = ChipConfig(tile_rows=R, tile_cols=C, seed=4, device=DeviceModelConfig(read_noise_scale=0.0))
+    cfg = ChipConfig(
+        tile_rows=R, tile_cols=C, seed=4, device=DeviceModelConfig(read_noise_scale=0.0)
+    )
     a, b = Chip(cfg), Chip(cfg)
     for chip in (a, b):
         chip.program(0, GOOD, GOOD * 2, at_s=0.0)

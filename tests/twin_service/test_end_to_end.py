@@ -34,13 +34,15 @@ def twin(tmp_path_factory):
         proc.stop()
 
 
-def test_every_operation_matches_the_in_process_core(twin):
-    """Program, pulses, reads, probes and MVMs over gRPC are bit-identical to the core's."""
+@pytest.mark.parametrize("session", [False, True], ids=["unary", "session"])
+def test_every_operation_matches_the_in_process_core(twin, session):
+    """Program, pulses, reads, probes and MVMs over gRPC, unary or in a session, are
+    bit-identical to the core's."""
     cfg = small_config()
     rows, cols = cfg.tile_rows, cfg.tile_cols
     local = Chip(cfg)
     rng = np.random.default_rng(5)
-    with twin.client() as client:
+    with twin.client(session=session) as client:
         chip_id = client.create_chip(cfg, "e2e-ops")
         g = [random_targets(rng, (rows, cols)) for _ in range(4)]
         devices = rng.choice(rows * cols, 40, replace=False)
@@ -62,8 +64,14 @@ def test_every_operation_matches_the_in_process_core(twin):
             ("probe", (1, np.arange(5), Array.DIFF, 3602.0)),
             ("probe", (1, np.array([0, 2]), Array.BOTH, 3603.0)),
             ("probe", (1, np.array([1, 2]), Array.BOTH, 3603.5, 3, 4)),
-            ("read_devices", (0, Array.BOTH, np.concatenate([devices, rows * cols + devices]), 3604.0)),
-            ("program_devices", (1, Array.BOTH, rows * cols + devices[:4], g[1].ravel()[:4], 3605.0)),
+            (
+                "read_devices",
+                (0, Array.BOTH, np.concatenate([devices, rows * cols + devices]), 3604.0),
+            ),
+            (
+                "program_devices",
+                (1, Array.BOTH, rows * cols + devices[:4], g[1].ravel()[:4], 3605.0),
+            ),
             ("read_devices", (1, Array.BOTH, None, 3606.0)),
             ("mvm", (0, x, 7200.0)),
             ("mvm", (0, x, 7200.0)),  # same instant: same weight realisation, new output noise
@@ -84,6 +92,7 @@ def test_every_operation_matches_the_in_process_core(twin):
             assert state.t_write_s[t].tobytes() == local.t_write_s[t].tobytes()
         client.delete_chip(chip_id)
         assert chip_id not in client.list_chips()
+        assert client.session_fallbacks == 0
 
 
 def test_standard_health_client_sees_serving(twin):
