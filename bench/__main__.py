@@ -70,7 +70,10 @@ def main(argv: list[str]) -> int:
         base = f"{r['baseline_name']}={fmt(r['baseline_value'])}" if r.get("baseline_name") else "-"
         table.add_row(r["name"], fmt(r["value"]), fmt(r["unit"]), fmt(r["target"]), base,
                       fmt(r["ratio"]))  # fmt: skip
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the names into 80 columns
+        console = Console(width=160)
+    console.print(table)
     for f in failed:
         print(f"FAILED {f}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,0 +1,41 @@
+"""The scenario benchmark runs end to end on a tiny network (no timing assertions: the
+machine is shared; ``make bench`` measures)."""
+
+import math
+
+from bench.__main__ import FIELDS
+from bench.bench_scenario import Size, records
+
+TINY = Size(n_in=60, n_hidden=20, n_out=5, tile=32)  # 1,300 weights on 3 tiles
+
+
+def test_scenario_benchmark_gives_complete_records_on_a_tiny_network():
+    """Every record has the harness's fields and a finite value; the gRPC and in-process runs
+    of the same wake-ups correct the same devices; probing only corrects none and makes the
+    same twin calls per wake-up over a day and over a year."""
+    recs = {r["name"]: r for r in records(TINY, year_budget_s=0.2, repeats=1, min_wakes=2)}
+    assert set(recs) == {
+        "scenario_year_resnet32_scale",
+        "scenario_year_resnet32_scale_sim_s_per_wall_s",
+        "scenario_year_resnet32_scale_in_process",
+        "scenario_year_resnet32_scale_probe_only",
+        "day_vs_year_same_probes",
+        "day_vs_year_same_probes_probe_only",
+    }
+    for r in recs.values():
+        assert set(FIELDS) <= set(r)
+        assert math.isfinite(r["value"]) and r["value"] > 0
+    grpc = recs["scenario_year_resnet32_scale"]
+    local = recs["scenario_year_resnet32_scale_in_process"]
+    probe = recs["scenario_year_resnet32_scale_probe_only"]
+    assert grpc["weights"] == TINY.weights and grpc["wakes_measured"] >= 2
+    assert grpc["wakes_measured"] == local["wakes_measured"] == probe["wakes_measured"]
+    assert grpc["devices_corrected_per_wake"] > 0
+    assert grpc["devices_corrected_per_wake"] == local["devices_corrected_per_wake"]
+    assert probe["devices_corrected_per_wake"] == 0
+    assert set(probe["twin_calls_per_wake_by_method"]) == {"probe"}
+    for name in ("day_vs_year_same_probes", "day_vs_year_same_probes_probe_only"):
+        d = recs[name]
+        assert d["wakes"] == 24 and d["interval_s"] == {"day": 3600.0, "year": 1314000.0}
+    calls = recs["day_vs_year_same_probes_probe_only"]["twin_calls_per_wake"]
+    assert calls["day"] == calls["year"] == 3  # one probe per tile
