@@ -197,7 +197,9 @@ def validate_cmd(
 
 @app.command("run")
 def run_cmd(
-    file: Annotated[Path, typer.Argument(help="scenario file (YAML)")],
+    file: Annotated[
+        Path | None, typer.Argument(help="scenario file (YAML); none with --resume")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="run folder (default: results/<scenario name>/)")
     ] = None,
@@ -213,12 +215,22 @@ def run_cmd(
         int | None,
         typer.Option(help="processes running (variant, seed) runs at once (default: CPUs)"),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="finish the interrupted run in this run folder from its checkpoint (the "
+            "(variant, seed) runs already done are kept, the others run from their start)"
+        ),
+    ] = None,
 ) -> None:
-    """Run a scenario: every variant and seed, then a summary table and the run folder."""
+    """Run a scenario: every variant and seed, then a summary table and the run folder.
+
+    Each (variant, seed) run is checkpointed in the run folder as it finishes; `pcm-twin run
+    --resume RUN_DIR` finishes an interrupted run with the same results."""
     from controller.scenario.commands import make_console, run_command
 
     console = make_console()
-    raise typer.Exit(run_command(file, out, twin, variant, console, progress, workers))
+    raise typer.Exit(run_command(file, out, twin, variant, console, progress, workers, resume))
 
 
 @app.command("sweep")

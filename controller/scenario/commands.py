@@ -2,11 +2,13 @@
 ``controller/cli.py`` only parse options and call these).
 
 Exit codes: 0 success, 1 an invalid scenario or grid (every problem printed with its field
-path and line), 2 a run that failed (a policy error, an unreachable twin).
+path and line) or a run folder that cannot be resumed, 2 a run that failed (a policy error,
+an unreachable twin).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
-from controller.scenario.results import format_energy_pj, summary_table_rows
+from controller.scenario.results import CheckpointError, format_energy_pj, summary_table_rows
 
 EXIT_INVALID = 1
 EXIT_FAILED = 2
@@ -85,11 +87,22 @@ def default_workers() -> int:
 
 
 def run_command(
-    file: Path, out: Path | None, twin: str | None, variants: Sequence[str] | None,
+    file: Path | None, out: Path | None, twin: str | None, variants: Sequence[str] | None,
     console: Console, progress: bool = True, workers: int | None = None,
+    resume: Path | None = None,
 ) -> int:  # fmt: skip
     from controller.scenario.runner import default_out_dir, run_to_folder
 
+    if resume is not None:
+        if file is not None or out is not None or variants:
+            console.print("--resume RUN_DIR takes the scenario, its variants and the folder from "
+                          "RUN_DIR's checkpoint: give no FILE, --out or --variant",
+                          markup=False, soft_wrap=True)  # fmt: skip
+            return EXIT_INVALID
+        return resume_command(resume, twin, console, progress, workers)
+    if file is None:
+        console.print("give a scenario FILE (or --resume RUN_DIR)", markup=False, soft_wrap=True)
+        return EXIT_INVALID
     try:
         loaded = load_scenario(file)
         if variants:
@@ -119,13 +132,76 @@ def run_command(
     try:
         result = run_to_folder(loaded, out_dir, twin_address=twin, progress=progress,
                                on_prepared=prepared, workers=workers)  # fmt: skip
+    except CheckpointError as exc:  # the folder is being written by another run
+        console.print(str(exc), markup=False, soft_wrap=True)
+        return EXIT_INVALID
     except Exception as exc:  # a policy error, the twin gone: say what, keep the traceback out
         console.print(
             f"{loaded.name}: run failed: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True
         )
+        if (out_dir / "checkpoint" / "run.json").is_file():
+            console.print(f"  finish it with: pcm-twin run --resume {out_dir}",
+                          markup=False, soft_wrap=True)  # fmt: skip
         return EXIT_FAILED
     print_summary(result.summary, console)
     console.print(f"wrote {out_dir}/ (summary.json, timeline, events, plots) in "
+                  f"{result.wall_s:.1f} s", markup=False, soft_wrap=True)  # fmt: skip
+    return 0
+
+
+def resume_command(
+    run_dir: Path, twin: str | None, console: Console, progress: bool = True,
+    workers: int | None = None,
+) -> int:  # fmt: skip
+    """``pcm-twin run --resume RUN_DIR``: finish an interrupted run from its checkpoint.
+
+    A run folder without a checkpoint exits 1 saying so; an already complete one exits 0
+    with its summary table (nothing to do)."""
+    from controller.scenario.runner import AlreadyComplete, ResumePlan, resume_folder
+
+    name = str(run_dir)
+
+    def planned(plan: ResumePlan) -> None:
+        nonlocal name
+        name = plan.loaded.name
+        done = [plan.tasks[i] for i in sorted(plan.done)]
+        n = min(workers or default_workers(), max(1, len(plan.todo)))
+        console.print(
+            f"{name}: resuming {run_dir}/: {len(done)} of {len(plan.tasks)} run(s) "
+            f"checkpointed, {len(plan.todo)} to run on {n} worker(s), twin "
+            f"{'at ' + twin if twin else 'embedded'}", markup=False, soft_wrap=True,
+        )  # fmt: skip
+        if done:
+            kept = ", ".join(f"{v} seed {k}" for v, k in done)
+            console.print(f"  kept from the checkpoint: {kept}", markup=False, soft_wrap=True)
+
+    def prepared(variant: str, seconds: float) -> None:
+        console.print(
+            f"  {variant}: trained and mapped ({seconds:.1f} s)", markup=False, soft_wrap=True
+        )
+
+    try:
+        result = resume_folder(run_dir, twin_address=twin, progress=progress, on_plan=planned,
+                               on_prepared=prepared,
+                               workers=workers or default_workers())  # fmt: skip
+    except AlreadyComplete as exc:
+        console.print(str(exc), markup=False, soft_wrap=True)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            print_summary(json.loads((run_dir / "summary.json").read_text()), console)
+        return 0
+    except CheckpointError as exc:
+        console.print(str(exc), markup=False, soft_wrap=True)
+        return EXIT_INVALID
+    except ScenarioInvalid as exc:
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    except Exception as exc:  # a policy error, the twin gone: say what, keep the traceback out
+        console.print(f"{name}: run failed: {type(exc).__name__}: {exc}\n"
+                      f"  finish it with: pcm-twin run --resume {run_dir}",
+                      markup=False, soft_wrap=True)  # fmt: skip
+        return EXIT_FAILED
+    print_summary(result.summary, console)
+    console.print(f"wrote {run_dir}/ (summary.json, timeline, events, plots) in "
                   f"{result.wall_s:.1f} s", markup=False, soft_wrap=True)  # fmt: skip
     return 0
 

@@ -10,7 +10,18 @@ collect its timeline, events and totals. Then write the run folder
 
 The twin is embedded (a CrossbarTwin server started in this process on a free loopback port)
 unless an address is given; either way the controller reaches it only through
-``TwinClient``.
+``TwinClient``, whose patient retries (``TWIN_RETRY``) ride out a twin that is killed and
+restarted on its state directory (``twin serve --state-dir``): the run then completes with
+the same results as an uninterrupted one (tests/reliability/test_faults.py).
+
+Checkpoints and resuming. Each (variant, seed) run's result is written to the run folder's
+``checkpoint/`` as soon as it finishes (:class:`~controller.scenario.results.Checkpoint`);
+:func:`resume_folder` (``pcm-twin run --resume RUN_DIR``) finishes an interrupted run: it
+keeps the checkpointed runs and runs the others. The checkpoint is per (variant, seed), not
+inside one: the controller is a set of SimPy generator processes, whose state in the middle
+of a simulation cannot be saved and restored, so a run interrupted in the middle of a seed
+runs that seed again from its start (the same result: every run is determined by its variant
+and seed).
 
 Seeds. Every random draw derives from the scenario's ``seed``: the training recipes' and the
 annealing's seeds default to it (:mod:`~controller.scenario.schema`), and device-noise seed
@@ -35,9 +46,12 @@ import numpy as np
 
 from controller.scenario.loader import LoadedScenario, ResolvedVariant
 from controller.scenario.results import (
+    Checkpoint,
+    CheckpointError,
     SeedResult,
     clear_complete,
     content_hash,
+    is_complete,
     mark_complete,
     summarise,
     write_run_folder,
@@ -48,6 +62,13 @@ from controller.scenario.results import (
 NOT_CORRECTION_KINDS = frozenset(
     {"program", "calibration", "evaluation", "inference", "policy", "policy_error", "error"}
 )
+
+#: The scenario's client rides out a twin that is down (killed, restarting, restoring its
+#: state) for at least 75 s: an UNAVAILABLE call is retried with backoff capped at 2 s
+#: (jittered to 1-2 s), up to 80 times within the call's 120 s deadline. A restart of a
+#: `twin serve --state-dir` process took 2-3 s on an idle 2-core machine (start-up; restoring
+#: a chip from a log of a few hundred records: 0.05 s), several times that on a loaded one.
+TWIN_RETRY = {"retries": 80, "backoff_s": 0.05, "backoff_max_s": 2.0, "timeout_s": 120.0}
 
 #: Torch threads while simulating (see ``sim_threads``).
 SIM_TORCH_THREADS = 1
@@ -80,7 +101,9 @@ def twin_client(address: str | None = None) -> Iterator[Any]:
         token = None
     else:
         token = load_token(None)
-    client = TwinClient(address, token=token)
+    # a session stream per client (one call's set-up for all the controller's operations);
+    # patient retries: a twin restarted on its state dir is waited for, not given up on
+    client = TwinClient(address, token=token, session=True, **TWIN_RETRY)
     try:
         client.wait_ready()
         yield client
@@ -234,6 +257,8 @@ def run_seed(
         res = model.results()
     finally:
         client.delete_chip(chip_id)
+        # a worker process may exit next: its embedded twin must not be left serving a session
+        getattr(client, "close_session", lambda: None)()
     return SeedResult(
         variant=v.name,
         seed_index=k,
@@ -323,7 +348,7 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_init(twin_address: str | None, queue: Any) -> None:
-    import atexit
+    from multiprocessing.util import Finalize
 
     import torch
 
@@ -331,7 +356,11 @@ def _worker_init(twin_address: str | None, queue: Any) -> None:
     ctx = twin_client(twin_address)
     _worker["client"] = ctx.__enter__()
     _worker["queue"] = queue
-    atexit.register(ctx.__exit__, None, None, None)
+    # Close the client (and stop the embedded twin) when the worker's work loop ends, BEFORE
+    # the interpreter joins non-daemon threads: an open session stream holds one of the
+    # embedded twin's server threads, and joining it first (``atexit`` runs after that join)
+    # hangs the worker, and the pool's shutdown with it, until the stream times out.
+    Finalize(None, ctx.__exit__, args=(None, None, None), exitpriority=10)
 
 
 def _worker_run(prep: PreparedVariant, k: int, scenario_seed: int) -> SeedResult:
@@ -356,17 +385,24 @@ def _expected_wakeups(prep: PreparedVariant) -> float:
     return prep.variant.core.duration / interval if interval else 0.0
 
 
+#: One (variant, seed) run to do: its index in the run's task list, its variant, its seed.
+Task = tuple[int, PreparedVariant, int]
+
+
 def _run_all(
-    preps: list[PreparedVariant], twin_address: str | None, workers: int,
-    report: ProgressFn | None,
-) -> list[SeedResult]:  # fmt: skip
-    tasks = [(p, k) for p in preps for k in range(p.variant.core.seeds)]
+    tasks: list[Task], twin_address: str | None, workers: int, report: ProgressFn | None,
+    on_result: Callable[[int, SeedResult], None],
+) -> None:  # fmt: skip
+    """Run ``tasks``; ``on_result(index, result)`` is called (in this process) as each one
+    finishes. If a run fails, the runs not yet started are dropped, those running are
+    finished (and reported), then the first error is raised."""
     if workers <= 1 or len(tasks) <= 1:
-        out = []
+        if not tasks:
+            return
         with twin_client(twin_address) as client, sim_threads():
-            for p, k in tasks:
-                out.append(run_seed(client, p, k, p.variant.core.seed, report))
-        return out
+            for i, p, k in tasks:
+                on_result(i, run_seed(client, p, k, p.variant.core.seed, report))
+        return
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -374,15 +410,15 @@ def _run_all(
     ctx = mp.get_context("spawn")  # torch and gRPC do not survive fork()
     manager = ctx.Manager() if report is not None else None
     q = manager.Queue() if manager is not None else None
+    error: BaseException | None = None
     try:
         n = min(workers, len(tasks))
         init = (twin_address, q)
         with ProcessPoolExecutor(n, ctx, initializer=_worker_init, initargs=init) as pool:
             # longest first: the makespan is set by the runs with the most wake-ups
-            order = sorted(range(len(tasks)), key=lambda i: -_expected_wakeups(tasks[i][0]))
-            futures = {pool.submit(_worker_run, tasks[i][0], tasks[i][1],
-                                   tasks[i][0].variant.core.seed): i for i in order}  # fmt: skip
-            results: dict[int, SeedResult] = {}
+            order = sorted(tasks, key=lambda t: -_expected_wakeups(t[1]))
+            futures = {pool.submit(_worker_run, p, k, p.variant.core.seed): i
+                       for i, p, k in order}  # fmt: skip
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -394,11 +430,36 @@ def _run_all(
                     if report is not None:
                         report(*update)
                 for f in done:
-                    results[futures[f]] = f.result()  # re-raises a run's error here
-        return [results[i] for i in range(len(tasks))]
+                    if f.cancelled():
+                        continue
+                    try:
+                        result = f.result()
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below
+                        if error is None:
+                            error = exc
+                            for other in pending:
+                                other.cancel()  # not started yet: dropped
+                        continue
+                    on_result(futures[f], result)
     finally:
         if manager is not None:
             manager.shutdown()
+    if error is not None:
+        raise error
+
+
+def _tasks_of(loaded: LoadedScenario) -> list[tuple[str, int]]:
+    """Every (variant, seed index) of the run, in run-folder order."""
+    return [(v.name, k) for v in loaded.variants for k in range(v.core.seeds)]
+
+
+def _scenario_text(loaded: LoadedScenario) -> str:
+    try:
+        return Path(loaded.source).read_text(encoding="utf-8")
+    except OSError:
+        import yaml
+
+        return yaml.safe_dump(loaded.raw, sort_keys=False)
 
 
 def run_to_folder(
@@ -417,20 +478,131 @@ def run_to_folder(
     ``progress``: True for a progress bar over simulated time on the terminal, False for
     none, or a function. ``complete_key`` goes into the ``COMPLETE`` marker (sweeps).
     ``workers`` > 1 runs the (variant, seed) runs in that many processes, each with its own
-    embedded twin (or all on ``twin_address``); the results are the same either way."""
-    from controller.scenario.plots import plot_run
+    embedded twin (or all on ``twin_address``); the results are the same either way.
 
+    The run starts from scratch (an earlier checkpoint in ``out_dir`` is dropped) and
+    checkpoints each (variant, seed) run's result in ``out_dir/checkpoint/`` as soon as it
+    finishes, so that an interrupted run can be finished by :func:`resume_folder`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_complete(out_dir)
-    started = time.perf_counter()
-    if scenario_text is None:
-        try:
-            scenario_text = Path(loaded.source).read_text(encoding="utf-8")
-        except OSError:
-            import yaml
+    ckpt = Checkpoint(out_dir)
+    ckpt.lock()
+    try:
+        clear_complete(out_dir)
+        ckpt.start(
+            scenario_text=scenario_text if scenario_text is not None else _scenario_text(loaded),
+            source=loaded.source, variants=[v.name for v in loaded.variants],
+            tasks=_tasks_of(loaded), complete_key=complete_key or content_hash(loaded.raw),
+        )  # fmt: skip
+        return _run_checkpointed(loaded, ckpt, {}, twin_address=twin_address,
+                                 progress=progress, on_prepared=on_prepared, workers=workers,
+                                 resumed=False)  # fmt: skip
+    finally:
+        ckpt.unlock()
 
-            scenario_text = yaml.safe_dump(loaded.raw, sort_keys=False)
+
+class AlreadyComplete(CheckpointError):
+    """``--resume`` of a run folder whose run finished (``COMPLETE`` is there)."""
+
+
+@dataclass
+class ResumePlan:
+    """What resuming a run folder will do: the scenario as the run started it, the runs
+    already checkpointed (kept) and those left (run from their seed's start)."""
+
+    loaded: LoadedScenario
+    checkpoint: Checkpoint
+    done: dict[int, SeedResult]
+    tasks: list[tuple[str, int]]
+
+    @property
+    def todo(self) -> list[tuple[str, int]]:
+        return [t for i, t in enumerate(self.tasks) if i not in self.done]
+
+
+def _refuse_unresumable(run_dir: Path) -> None:
+    if is_complete(run_dir):
+        raise AlreadyComplete(
+            f"{run_dir}: the run is already complete (COMPLETE is there): nothing to resume; "
+            "to run it again, `pcm-twin run FILE --out RUN_DIR`"
+        )
+    if not Checkpoint(run_dir).exists():
+        Checkpoint(run_dir).load()  # raises, saying what is missing
+
+
+def plan_resume(run_dir: Path, checkpoint: Checkpoint | None = None) -> ResumePlan:
+    """Read ``run_dir``'s checkpoint. Raises :class:`AlreadyComplete` for a finished run,
+    :class:`CheckpointError` without (usable) checkpoint, and ``ScenarioInvalid`` if the
+    recorded scenario no longer validates."""
+    from controller.scenario.loader import ScenarioInvalid, check_text, sort_issues
+
+    run_dir = Path(run_dir)
+    _refuse_unresumable(run_dir)
+    ckpt = checkpoint if checkpoint is not None else Checkpoint(run_dir)
+    meta = ckpt.load()
+    name = f"{meta['source']} (as checkpointed in {run_dir})"
+    loaded, issues = check_text(meta["scenario_text"])
+    if loaded is None or issues:
+        raise ScenarioInvalid(sort_issues(issues), name)
+    loaded.source = meta["source"]
+    chosen = set(meta["variants"])
+    loaded.variants = [v for v in loaded.variants if v.name in chosen]
+    tasks = _tasks_of(loaded)
+    if [list(t) for t in tasks] != meta["tasks"]:
+        raise CheckpointError(
+            f"{run_dir}: the checkpointed scenario no longer gives the runs it recorded "
+            f"({len(tasks)} now, {len(meta['tasks'])} then): start it again with "
+            "`pcm-twin run FILE --out RUN_DIR`"
+        )
+    return ResumePlan(loaded, ckpt, ckpt.saved(), tasks)
+
+
+def resume_folder(
+    run_dir: Path,
+    *,
+    twin_address: str | None = None,
+    progress: bool | ProgressFn = True,
+    on_plan: Callable[[ResumePlan], None] | None = None,
+    on_prepared: Callable[[str, float], None] | None = None,
+    workers: int = 1,
+) -> RunOutput:
+    """Finish an interrupted run in ``run_dir`` from its checkpoint (``pcm-twin run --resume``).
+
+    The scenario, its source and the variants come from the checkpoint; every (variant, seed)
+    run already checkpointed is kept as it is, the others run from the start of their seed
+    (results are deterministic per variant and seed, so they are what the interrupted run
+    would have given); then the whole run folder is written, the same as an uninterrupted
+    run's. A (variant, seed) run cut off in the middle restarts from its seed's start: the
+    controller is a set of SimPy generator processes, whose state in the middle of a run
+    cannot be saved. ``on_plan`` is called with the :class:`ResumePlan` before anything runs.
+    The twin is ``twin_address``, else an embedded one (the twin the run started with does
+    not matter: results do not depend on it)."""
+    run_dir = Path(run_dir)
+    _refuse_unresumable(run_dir)  # before taking the folder's lock (which creates files)
+    ckpt = Checkpoint(run_dir)
+    ckpt.lock()
+    try:
+        plan = plan_resume(run_dir, ckpt)  # again, now that no other run can write the folder
+        if on_plan is not None:
+            on_plan(plan)
+        return _run_checkpointed(plan.loaded, ckpt, plan.done, twin_address=twin_address,
+                                 progress=progress, on_prepared=on_prepared, workers=workers,
+                                 resumed=True)  # fmt: skip
+    finally:
+        ckpt.unlock()
+
+
+def _run_checkpointed(
+    loaded: LoadedScenario, ckpt: Checkpoint, done: dict[int, SeedResult], *,
+    twin_address: str | None, progress: bool | ProgressFn,
+    on_prepared: Callable[[str, float], None] | None, workers: int, resumed: bool,
+) -> RunOutput:  # fmt: skip
+    """Run the tasks of ``ckpt`` not in ``done``, checkpointing each, then write the folder."""
+    from controller.scenario.plots import plot_run
+
+    out_dir = ckpt.out_dir
+    meta = ckpt.meta
+    started = time.perf_counter()
     cache: dict[str, Any] = {}
     preps: list[PreparedVariant] = []
     prep_wall: dict[str, float] = {}
@@ -440,18 +612,32 @@ def run_to_folder(
         prep_wall[v.name] = time.perf_counter() - t0
         if on_prepared is not None:
             on_prepared(v.name, prep_wall[v.name])
+    by_name = {p.variant.name: p for p in preps}
+    tasks = [(by_name[v], int(k)) for v, k in meta["tasks"]]
+    results: dict[int, SeedResult] = dict(done)
+    todo = [(i, p, k) for i, (p, k) in enumerate(tasks) if i not in done]
+
+    def finished(i: int, result: SeedResult) -> None:
+        ckpt.save(i, result)
+        results[i] = result
+
     bar = _ProgressBar(loaded) if progress is True else None
     report: ProgressFn | None = bar.update if bar is not None else (progress or None)
+    if report is not None:
+        for i in done:
+            p, k = tasks[i]
+            report(p.variant.name, k, p.variant.core.duration, p.variant.core.duration)
     sim_started = time.perf_counter()
     try:
-        results = _run_all(preps, twin_address, workers, report)
+        _run_all(todo, twin_address, workers, report, finished)
     finally:
         if bar is not None:
             bar.close()
     sim_wall = time.perf_counter() - sim_started
+    ordered = [results[i] for i in range(len(tasks))]
     summary = summarise(
         loaded.name, loaded.scenario.seed,
-        [(p.variant.name, describe_variant(p)) for p in preps], results,
+        [(p.variant.name, describe_variant(p)) for p in preps], ordered,
     )  # fmt: skip
     wall = time.perf_counter() - started
     info = {
@@ -461,16 +647,20 @@ def run_to_folder(
         "workers": workers,
         "train": {p.variant.name: {"seconds": p.train_seconds, "cached": p.train_cached}
                   for p in preps},
-        "seed_runs": [{"variant": r.variant, "seed": r.seed_index, **r.info} for r in results],
+        "seed_runs": [{"variant": r.variant, "seed": r.seed_index, **r.info,
+                       "from_checkpoint": i in done} for i, r in enumerate(ordered)],
+        "resumed": resumed,
         "twin": twin_address or "embedded",
         "python": platform.python_version(),
         "machine": platform.machine(),
     }  # fmt: skip
-    write_run_folder(out_dir, scenario_text=scenario_text, resolved=resolved_scenario(loaded),
-                     results=results, summary=summary, run_info=info)  # fmt: skip
-    plot_run(out_dir, results, summary, NOT_CORRECTION_KINDS)
-    mark_complete(out_dir, complete_key or content_hash(loaded.raw))
-    return RunOutput(out_dir, summary, results, wall)
+    write_run_folder(out_dir, scenario_text=meta["scenario_text"],
+                     resolved=resolved_scenario(loaded), results=ordered, summary=summary,
+                     run_info=info)  # fmt: skip
+    plot_run(out_dir, ordered, summary, NOT_CORRECTION_KINDS)
+    mark_complete(out_dir, meta["complete_key"])
+    ckpt.remove()
+    return RunOutput(out_dir, summary, ordered, wall)
 
 
 class _ProgressBar:
