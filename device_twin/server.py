@@ -44,7 +44,7 @@ from device_twin.persistence import (
 )
 from device_twin.registry import DEFAULT_MAX_CHIPS, DEFAULT_STATE_BUDGET_BYTES
 from device_twin.service import DEFAULT_MAX_MESSAGE_BYTES, SERVICE_NAME, CrossbarTwinServicer
-from pcmtwin.v1 import twin_pb2_grpc
+from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,34 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
 
 # --- server --------------------------------------------------------------------------------
+class _HandlerCapture:
+    """Stands in for a server to collect the generated code's method handlers."""
+
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _service: str, handlers) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_servicer(servicer: CrossbarTwinServicer, server: grpc.Server) -> None:
+    """``add_CrossbarTwinServicer_to_server``, except that ``Session`` receives raw bytes and
+    decodes them itself: an undecodable message is then answered in the stream, and gRPC's own
+    failure path for undecodable stream messages (which leaves the call unfinished, so that
+    ``server.stop`` never returns) is never taken."""
+    capture = _HandlerCapture()
+    twin_pb2_grpc.add_CrossbarTwinServicer_to_server(servicer, capture)
+    handlers = capture.handlers
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(
+        servicer.Session, request_deserializer=None,
+        response_serializer=twin_pb2.SessionResponse.SerializeToString,
+    )  # fmt: skip
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class TwinServer:
     """One CrossbarTwin server (see the module docstring)."""
 
@@ -192,7 +220,7 @@ class TwinServer:
             ],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
-        twin_pb2_grpc.add_CrossbarTwinServicer_to_server(self.servicer, self._server)
+        add_servicer(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), self._server

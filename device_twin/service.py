@@ -19,6 +19,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import pydantic
+from google.protobuf.message import DecodeError
 
 from device_twin.chip import Array, OpResult, PulseKind
 from device_twin.config import ChipConfig
@@ -374,7 +375,17 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             self._sessions.release()
 
     def _session(self, request_iterator) -> Iterator[twin_pb2.SessionResponse]:
-        for req in request_iterator:
+        for raw in request_iterator:
+            req = raw
+            if isinstance(raw, bytes):  # the server hands the stream's messages undecoded
+                try:
+                    req = twin_pb2.SessionRequest.FromString(raw)
+                except DecodeError:
+                    yield _session_error(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"a message of {len(raw)} bytes is not a pcmtwin.v1.SessionRequest",
+                    )
+                    continue
             which = req.WhichOneof("op")
             if which is None:
                 yield twin_pb2.SessionResponse(

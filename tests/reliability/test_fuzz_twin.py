@@ -217,10 +217,14 @@ def test_snapshot(twin, r):
 
 
 # --- writes ---------------------------------------------------------------------------------
+PROGRAM_REQUESTS = requests(
+    twin_pb2.ProgramRequest, chip_id=CHIPS, tile=Field(st.sampled_from((0, 0, 0, 1)), BAD_TILES),
+    g_target_pos_us=targets(), g_target_neg_us=targets(), request_id=RIDS,
+)  # fmt: skip
+
+
 @fuzz_settings(100)
-@given(r=requests(twin_pb2.ProgramRequest, chip_id=CHIPS,
-                  tile=Field(st.sampled_from((0, 0, 0, 1)), BAD_TILES),
-                  g_target_pos_us=targets(), g_target_neg_us=targets(), request_id=RIDS))  # fmt: skip
+@given(r=PROGRAM_REQUESTS)
 def test_program(twin, r):
     """Program whole tiles with targets of any shape, dtype and value."""
     send(twin, "Program", r)
@@ -309,20 +313,29 @@ def indices(limit: int) -> Field:
     return Field(good, bad_tensors(LIMIT, index_arrays(limit, flaw=True)))
 
 
+READ_REQUESTS = requests(
+    twin_pb2.ReadDevicesRequest, chip_id=CHIPS, tile=TILE, array=ARRAY,
+    devices=Field(st.none() | indices(N_DEV).good | indices(2 * N_DEV).good, indices(N_DEV).bad),
+    request_id=RIDS,
+)  # fmt: skip
+
+
 @fuzz_settings(100)
-@given(r=requests(twin_pb2.ReadDevicesRequest, chip_id=CHIPS, tile=TILE, array=ARRAY,
-                  devices=Field(st.none() | indices(N_DEV).good | indices(2 * N_DEV).good,
-                                indices(N_DEV).bad),
-                  request_id=RIDS))  # fmt: skip
+@given(r=READ_REQUESTS)
 def test_read_devices(twin, r):
     """ReadDevices of any devices (or the whole array) at any time."""
     send(twin, "ReadDevices", r)
 
 
+PROBE_REQUESTS = requests(
+    twin_pb2.ProbeRequest, chip_id=CHIPS, tile=TILE,
+    array=Field(st.sampled_from((1, 2, 3, 4)), ARRAY.bad), rows=indices(CFG.tile_rows),
+    request_id=RIDS,
+)  # fmt: skip
+
+
 @fuzz_settings(100)
-@given(r=requests(twin_pb2.ProbeRequest, chip_id=CHIPS, tile=TILE,
-                  array=Field(st.sampled_from((1, 2, 3, 4)), ARRAY.bad),
-                  rows=indices(CFG.tile_rows), request_id=RIDS))  # fmt: skip
+@given(r=PROBE_REQUESTS)
 def test_probe(twin, r):
     """Probe any rows of any array, including DIFF and unknown arrays."""
     send(twin, "Probe", r)
@@ -342,21 +355,43 @@ BAD_X = st.one_of(
 )
 
 
-@fuzz_settings(120)
-@given(r=requests(
+MVM_REQUESTS = requests(
     twin_pb2.MvmRequest, chip_id=CHIPS, tile=TILE,
     x=Field(GOOD_X.map(np_tensor), bad_tensors(LIMIT, BAD_X)),
     row_start=Field(st.sampled_from((0, 0, 0, 1, 8)), st.sampled_from((23, 24)) | int64s()),
     col_start=Field(st.sampled_from((0, 0, 0, 3)), st.sampled_from((15, 16)) | int64s()),
     col_count=Field(st.none() | st.sampled_from((1, 4)), st.sampled_from((0, 16)) | int64s()),
     request_id=RIDS,
-))  # fmt: skip
+)  # fmt: skip
+
+
+@fuzz_settings(120)
+@given(r=MVM_REQUESTS)
 def test_mvm(twin, r):
     """Mvm with any inputs, blocks and column counts, up to responses over the limit."""
     send(twin, "Mvm", r)
 
 
+# --- sessions -------------------------------------------------------------------------------
+SESSION_OPS = {
+    "Program": PROGRAM_REQUESTS, "ProgramDevices": program_devices_requests(),
+    "ApplyPulses": apply_pulses_requests(), "ReadDevices": READ_REQUESTS,
+    "Probe": PROBE_REQUESTS, "Mvm": MVM_REQUESTS,
+}  # fmt: skip
+
+
+@fuzz_settings(150)
+@given(op=st.sampled_from(sorted(SESSION_OPS)), data=st.data())
+def test_session(twin, op, data):
+    """Every device operation's random requests inside a Session stream: the in-stream answer
+    is held to the same rules as the unary call's, and the stream itself always ends OK."""
+    twin.ensure_fixtures()
+    twin.run(op, data.draw(SESSION_OPS[op]).build(twin), session=True)
+
+
 # --- raw bytes --------------------------------------------------------------------------------
+_CODE_OF = {c.value[0]: c for c in grpc.StatusCode}
+_SESSION_CODES = {c.value[0] for c in ALLOWED["ProgramDevices"] if c != grpc.StatusCode.OK}
 SERVICE = twin_pb2.DESCRIPTOR.services_by_name["CrossbarTwin"]
 RPCS = [m.name for m in SERVICE.methods]
 PAYLOADS = st.binary(max_size=160) | st.sampled_from(
@@ -368,32 +403,54 @@ PAYLOADS = st.binary(max_size=160) | st.sampled_from(
 @given(rpc=st.sampled_from(RPCS), payload=PAYLOADS)
 def test_raw_bytes(twin, rpc, payload):
     """Every RPC with arbitrary bytes as its request: decodable bytes are a request like any
-    other; undecodable ones get gRPC's INTERNAL "Exception deserializing request!"."""
+    other; undecodable ones get gRPC's INTERNAL "Exception deserializing request!", except in
+    a Session, which answers them in the stream with INVALID_ARGUMENT."""
     twin.ensure_fixtures()
     cls = getattr(twin_pb2, SERVICE.methods_by_name[rpc].input_type.name)
     try:
         request = cls.FromString(payload)
     except Exception:
         request = None
-    allowed = ALLOWED[rpc] if request is not None else {grpc.StatusCode.INTERNAL}
+    # Session decodes its messages itself: undecodable ones are refused inside the stream
+    decoded_by_grpc = rpc != "Session"
+    if request is not None or not decoded_by_grpc:
+        allowed = ALLOWED[rpc]
+    else:
+        allowed = {grpc.StatusCode.INTERNAL}
     path = f"/{SERVICE.full_name}/{rpc}"
     stream = rpc == "Snapshot"
-    call = twin.channel.unary_stream(path) if stream else twin.channel.unary_unary(path)
+    if rpc == "Session":  # the bytes as one message of the stream
+        call = lambda b, timeout: twin.channel.stream_stream(path)(iter([b]), timeout=timeout)  # noqa: E731
+        stream = True
+    else:
+        call = twin.channel.unary_stream(path) if stream else twin.channel.unary_unary(path)
     before = twin.state()
+    refused_in_stream = False
     try:
         response = call(payload, timeout=300)
         if stream:
-            list(response)
+            answers = list(response)
+            if rpc == "Session":  # refusals travel inside the stream
+                assert len(answers) == 1
+                inner = twin_pb2.SessionResponse.FromString(answers[0])
+                refused_in_stream = inner.code != 0
+                tally("CrossbarTwin.Session", f"raw, in stream: {_CODE_OF[inner.code].name}")
+                if refused_in_stream:
+                    assert inner.code in _SESSION_CODES, inner
+                if request is None:
+                    assert inner.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                    assert "is not a pcmtwin.v1.SessionRequest" in inner.message
         code, details = grpc.StatusCode.OK, ""
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
-    tally(f"CrossbarTwin.{rpc}", code.name if request is not None else "undecodable: INTERNAL")
+    if rpc != "Session":
+        tally(f"CrossbarTwin.{rpc}", code.name if request is not None else "undecodable: INTERNAL")
     assert code in allowed, f"{rpc} answered {code.name} to {payload!r}: {details}"
-    if request is None:
+    if request is None and decoded_by_grpc:
         assert "deserializing" in details
     twin.check_alive()
     after = twin.state()
-    if code != grpc.StatusCode.OK or rpc in QUERIES:
+    if code != grpc.StatusCode.OK or rpc in QUERIES or refused_in_stream:
         assert set(after) == set(before)
         assert all(after[c].same(before[c]) for c in before)
     for cid, c in after.items():

@@ -18,6 +18,7 @@ refuse reach the server. After every case it checks that
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ NU_MAX = 0.5
 RESET_AFTER_S = 1e6
 
 C = grpc.StatusCode
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
 DEVICE_OPS = ("Program", "ProgramDevices", "ApplyPulses", "ReadDevices", "Probe", "Mvm")
 WRITES = ("Program", "ProgramDevices", "ApplyPulses")
 QUERIES = ("ListChips", "GetChipInfo", "GetEnergyLedger", "GetConfigSchema", "Snapshot")
@@ -58,6 +60,8 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "GetConfigSchema": {C.OK},
     "Snapshot": {C.OK, C.NOT_FOUND},
     **{rpc: _OPS for rpc in DEVICE_OPS},
+    # refusals of a session's operations travel inside the stream, which itself ends OK
+    "Session": {C.OK},
 }
 
 
@@ -175,6 +179,24 @@ class TwinHarness:
         return {cid: self.copy(cid) for cid in self.registry.list_chips()}
 
     # --- one case ---------------------------------------------------------------------------
+    def call_in_session(self, rpc: str, request) -> Outcome:
+        """``request`` as the one operation of a Session stream; its answer as an Outcome."""
+        field = re.sub(r"(?<!^)([A-Z])", r"_\1", rpc).lower()
+        op = twin_pb2.SessionRequest(**{field: request})
+        try:
+            answers = list(self.stub.Session(iter([op]), timeout=300))
+        except grpc.RpcError as exc:
+            # only a message over the size limit is refused by gRPC itself, for the stream
+            assert exc.code() == C.RESOURCE_EXHAUSTED, f"session ended {exc.code().name}"
+            return Outcome(exc.code(), exc.details() or "")
+        assert len(answers) == 1, f"{len(answers)} answers to one session operation"
+        a = answers[0]
+        if a.code == 0:
+            assert a.HasField("result")
+            return Outcome(C.OK, "", a.result)
+        assert not a.HasField("result") and a.message
+        return Outcome(_CODES[a.code], a.message)
+
     def call(self, rpc: str, request) -> Outcome:
         method = getattr(self.stub, rpc)
         try:
@@ -186,20 +208,24 @@ class TwinHarness:
             return Outcome(exc.code(), exc.details() or "")
         return Outcome(C.OK, "", response)
 
-    def run(self, rpc: str, request) -> Outcome:
-        """Send one request and check everything the module docstring lists."""
+    def run(self, rpc: str, request, session: bool = False) -> Outcome:
+        """Send one request (as its unary call, or inside a Session stream) and check
+        everything the module docstring lists."""
         if getattr(request, "request_id", ""):
             # unique per call: hypothesis replays examples, and a reused id is a retry that
             # gets the recorded answer of the first call (tested in test_persistence.py)
             request.request_id += f"-{uuid.uuid4().hex}"
         before = self.state()
-        out = self.call(rpc, request)
-        self.after_case(rpc, out, before, request)
+        out = self.call_in_session(rpc, request) if session else self.call(rpc, request)
+        self.after_case(rpc, out, before, request, tally_as=f"Session/{rpc}" if session else rpc)
         return out
 
-    def after_case(self, rpc: str, out: Outcome, before: dict[str, ChipCopy], request) -> None:
+    def after_case(
+        self, rpc: str, out: Outcome, before: dict[str, ChipCopy], request,
+        tally_as: str | None = None,
+    ) -> None:  # fmt: skip
         self.cases += 1
-        tally(f"CrossbarTwin.{rpc}", out.code.name)
+        tally(f"CrossbarTwin.{tally_as or rpc}", out.code.name)
         assert out.code in ALLOWED[rpc], f"{rpc} answered {out.code.name}: {out.details}"
         assert out.code != C.UNKNOWN and "Traceback" not in out.details
         self.check_alive()
