@@ -327,15 +327,19 @@ class RunOutput:
 
 @contextmanager
 def sim_threads(n: int = SIM_TORCH_THREADS) -> Iterator[None]:
-    """Torch intra-op threads while simulating: the MVMs and reads are small, and on a busy
-    machine a second thread costs far more in waking up than it saves (measured: a 72-row
-    probe takes 2 ms with one thread and 47 ms with two on 2 loaded cores)."""
+    """Torch intra-op threads and numpy's BLAS threads while simulating: the MVMs and reads
+    are small, and on a busy machine a second thread costs far more in waking up than it saves
+    (measured: a 72-row probe takes 2 ms with one thread and 47 ms with two on 2 loaded cores;
+    a spare BLAS thread spinning after the energy model's small dot products doubled the CPU
+    time of a wake-up at the same wall time, bench/README.md)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -351,8 +355,10 @@ def _worker_init(twin_address: str | None, queue: Any) -> None:
     from multiprocessing.util import Finalize
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(SIM_TORCH_THREADS)
+    threadpool_limits(limits=SIM_TORCH_THREADS, user_api="blas")  # for the worker's life
     ctx = twin_client(twin_address)
     _worker["client"] = ctx.__enter__()
     _worker["queue"] = queue
