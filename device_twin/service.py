@@ -171,13 +171,8 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before the call ran")
         try:
             return fn()
-        except TwinError as exc:
-            context.abort(_status(exc.code), str(exc))
-        except pydantic.ValidationError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc))
-        except Exception as exc:  # a bug must not kill the server or leak a traceback
-            log.exception("internal error in a CrossbarTwin call")
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        except Exception as exc:
+            context.abort(*_refusal(exc))
         raise AssertionError("unreachable")  # context.abort raises
 
     def _config(self, chip_id: str) -> ChipConfig:
@@ -388,24 +383,17 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                     continue
             which = req.WhichOneof("op")
             if which is None:
-                yield twin_pb2.SessionResponse(
-                    code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                    message="session request holds no operation: set one of "
+                yield _session_error(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "session request holds no operation: set one of "
                     + ", ".join(self._SESSION_OPS),
                 )
                 continue
             op = getattr(self, self._SESSION_OPS[which])
             try:
                 result = op(getattr(req, which))
-            except TwinError as exc:
-                yield _session_error(_status(exc.code), str(exc))
-            except pydantic.ValidationError as exc:
-                yield _session_error(grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc))
-            except Exception as exc:  # a bug must not kill the server or leak a traceback
-                log.exception("internal error in a CrossbarTwin session")
-                yield _session_error(
-                    grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-                )
+            except Exception as exc:
+                yield _session_error(*_refusal(exc))
             else:
                 yield twin_pb2.SessionResponse(result=result)
 
@@ -442,6 +430,17 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                     **head, tile=t, row_start=r0, g_prog_us=numpy_to_tensor(g[:, sl]),
                     nu=numpy_to_tensor(nu[:, sl]), t_write_s=numpy_to_tensor(tw[:, sl]),
                 )  # fmt: skip
+
+
+def _refusal(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message a failed operation is answered with (unary or in a session)."""
+    if isinstance(exc, TwinError):
+        return _status(exc.code), str(exc)
+    if isinstance(exc, pydantic.ValidationError):
+        return grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc)
+    # a bug must not kill the server or leak a traceback
+    log.error("internal error in a CrossbarTwin call", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
 def _session_error(code: grpc.StatusCode, message: str) -> twin_pb2.SessionResponse:
