@@ -470,15 +470,15 @@ class ChipHost:
         """Install a policy (now, or for the next network if none is loaded)."""
         pol = self._build_policy(name, params or {})
         with self._lock:
-            self._policy = (name, params or {})
             if self._loaded is not None:
                 model = self._loaded.model
                 try:
                     model.set_policy(pol)
-                except PolicyError as exc:
+                except PolicyError as exc:  # refused: the running policy goes on
                     raise FailedPrecondition(str(exc)) from None
                 if self.realtime is not None:
                     model.env.sync()
+            self._policy = (name, params or {})
             return self._status_locked()
 
     # --- status and events ---------------------------------------------------------------------

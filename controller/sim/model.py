@@ -202,11 +202,16 @@ class ChipModel:
             self._stop.succeed()
 
     def set_policy(self, policy: Policy) -> None:
-        """Replace the policy: monitoring restarts, anchored at the current time."""
+        """Replace the policy: monitoring restarts, anchored at the current time. The new
+        policy is started first: one that fails to start raises ``PolicyError`` and leaves the
+        running policy (and everything else) as it was."""
+        guard = GuardedPolicy(policy)
+        if self.programmed.triggered:
+            guard.start(self.view)
         self.monitor.stop()
         self.monitor = DriftMonitor(self)
         old = self.policy_name
-        self.guard = GuardedPolicy(policy)
+        self.guard = guard
         self.error = None
         self._stop = self.env.event()
         self.ledger.add(
@@ -217,11 +222,6 @@ class ChipModel:
             detail={"previous": old, "policy": self.guard.describe()},
         )
         if self.programmed.triggered:
-            try:
-                self.guard.start(self.view)
-            except PolicyError as exc:
-                self._fail(exc)
-                raise
             self.monitor.start(anchor_s=self.env.now)
 
     # --- evaluations ----------------------------------------------------------------------

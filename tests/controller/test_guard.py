@@ -101,6 +101,25 @@ def test_after_a_policy_error_another_policy_takes_over():
     assert model.ledger.totals["policy"].events == 1
 
 
+def test_a_replacement_policy_failing_at_start_leaves_the_running_one():
+    """set_policy with a policy whose start() raises is refused; the running policy goes on."""
+
+    class Broken(BasePolicy):
+        name = "broken"
+
+        def start(self, view):
+            raise KeyError("levels")
+
+    model = _model(load_policy("threshold", {"interval_s": HOUR}))
+    model.run(2 * HOUR + 1)
+    before = (model.policy_name, len(model.ledger.events), model.corrections)
+    with pytest.raises(PolicyError, match=r"policy 'broken': start\(\) raised KeyError"):
+        model.set_policy(Broken())
+    assert (model.policy_name, len(model.ledger.events), model.corrections) == before
+    model.run(5 * HOUR + 1)
+    assert model.error is None and model.corrections > before[2]
+
+
 def test_a_policy_failing_at_start_is_reported_too():
     """An exception in start() stops the run with the policy's name."""
 
