@@ -252,8 +252,10 @@ def run_seed(
         model.start()
         report = None if progress is None else (lambda now, _end: progress(v.name, k, now, _end))
         model.run(until_s=core.duration, progress=report)
-        # an evaluation at the very end takes the MVMs' latency: let it finish
+        # an evaluation at the very end takes the MVMs' latency: let it finish, and the
+        # wake-up due then too (its corrections and the evaluation after them)
         model.run_until_event(env.all_of([e.done for e in evals]))
+        model.finish_cycle()
         res = model.results()
     finally:
         client.delete_chip(chip_id)

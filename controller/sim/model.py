@@ -523,6 +523,14 @@ class ChipModel:
             raise self.error
         return True
 
+    def finish_cycle(self) -> None:
+        """Let a monitor wake-up that has begun (at or before now) run to its end: its
+        corrections and the evaluations after them. ``run(until_s)`` stops at ``until_s``, in
+        the middle of the corrections of a wake-up due then; their cost belongs to the run."""
+        done = self.monitor.cycle_done
+        if done is not None and not done.processed and self.error is None:
+            self.run_until_event(done)
+
     def run_until_event(self, event: simpy.Event) -> Any:
         """Advance until ``event`` has been processed (an inference, a triggered correction)."""
         if not event.processed:

@@ -85,6 +85,8 @@ class DriftMonitor:
         self.tile_metrics: dict[int, dict[str, float]] = {}
         self.wakeups = 0
         self.process: simpy.Process | None = None
+        #: succeeds when the latest wake-up (probe, corrections, evaluations after them) ends
+        self.cycle_done: simpy.Event | None = None
 
     def start(self, anchor_s: float) -> simpy.Process:
         self.process = self.env.process(self._run(anchor_s))
@@ -123,6 +125,16 @@ class DriftMonitor:
         """One wake-up: evaluations due first, then probe, decide, correct, and the
         post-correction evaluations. ``mode="all"`` corrects every device outside the pulse
         tolerance, whatever the policy says (a host-triggered correction)."""
+        done = self.cycle_done = self.env.event()
+        try:
+            return (yield from self._cycle(at_s, scheduled, mode, tiles))
+        finally:
+            if not done.triggered:
+                done.succeed()
+
+    def _cycle(
+        self, at_s: float, scheduled: bool, mode: str, tiles: tuple[int, ...] | None
+    ) -> Generator[simpy.Event, Any, list]:
         m = self.model
         yield from m._evaluations_due(at_s)
         if mode == "all":
