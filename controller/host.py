@@ -260,8 +260,9 @@ class ChipHost:
                     f"the twin refused the new chip: {exc}. The network {self._loaded.name!r} "
                     f"keeps running on chip {self._loaded.chip_id}: the twin must hold it and "
                     "the new chip at once while the new one is programmed; make room on the "
-                    "twin (its other chips) or give it a larger --state-budget-bytes or "
-                    "--max-chips"
+                    "twin (its other chips), give it a larger --state-budget-bytes or "
+                    "--max-chips, or load with make_room (the running network is unloaded "
+                    "first)"
                 ) from None
         log.info("the twin refused a chip next to %s: unloading it to make room",
                  self._loaded.chip_id)  # fmt: skip

@@ -198,7 +198,8 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
             ctrl = _json_model(ControllerConfig, request.controller_config_json,
                                "controller_config_json")  # fmt: skip
             pol = _policy(request.policy) if request.policy.name else None
-            out = self.host.load_network(desc, _quantiser(request.quantiser), chip, pol, ctrl)
+            out = self.host.load_network(desc, _quantiser(request.quantiser), chip, pol, ctrl,
+                                         make_room=request.make_room)  # fmt: skip
             return host_pb2.LoadNetworkResponse(
                 chip_id=out["chip_id"], tiles=out["tiles"], weights_on_chip=out["weights_on_chip"],
                 status=status_to_proto(out["status"]),

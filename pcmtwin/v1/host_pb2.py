@@ -26,7 +26,7 @@ from pcmtwin.v1 import network_pb2 as pcmtwin_dot_v1_dot_network__pb2
 from pcmtwin.v1 import tensor_pb2 as pcmtwin_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pcmtwin/v1/host.proto\x12\npcmtwin.v1\x1a\x18pcmtwin/v1/network.proto\x1a\x17pcmtwin/v1/tensor.proto\"/\n\nPolicySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\"\xba\x01\n\x12LoadNetworkRequest\x12/\n\x07network\x18\x01 \x01(\x0b\x32\x1e.pcmtwin.v1.NetworkDescription\x12\x11\n\tquantiser\x18\x02 \x01(\t\x12\x18\n\x10\x63hip_config_json\x18\x03 \x01(\t\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.pcmtwin.v1.PolicySpec\x12\x1e\n\x16\x63ontroller_config_json\x18\x05 \x01(\t\"v\n\x13LoadNetworkResponse\x12\x0f\n\x07\x63hip_id\x18\x01 \x01(\t\x12\r\n\x05tiles\x18\x02 \x03(\x03\x12\x17\n\x0fweights_on_chip\x18\x03 \x01(\x03\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.pcmtwin.v1.ChipStatus\"<\n\x0cInferRequest\x12\x1d\n\x01x\x18\x01 \x01(\x0b\x32\x12.pcmtwin.v1.Tensor\x12\r\n\x05label\x18\x02 \x01(\t\"v\n\rInferResponse\x12\x1d\n\x01y\x18\x01 \x01(\x0b\x32\x12.pcmtwin.v1.Tensor\x12\x13\n\x0bsubmitted_s\x18\x02 \x01(\x01\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x11\n\tenergy_pj\x18\x05 \x01(\x01\"\x12\n\x10GetStatusRequest\">\n\x12\x41\x64vanceTimeRequest\x12\x0e\n\x04to_s\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04\x62y_s\x18\x02 \x01(\x01H\x00\x42\x08\n\x06target\":\n\x10SetPolicyRequest\x12&\n\x06policy\x18\x01 \x01(\x0b\x32\x16.pcmtwin.v1.PolicySpec\"S\n\x18TriggerCorrectionRequest\x12\r\n\x05tiles\x18\x01 \x03(\x03\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.pcmtwin.v1.CorrectionMode\"\xbd\x01\n\x19TriggerCorrectionResponse\x12\x0c\n\x04jobs\x18\x01 \x01(\x03\x12\x0f\n\x07\x64\x65vices\x18\x02 \x01(\x03\x12\x16\n\x0e\x66\x61iled_devices\x18\x03 \x01(\x03\x12\x0e\n\x06pulses\x18\x04 \x01(\x03\x12\x11\n\tenergy_pj\x18\x05 \x01(\x01\x12\x0f\n\x07start_s\x18\x06 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x07 \x01(\x01\x12&\n\x06status\x18\x08 \x01(\x0b\x32\x16.pcmtwin.v1.ChipStatus\"(\n\x13StreamEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\"\xcb\x01\n\x0bLedgerEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0b\n\x03t_s\x18\x02 \x01(\x01\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04tile\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65vices\x18\x06 \x01(\x03\x12\x0e\n\x06pulses\x18\x07 \x01(\x03\x12\x11\n\tenergy_pj\x18\x08 \x01(\x01\x12\x1c\n\x14\x63ontroller_energy_pj\x18\t \x01(\x01\x12\x0e\n\x06policy\x18\n \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x0b \x01(\t\"a\n\tTileDrift\x12\x0c\n\x04tile\x18\x01 \x01(\x03\x12\x0c\n\x04\x61t_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x64rift_metric\x18\x03 \x01(\x01\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x01\x12\x0c\n\x04rows\x18\x05 \x01(\x03\"\xfa\x04\n\nChipStatus\x12\x12\n\nsim_time_s\x18\x01 \x01(\x01\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x0f\n\x07\x63hip_id\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x06 \x01(\t\x12\x13\n\x0b\x63orrections\x18\x07 \x01(\x03\x12\x19\n\x11\x64\x65vices_corrected\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61iled_devices\x18\t \x01(\x03\x12\x19\n\x11\x63orrection_pulses\x18\n \x01(\x03\x12\x45\n\x11\x65nergy_by_kind_pj\x18\x0b \x03(\x0b\x32*.pcmtwin.v1.ChipStatus.EnergyByKindPjEntry\x12\x16\n\x0etwin_energy_pj\x18\x0c \x01(\x01\x12\x1c\n\x14\x63ontroller_energy_pj\x18\r \x01(\x01\x12\x14\n\x0c\x61vailability\x18\x0e \x01(\x01\x12$\n\x05\x64rift\x18\x0f \x03(\x0b\x32\x15.pcmtwin.v1.TileDrift\x12\x17\n\x0fmonitor_wakeups\x18\x10 \x01(\x03\x12\x12\n\ninferences\x18\x11 \x01(\x03\x12 \n\x18inference_latency_s_mean\x18\x12 \x01(\x01\x12\x1f\n\x17inference_latency_s_max\x18\x13 \x01(\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\x12\x17\n\x0frealtime_factor\x18\x15 \x01(\x01\x12\x16\n\x0elast_event_seq\x18\x16 \x01(\x03\x1a\x35\n\x13\x45nergyByKindPjEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*f\n\x0e\x43orrectionMode\x12\x1f\n\x1b\x43ORRECTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ORRECTION_MODE_POLICY\x10\x01\x12\x17\n\x13\x43ORRECTION_MODE_ALL\x10\x02\x32\x93\x04\n\x08\x43hipHost\x12N\n\x0bLoadNetwork\x12\x1e.pcmtwin.v1.LoadNetworkRequest\x1a\x1f.pcmtwin.v1.LoadNetworkResponse\x12<\n\x05Infer\x12\x18.pcmtwin.v1.InferRequest\x1a\x19.pcmtwin.v1.InferResponse\x12\x41\n\tGetStatus\x12\x1c.pcmtwin.v1.GetStatusRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12\x45\n\x0b\x41\x64vanceTime\x12\x1e.pcmtwin.v1.AdvanceTimeRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12\x41\n\tSetPolicy\x12\x1c.pcmtwin.v1.SetPolicyRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12`\n\x11TriggerCorrection\x12$.pcmtwin.v1.TriggerCorrectionRequest\x1a%.pcmtwin.v1.TriggerCorrectionResponse\x12J\n\x0cStreamEvents\x12\x1f.pcmtwin.v1.StreamEventsRequest\x1a\x17.pcmtwin.v1.LedgerEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pcmtwin/v1/host.proto\x12\npcmtwin.v1\x1a\x18pcmtwin/v1/network.proto\x1a\x17pcmtwin/v1/tensor.proto\"/\n\nPolicySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\"\xcd\x01\n\x12LoadNetworkRequest\x12/\n\x07network\x18\x01 \x01(\x0b\x32\x1e.pcmtwin.v1.NetworkDescription\x12\x11\n\tquantiser\x18\x02 \x01(\t\x12\x18\n\x10\x63hip_config_json\x18\x03 \x01(\t\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.pcmtwin.v1.PolicySpec\x12\x1e\n\x16\x63ontroller_config_json\x18\x05 \x01(\t\x12\x11\n\tmake_room\x18\x06 \x01(\x08\"v\n\x13LoadNetworkResponse\x12\x0f\n\x07\x63hip_id\x18\x01 \x01(\t\x12\r\n\x05tiles\x18\x02 \x03(\x03\x12\x17\n\x0fweights_on_chip\x18\x03 \x01(\x03\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.pcmtwin.v1.ChipStatus\"<\n\x0cInferRequest\x12\x1d\n\x01x\x18\x01 \x01(\x0b\x32\x12.pcmtwin.v1.Tensor\x12\r\n\x05label\x18\x02 \x01(\t\"v\n\rInferResponse\x12\x1d\n\x01y\x18\x01 \x01(\x0b\x32\x12.pcmtwin.v1.Tensor\x12\x13\n\x0bsubmitted_s\x18\x02 \x01(\x01\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x11\n\tenergy_pj\x18\x05 \x01(\x01\"\x12\n\x10GetStatusRequest\">\n\x12\x41\x64vanceTimeRequest\x12\x0e\n\x04to_s\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04\x62y_s\x18\x02 \x01(\x01H\x00\x42\x08\n\x06target\":\n\x10SetPolicyRequest\x12&\n\x06policy\x18\x01 \x01(\x0b\x32\x16.pcmtwin.v1.PolicySpec\"S\n\x18TriggerCorrectionRequest\x12\r\n\x05tiles\x18\x01 \x03(\x03\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.pcmtwin.v1.CorrectionMode\"\xbd\x01\n\x19TriggerCorrectionResponse\x12\x0c\n\x04jobs\x18\x01 \x01(\x03\x12\x0f\n\x07\x64\x65vices\x18\x02 \x01(\x03\x12\x16\n\x0e\x66\x61iled_devices\x18\x03 \x01(\x03\x12\x0e\n\x06pulses\x18\x04 \x01(\x03\x12\x11\n\tenergy_pj\x18\x05 \x01(\x01\x12\x0f\n\x07start_s\x18\x06 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x07 \x01(\x01\x12&\n\x06status\x18\x08 \x01(\x0b\x32\x16.pcmtwin.v1.ChipStatus\"(\n\x13StreamEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\"\xcb\x01\n\x0bLedgerEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0b\n\x03t_s\x18\x02 \x01(\x01\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04tile\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65vices\x18\x06 \x01(\x03\x12\x0e\n\x06pulses\x18\x07 \x01(\x03\x12\x11\n\tenergy_pj\x18\x08 \x01(\x01\x12\x1c\n\x14\x63ontroller_energy_pj\x18\t \x01(\x01\x12\x0e\n\x06policy\x18\n \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x0b \x01(\t\"a\n\tTileDrift\x12\x0c\n\x04tile\x18\x01 \x01(\x03\x12\x0c\n\x04\x61t_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x64rift_metric\x18\x03 \x01(\x01\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x01\x12\x0c\n\x04rows\x18\x05 \x01(\x03\"\xfa\x04\n\nChipStatus\x12\x12\n\nsim_time_s\x18\x01 \x01(\x01\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x0f\n\x07\x63hip_id\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x06 \x01(\t\x12\x13\n\x0b\x63orrections\x18\x07 \x01(\x03\x12\x19\n\x11\x64\x65vices_corrected\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61iled_devices\x18\t \x01(\x03\x12\x19\n\x11\x63orrection_pulses\x18\n \x01(\x03\x12\x45\n\x11\x65nergy_by_kind_pj\x18\x0b \x03(\x0b\x32*.pcmtwin.v1.ChipStatus.EnergyByKindPjEntry\x12\x16\n\x0etwin_energy_pj\x18\x0c \x01(\x01\x12\x1c\n\x14\x63ontroller_energy_pj\x18\r \x01(\x01\x12\x14\n\x0c\x61vailability\x18\x0e \x01(\x01\x12$\n\x05\x64rift\x18\x0f \x03(\x0b\x32\x15.pcmtwin.v1.TileDrift\x12\x17\n\x0fmonitor_wakeups\x18\x10 \x01(\x03\x12\x12\n\ninferences\x18\x11 \x01(\x03\x12 \n\x18inference_latency_s_mean\x18\x12 \x01(\x01\x12\x1f\n\x17inference_latency_s_max\x18\x13 \x01(\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\x12\x17\n\x0frealtime_factor\x18\x15 \x01(\x01\x12\x16\n\x0elast_event_seq\x18\x16 \x01(\x03\x1a\x35\n\x13\x45nergyByKindPjEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*f\n\x0e\x43orrectionMode\x12\x1f\n\x1b\x43ORRECTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ORRECTION_MODE_POLICY\x10\x01\x12\x17\n\x13\x43ORRECTION_MODE_ALL\x10\x02\x32\x93\x04\n\x08\x43hipHost\x12N\n\x0bLoadNetwork\x12\x1e.pcmtwin.v1.LoadNetworkRequest\x1a\x1f.pcmtwin.v1.LoadNetworkResponse\x12<\n\x05Infer\x12\x18.pcmtwin.v1.InferRequest\x1a\x19.pcmtwin.v1.InferResponse\x12\x41\n\tGetStatus\x12\x1c.pcmtwin.v1.GetStatusRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12\x45\n\x0b\x41\x64vanceTime\x12\x1e.pcmtwin.v1.AdvanceTimeRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12\x41\n\tSetPolicy\x12\x1c.pcmtwin.v1.SetPolicyRequest\x1a\x16.pcmtwin.v1.ChipStatus\x12`\n\x11TriggerCorrection\x12$.pcmtwin.v1.TriggerCorrectionRequest\x1a%.pcmtwin.v1.TriggerCorrectionResponse\x12J\n\x0cStreamEvents\x12\x1f.pcmtwin.v1.StreamEventsRequest\x1a\x17.pcmtwin.v1.LedgerEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._loaded_options = None
   _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._serialized_options = b'8\001'
-  _globals['_CORRECTIONMODE']._serialized_start=2033
-  _globals['_CORRECTIONMODE']._serialized_end=2135
+  _globals['_CORRECTIONMODE']._serialized_start=2052
+  _globals['_CORRECTIONMODE']._serialized_end=2154
   _globals['_POLICYSPEC']._serialized_start=88
   _globals['_POLICYSPEC']._serialized_end=135
   _globals['_LOADNETWORKREQUEST']._serialized_start=138
-  _globals['_LOADNETWORKREQUEST']._serialized_end=324
-  _globals['_LOADNETWORKRESPONSE']._serialized_start=326
-  _globals['_LOADNETWORKRESPONSE']._serialized_end=444
-  _globals['_INFERREQUEST']._serialized_start=446
-  _globals['_INFERREQUEST']._serialized_end=506
-  _globals['_INFERRESPONSE']._serialized_start=508
-  _globals['_INFERRESPONSE']._serialized_end=626
-  _globals['_GETSTATUSREQUEST']._serialized_start=628
-  _globals['_GETSTATUSREQUEST']._serialized_end=646
-  _globals['_ADVANCETIMEREQUEST']._serialized_start=648
-  _globals['_ADVANCETIMEREQUEST']._serialized_end=710
-  _globals['_SETPOLICYREQUEST']._serialized_start=712
-  _globals['_SETPOLICYREQUEST']._serialized_end=770
-  _globals['_TRIGGERCORRECTIONREQUEST']._serialized_start=772
-  _globals['_TRIGGERCORRECTIONREQUEST']._serialized_end=855
-  _globals['_TRIGGERCORRECTIONRESPONSE']._serialized_start=858
-  _globals['_TRIGGERCORRECTIONRESPONSE']._serialized_end=1047
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1049
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1089
-  _globals['_LEDGEREVENT']._serialized_start=1092
-  _globals['_LEDGEREVENT']._serialized_end=1295
-  _globals['_TILEDRIFT']._serialized_start=1297
-  _globals['_TILEDRIFT']._serialized_end=1394
-  _globals['_CHIPSTATUS']._serialized_start=1397
-  _globals['_CHIPSTATUS']._serialized_end=2031
-  _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._serialized_start=1978
-  _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._serialized_end=2031
-  _globals['_CHIPHOST']._serialized_start=2138
-  _globals['_CHIPHOST']._serialized_end=2669
+  _globals['_LOADNETWORKREQUEST']._serialized_end=343
+  _globals['_LOADNETWORKRESPONSE']._serialized_start=345
+  _globals['_LOADNETWORKRESPONSE']._serialized_end=463
+  _globals['_INFERREQUEST']._serialized_start=465
+  _globals['_INFERREQUEST']._serialized_end=525
+  _globals['_INFERRESPONSE']._serialized_start=527
+  _globals['_INFERRESPONSE']._serialized_end=645
+  _globals['_GETSTATUSREQUEST']._serialized_start=647
+  _globals['_GETSTATUSREQUEST']._serialized_end=665
+  _globals['_ADVANCETIMEREQUEST']._serialized_start=667
+  _globals['_ADVANCETIMEREQUEST']._serialized_end=729
+  _globals['_SETPOLICYREQUEST']._serialized_start=731
+  _globals['_SETPOLICYREQUEST']._serialized_end=789
+  _globals['_TRIGGERCORRECTIONREQUEST']._serialized_start=791
+  _globals['_TRIGGERCORRECTIONREQUEST']._serialized_end=874
+  _globals['_TRIGGERCORRECTIONRESPONSE']._serialized_start=877
+  _globals['_TRIGGERCORRECTIONRESPONSE']._serialized_end=1066
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1068
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1108
+  _globals['_LEDGEREVENT']._serialized_start=1111
+  _globals['_LEDGEREVENT']._serialized_end=1314
+  _globals['_TILEDRIFT']._serialized_start=1316
+  _globals['_TILEDRIFT']._serialized_end=1413
+  _globals['_CHIPSTATUS']._serialized_start=1416
+  _globals['_CHIPSTATUS']._serialized_end=2050
+  _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._serialized_start=1997
+  _globals['_CHIPSTATUS_ENERGYBYKINDPJENTRY']._serialized_end=2050
+  _globals['_CHIPHOST']._serialized_start=2157
+  _globals['_CHIPHOST']._serialized_end=2688
 # @@protoc_insertion_point(module_scope)

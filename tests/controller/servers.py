@@ -32,8 +32,12 @@ def tiny_network(seed: int = 0) -> NetworkDescription:
 class InProcess:
     """A twin server and a chip host server in this process, and a host stub."""
 
-    def __init__(self, token: str | None = None, **host_options) -> None:
-        self.twin = TwinServer(ServerOptions(address="127.0.0.1:0", token=token))
+    def __init__(
+        self, token: str | None = None, twin_options: dict | None = None, **host_options
+    ) -> None:
+        self.twin = TwinServer(
+            ServerOptions(address="127.0.0.1:0", token=token, **(twin_options or {}))
+        )
         self.twin.start()
         self.host = ChipHostServer(
             HostServerOptions(

@@ -26,11 +26,12 @@ def servers():
     s.close()
 
 
-def _load(stub, policy="threshold", params=None, chip=None):
+def _load(stub, policy="threshold", params=None, chip=None, make_room=False):
     return stub.LoadNetwork(host_pb2.LoadNetworkRequest(
         network=tiny_network().to_proto(), quantiser="multiplicative",
         chip_config_json=json.dumps(chip or {"tile_rows": 16, "tile_cols": 16, "seed": 3}),
         policy=host_pb2.PolicySpec(name=policy, params_json=json.dumps(params or {})),
+        make_room=make_room,
     ))  # fmt: skip
 
 
@@ -334,3 +335,20 @@ def test_at_the_twins_chip_limit_a_load_keeps_the_running_network_unless_told():
         host.close()
         client.close()
         twin.stop(grace_s=0)
+
+
+def test_make_room_over_grpc_replaces_the_network_on_a_full_twin():
+    """Through the stubs: on a twin holding one chip, LoadNetwork is refused with
+    RESOURCE_EXHAUSTED and the running network answers on; with make_room it is replaced."""
+    s = InProcess(twin_options={"max_chips": 1})
+    try:
+        first = _load(s.stub)
+        code, details = _code(_load, s.stub)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "make_room" in details
+        assert s.stub.GetStatus(host_pb2.GetStatusRequest()).chip_id == first.chip_id
+        second = _load(s.stub, make_room=True)
+        assert second.chip_id != first.chip_id
+        assert s.stub.GetStatus(host_pb2.GetStatusRequest()).chip_id == second.chip_id
+        assert s.twin.registry.list_chips() == [second.chip_id]
+    finally:
+        s.close()
