@@ -84,6 +84,7 @@ class Subscription:
         self.host = host
         self.queue: queue.Queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
         self.overflow = False
+        self.replaced = False  # ended because its network was replaced (LoadNetwork)
         self.closed = threading.Event()
 
     def push(self, ev: Event) -> None:
@@ -235,7 +236,7 @@ class ChipHost:
                 self._discard_chip(chip_id)
                 raise
             # the new network is on its chip: only now does the old one go
-            self._unload()
+            self._unload(replaced=True)
             model.ledger.subscribe(self._publish)
             self._policy = (name, params)
             self._loaded = _Loaded(description.name, chip_id, model, mapped, output_shape)
@@ -266,7 +267,7 @@ class ChipHost:
                 ) from None
         log.info("the twin refused a chip next to %s: unloading it to make room",
                  self._loaded.chip_id)  # fmt: skip
-        self._unload()
+        self._unload(replaced=True)
         return self.twin.create_chip(cfg)
 
     def _discard_chip(self, chip_id: str) -> None:
@@ -278,13 +279,15 @@ class ChipHost:
         except Exception as exc:  # e.g. the twin is down: say so, and do not hide why we are here
             log.warning("could not delete chip %s from the twin: %s", chip_id, exc)
 
-    def _unload(self) -> None:
-        """Forget the loaded network: stop its driver, end its streams, delete its chip."""
+    def _unload(self, replaced: bool = False) -> None:
+        """Forget the loaded network: stop its driver, end its streams (``replaced``: they
+        are told that a new network took its place), delete its chip."""
         if self._loaded is not None:
             self._stop_driver()  # it stops before it touches the model again
             loaded, self._loaded = self._loaded, None
             self._discard_chip(loaded.chip_id)
         for sub in list(self._subs):
+            sub.replaced = replaced
             sub.close()
 
     def _model(self) -> ChipModel:

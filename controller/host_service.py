@@ -275,6 +275,12 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "the stream fell too far behind the chip: resume with after_seq",
             )
+        if sub.replaced:
+            context.abort(
+                grpc.StatusCode.ABORTED,
+                "the network was replaced by LoadNetwork: its events ended here; call "
+                "StreamEvents again (after_seq=0) for the new network's",
+            )
 
 
 # --- the server ------------------------------------------------------------------------------

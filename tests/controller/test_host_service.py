@@ -352,3 +352,21 @@ def test_make_room_over_grpc_replaces_the_network_on_a_full_twin():
         assert s.twin.registry.list_chips() == [second.chip_id]
     finally:
         s.close()
+
+
+def test_a_stream_ends_with_aborted_when_its_network_is_replaced(servers):
+    """StreamEvents open on a network ends with ABORTED when LoadNetwork replaces it, so a
+    client can tell it from a normal end; a new stream follows the new network."""
+    first = _load(servers.stub)
+    stream = servers.stub.StreamEvents(host_pb2.StreamEventsRequest(after_seq=0))
+    assert next(stream).seq >= 1  # live
+    second = _load(servers.stub)
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            pass
+    assert ended.value.code() == grpc.StatusCode.ABORTED
+    assert "replaced by LoadNetwork" in ended.value.details()
+    assert second.chip_id != first.chip_id
+    again = servers.stub.StreamEvents(host_pb2.StreamEventsRequest(after_seq=0))
+    assert next(again).seq >= 1
+    again.cancel()
