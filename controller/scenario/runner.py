@@ -429,7 +429,8 @@ def _run_all(
                        for i, p, k in order}  # fmt: skip
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                # progress twice a second is plenty; the workers need the CPU
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 while q is not None:
                     try:
                         update = q.get_nowait()
@@ -688,7 +689,7 @@ class _ProgressBar:
         total = sum(v.core.duration * v.core.seeds for v in loaded.variants)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[sim]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), refresh_per_second=2,
         )  # fmt: skip
         self.task = self.progress.add_task("simulated time", total=total, sim="")
         self.now: dict[tuple[str, int], float] = {}
