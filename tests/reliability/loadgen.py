@@ -27,9 +27,6 @@ were acknowledged: no operation lost, none applied twice.
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -41,8 +38,8 @@ import numpy as np
 from controller.client import TwinClient
 from device_twin import Array, ChipConfig, PulseKind
 from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig
+from tests.twin_service.conftest import ServerProcess
 
-REPO = Path(__file__).resolve().parents[2]
 AT_S = 1000.0
 INITIAL_US = 0.5
 DEVICE_OPS = ("program", "program_devices", "apply_pulses", "read_devices", "probe", "mvm")
@@ -107,45 +104,14 @@ class LoadReport:
         return "\n".join(lines)
 
 
-class TwinProcess:
-    """``pcm-twin twin serve`` in a subprocess on a free loopback port (default options)."""
+class TwinProcess(ServerProcess):
+    """``pcm-twin twin serve`` in a subprocess on a free loopback port (default options,
+    warnings only in its log), serving once constructed."""
 
     def __init__(self, workdir: Path, *args: str) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        port_file = workdir / f"port-{time.monotonic_ns()}"
-        self.log_path = workdir / "twin.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "twin", "serve", "--address", "127.0.0.1:0",
-             "--port-file", str(port_file), "--log-level", "WARNING", *args],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 300  # generous: a loaded machine imports torch slowly
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"twin server did not start: {self.log_path.read_text()}")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+        super().__init__(workdir, "--log-level", "WARNING", *args)
         with TwinClient(self.address) as c:
             c.wait_ready(timeout_s=300)
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, no final snapshot."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(60)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(60)
-        self._log.close()
 
 
 def write_value(write_id: int) -> np.float32:
