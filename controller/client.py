@@ -216,8 +216,14 @@ class TwinClient:
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0:  # gRPC may still complete a call sent with no time left
+                raise TwinRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED.name,
+                    f"the call's deadline ({self.timeout_s if timeout_s is None else timeout_s}"
+                    " s, retries included) expired before it could be sent",
+                )
             try:
-                return method(request, timeout=max(remaining, 0.0))
+                return method(request, timeout=remaining)
             except grpc.RpcError as exc:
                 delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
                 delay *= random.uniform(0.5, 1.0)  # jitter: clients must not retry in step
