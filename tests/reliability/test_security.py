@@ -37,10 +37,10 @@ from controller.scenario.sweep import parse_grid
 from device_twin.server import ServerConfigError, ServerOptions, TwinServer, check_bind_policy
 from pcmtwin.v1 import host_pb2, host_pb2_grpc, twin_pb2, twin_pb2_grpc
 from tests.reliability.host_harness import BASELINE, BASELINE_CHIP, mlp
+from tests.twin_service.conftest import self_signed_cert
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-7d1e9b3a5c0f2846"
-OPENSSL = "/usr/bin/openssl"
 
 
 # --- servers --------------------------------------------------------------------------------
@@ -81,17 +81,6 @@ def _code(call, request, **kw) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details() or ""
 
 
-def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 # --- network exposure -----------------------------------------------------------------------
 def test_chip_host_refuses_a_public_bind_without_token_or_tls(tmp_path):
     """ChipHost, like the twin, binds a non-loopback address only with a token, TLS or an
@@ -114,9 +103,9 @@ def test_chip_host_tls(tmp_path):
     """ChipHost over TLS, and itself a TLS client of a TLS twin (--twin-root-cert): a client
     trusting the host's certificate loads a network through both; a plaintext client or one
     trusting another certificate cannot connect."""
-    cert, key = _self_signed(tmp_path, "host")
-    twin_cert, twin_key = _self_signed(tmp_path, "twin")
-    other, _ = _self_signed(tmp_path, "other")
+    cert, key = self_signed_cert(tmp_path, "host")
+    twin_cert, twin_key = self_signed_cert(tmp_path, "twin")
+    other, _ = self_signed_cert(tmp_path, "other")
     s = Servers(twin_options={"tls_cert": twin_cert, "tls_key": twin_key}, tls_cert=cert,
                 tls_key=key, twin_root_cert=twin_cert)  # fmt: skip
     try:

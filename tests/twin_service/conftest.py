@@ -41,6 +41,21 @@ def assert_same_result(remote: OpResult, local: OpResult) -> None:
         assert remote.values.tobytes() == local.values.tobytes()
 
 
+OPENSSL = "/usr/bin/openssl"
+
+
+def self_signed_cert(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost / 127.0.0.1, made with openssl."""
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

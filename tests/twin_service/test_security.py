@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-from pathlib import Path
 
 import grpc
 import pytest
@@ -26,21 +24,9 @@ from device_twin.server import (
 )
 from device_twin.service import CrossbarTwinServicer
 from pcmtwin.v1 import twin_pb2
-from tests.twin_service.conftest import small_config, start_inprocess
+from tests.twin_service.conftest import self_signed_cert, small_config, start_inprocess
 
 TOKEN = "tok-3f9a1c7e5b2d4680"
-OPENSSL = "/usr/bin/openssl"
-
-
-def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def _code(fn) -> str:
@@ -101,8 +87,8 @@ def test_health_is_open_but_reflection_needs_the_token():
 def test_tls_with_a_self_signed_certificate(tmp_path):
     """Over TLS with a token, a client trusting the certificate works; a plaintext client, a
     client trusting another certificate and a client without the token are refused."""
-    cert, key = _self_signed(tmp_path, "twin")
-    other, _ = _self_signed(tmp_path, "other")
+    cert, key = self_signed_cert(tmp_path, "twin")
+    other, _ = self_signed_cert(tmp_path, "other")
     server = start_inprocess(tls_cert=cert, tls_key=key, token=TOKEN)
     try:
         with TwinClient(server.address, root_cert=cert, token=TOKEN) as client:
