@@ -44,7 +44,7 @@ format: setup-dev
 	$(BIN)/ruff format .
 
 # Regenerate pcmtwin/v1/*_pb2*.py from every protos/**/*.proto with the pinned grpcio-tools
-# (requirements.lock); the generated code is committed and tests/twin_service checks it is fresh.
+# (requirements.lock); the generated code is committed and tests/device_twin/service checks it is fresh.
 protos: setup
 	$(BIN)/python -m pcmtwin.generate
 

@@ -96,8 +96,8 @@ def prepare(size: Size = RESNET32) -> tuple[Any, Any]:
     import torch
     from torch import nn
 
-    from controller.network import NetworkDescription
     from controller.workloads.mapping import map_network, tiles_needed
+    from controller.workloads.network import NetworkDescription
     from controller.workloads.quantisers import MultiplicativeQuantiser
     from device_twin import ChipConfig
 
@@ -205,9 +205,9 @@ class _Run:
     """One scenario run: a chip on a twin, the controller's model, what it has cost so far."""
 
     def __init__(self, twin: Any, mapped: Any, cfg: Any, params: dict[str, float]) -> None:
-        from controller.policies import load_policy
-        from controller.sim import ChipModel, make_environment
-        from controller.sim.config import ControllerConfig
+        from controller.firmware import ChipModel, make_environment
+        from controller.firmware.config import ControllerConfig
+        from controller.firmware.policies import load_policy
 
         self.twin = twin
         self.timed = TimedTwin(twin)

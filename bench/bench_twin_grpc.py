@@ -35,7 +35,7 @@ import numpy as np
 import psutil
 import torch
 
-from controller.client import TwinClient
+from controller.rpc.client import TwinClient
 from device_twin import Array, Chip, ChipConfig
 from device_twin.periphery import make_rpu_config
 

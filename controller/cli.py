@@ -19,7 +19,7 @@ def main() -> None:
 @app.command()
 def demo(seed: int = typer.Option(0, help="seed of the chip and the weights")) -> None:
     """Program random weights on a tile and read them at 1 s, 1 h, 1 day, 1 year."""
-    from controller.demo import print_demo, run_demo
+    from controller.scenario.demo import print_demo, run_demo
 
     print_demo(run_demo(seed=seed))
 
@@ -86,8 +86,8 @@ def twin_serve(
     """Serve CrossbarTwin until SIGTERM/SIGINT (then finish calls, write a snapshot, stop)."""
     import logging
 
-    from device_twin.persistence import StateStoreError
-    from device_twin.server import ServerConfigError, ServerOptions, load_token, serve
+    from device_twin.service.persistence import StateStoreError
+    from device_twin.service.server import ServerConfigError, ServerOptions, load_token, serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
@@ -153,8 +153,8 @@ def chip_serve(
     """Serve ChipHost over a CrossbarTwin until SIGTERM/SIGINT."""
     import logging
 
-    from controller.host_service import HostServerOptions, serve
-    from device_twin.server import ServerConfigError, load_token
+    from controller.host.service import HostServerOptions, serve
+    from device_twin.service.server import ServerConfigError, load_token
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:

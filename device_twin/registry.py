@@ -1,7 +1,7 @@
 """The chips a twin holds, by id, with one lock per chip and the server's limits.
 
 ``ChipRegistry`` is the in-process twin: it offers the same calls as the gRPC client
-(``controller.client.TwinClient``), each naming its chip first, so the controller can run
+(``controller.rpc.client.TwinClient``), each naming its chip first, so the controller can run
 against either. The gRPC servicer is a thin layer over it.
 """
 

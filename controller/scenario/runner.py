@@ -2,7 +2,7 @@
 
 For each variant: train the network (or load it from the trained-weights cache), quantise and
 map it onto tiles (``controller.workloads.mapping``). For each of its ``seeds``: create a chip
-on the twin, build the controller's SimPy :class:`~controller.sim.ChipModel` with the
+on the twin, build the controller's SimPy :class:`~controller.firmware.ChipModel` with the
 variant's policy, program the network, run the model through the duration with evaluations
 (test accuracy on the held-out images, every MVM on the twin) at the requested times, and
 collect its timeline, events and totals. Then write the run folder
@@ -90,8 +90,8 @@ def chip_seed(scenario_seed: int, k: int) -> int:
 def twin_client(address: str | None = None) -> Iterator[Any]:
     """A ``TwinClient`` to ``address``, or to an embedded twin started on a free loopback
     port (stopped on exit). The bearer token, if any, comes from ``$PCM_TWIN_TOKEN``."""
-    from controller.client import TwinClient
-    from device_twin.server import ServerOptions, TwinServer, load_token
+    from controller.rpc.client import TwinClient
+    from device_twin.service.server import ServerOptions, TwinServer, load_token
 
     server = None
     if address is None:
@@ -225,8 +225,8 @@ def run_seed(
     progress: ProgressFn | None = None,
 ) -> SeedResult:  # fmt: skip
     """One variant on one device-noise seed: program, run the duration, evaluate."""
-    from controller.policies import load_policy
-    from controller.sim import ChipModel, make_environment
+    from controller.firmware import ChipModel, make_environment
+    from controller.firmware.policies import load_policy
     from controller.workloads.mapping import evaluate
 
     v = prep.variant
@@ -275,7 +275,7 @@ def run_seed(
 # --- the whole scenario ----------------------------------------------------------------------
 def describe_variant(prep: PreparedVariant) -> dict[str, Any]:
     """What a variant is, for the summary (all determined by the scenario)."""
-    from controller.policies import load_policy
+    from controller.firmware.policies import load_policy
 
     core = prep.variant.core
     return {
@@ -386,7 +386,7 @@ def _worker_run(prep: PreparedVariant, k: int, scenario_seed: int) -> SeedResult
 
 def _expected_wakeups(prep: PreparedVariant) -> float:
     """Monitor wake-ups a variant's policy will have, roughly (its cost drivers)."""
-    from controller.policies import load_policy
+    from controller.firmware.policies import load_policy
 
     policy = load_policy(prep.variant.core.controller.policy.name, prep.variant.policy_params)
     interval = getattr(policy, "interval_s", None) or getattr(policy, "base_interval_s", None)

@@ -41,8 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from controller.firmware.config import ControllerConfig
 from controller.scenario.durations import format_duration, parse_duration_s
-from controller.sim.config import ControllerConfig
 from controller.workloads.quantisers import (
     QUANTISERS,
     MultiplicativeQuantiser,
@@ -202,7 +202,7 @@ class PolicySpec(Strict):
 
 
 class ControllerSpec(ControllerConfig):
-    """The emulated firmware (``controller.sim.config.ControllerConfig``) and its policy."""
+    """The emulated firmware (``controller.firmware.config.ControllerConfig``) and its policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
 

@@ -10,5 +10,5 @@
 - ``compensation``: global / per-column drift compensation, adaptive batch-norm statistics;
 - ``report``: the README's "Networks on the chip" tables.
 
-The network description itself is ``controller.network``.
+The network description itself is ``controller.workloads.network``.
 """

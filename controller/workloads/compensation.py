@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from controller.network import BatchNorm2d
 from controller.workloads.mapping import MappedNetwork, MVMFn
+from controller.workloads.network import BatchNorm2d
 
 _MIN_READOUT = 1e-4  # aihwkit's clamp: a dead tile must not produce an infinite factor
 

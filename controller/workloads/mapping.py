@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.nn import functional as nnf
 
-from controller.network import BatchNorm2d, Conv2d, Linear, NetworkDescription
 from controller.workloads.datasets import DatasetSplit
+from controller.workloads.network import BatchNorm2d, Conv2d, Linear, NetworkDescription
 from controller.workloads.quantisers import (
     LayerQuantisation,
     QuantiserConfig,

@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from controller.network import NetworkDescription
 from controller.workloads.compensation import DriftCompensation
 from controller.workloads.datasets import DatasetSplit, load_dataset
 from controller.workloads.mapping import (
@@ -28,6 +27,7 @@ from controller.workloads.mapping import (
     program_mapped,
     tiles_needed,
 )
+from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
     MultiplicativeQuantiser,
     NoneQuantiser,

@@ -22,8 +22,8 @@ from filelock import FileLock
 from torch import nn
 from torch.nn import functional as nnf
 
-from controller.network import NetworkDescription
 from controller.workloads.datasets import Dataset, DatasetSplit, load_dataset
+from controller.workloads.network import NetworkDescription
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 from controller.workloads.zoo import Workload, get_workload
 from device_twin.physics import seeded_global_torch

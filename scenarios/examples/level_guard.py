@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from controller.policies import (
+from controller.firmware.policies import (
     NEG,
     POS,
     BasePolicy,

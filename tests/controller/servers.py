@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.host_service import ChipHostServer, HostServerOptions
-from controller.network import NetworkDescription
-from device_twin.server import ServerOptions, TwinServer
+from controller.host.service import ChipHostServer, HostServerOptions
+from controller.workloads.network import NetworkDescription
+from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.v1 import host_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]

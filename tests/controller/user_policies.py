@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.policies import ThresholdPolicy
+from controller.firmware.policies import ThresholdPolicy
 
 
 class NegativeInterval(ThresholdPolicy):

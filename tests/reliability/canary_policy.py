@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from controller.policies import BasePolicy
+from controller.firmware.policies import BasePolicy
 
 if os.environ.get("PCM_TWIN_CANARY"):
     Path(os.environ["PCM_TWIN_CANARY"]).touch()

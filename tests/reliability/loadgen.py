@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.client import TwinClient
+from controller.rpc.client import TwinClient
 from device_twin import Array, ChipConfig, PulseKind
 from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig
-from tests.twin_service.conftest import ServerProcess
+from tests.device_twin.service.conftest import ServerProcess
 
 AT_S = 1000.0
 INITIAL_US = 0.5

@@ -16,11 +16,11 @@ import yaml
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.client import TwinClient
+from controller.rpc.client import TwinClient
 from controller.scenario.loader import load_scenario
 from controller.scenario.runner import run_to_folder
 from device_twin.errors import NotFound
-from tests.twin_service.conftest import REPO, ServerProcess, free_port
+from tests.device_twin.service.conftest import REPO, ServerProcess, free_port
 
 #: Two variants x two seeds: `gdc` runs are quick (no monitoring), `threshold` runs check
 #: every hour for three days (a few seconds each), so a fault lands in the middle of one.

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.client import TwinClient
-from controller.host import ChipHost
+from controller.host.chip_host import ChipHost
+from controller.rpc.client import TwinClient
 from device_twin.chip import MAX_TIME_S
-from device_twin.server import ServerOptions, TwinServer
+from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.v1 import host_pb2, network_pb2
 from tests.reliability.fuzzing import (
     PICKLE_BYTES,

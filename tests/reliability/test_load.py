@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.client import TwinClient
+from controller.rpc.client import TwinClient
 from tests.reliability.loadgen import LoadConfig, TwinProcess, check_final, run_load, setup_chips
 
 DURATION_S = float(os.environ.get("PCM_TWIN_LOAD_S", "60"))

@@ -1,4 +1,4 @@
-"""Security of both services, beyond what tests/twin_service/test_security.py proves for the
+"""Security of both services, beyond what tests/device_twin/service/test_security.py proves for the
 twin: the bind policy, tokens and TLS of ChipHost, tokens compared in constant time and never
 logged by either service, limits answered with RESOURCE_EXHAUSTED, and that no network
 description, scenario, config or state file can run code (a canary file would appear), the
@@ -27,17 +27,22 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-import device_twin.server as twin_server
-from controller.channel import make_channel
+import device_twin.service.server as twin_server
 from controller.cli import app
-from controller.host_service import ChipHostServer, HostServerOptions
-from controller.network import NetworkDescription
+from controller.host.service import ChipHostServer, HostServerOptions
+from controller.rpc.channel import make_channel
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.sweep import parse_grid
-from device_twin.server import ServerConfigError, ServerOptions, TwinServer, check_bind_policy
+from controller.workloads.network import NetworkDescription
+from device_twin.service.server import (
+    ServerConfigError,
+    ServerOptions,
+    TwinServer,
+    check_bind_policy,
+)
 from pcmtwin.v1 import host_pb2, host_pb2_grpc, twin_pb2, twin_pb2_grpc
+from tests.device_twin.service.conftest import self_signed_cert
 from tests.reliability.host_harness import BASELINE, BASELINE_CHIP, mlp
-from tests.twin_service.conftest import self_signed_cert
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-7d1e9b3a5c0f2846"
@@ -295,7 +300,7 @@ def test_chip_host_refuses_requests_over_its_message_limit():
 
 
 def _tensor(a: np.ndarray):
-    from device_twin.service import numpy_to_tensor
+    from device_twin.service.servicer import numpy_to_tensor
 
     return numpy_to_tensor(a)
 
@@ -574,7 +579,7 @@ FORBIDDEN_ATTRS = {("pickle", "loads"), ("pickle", "load"), ("marshal", "loads")
                    ("yaml", "unsafe_load"), ("yaml", "full_load"), ("yaml", "load_all"),
                    ("torch", "load"), ("importlib", "import_module"), ("dill", "loads")}  # fmt: skip
 FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
-POLICY_LOADER = Path("controller/policies/__init__.py")
+POLICY_LOADER = Path("controller/firmware/policies/__init__.py")
 
 
 def test_no_service_module_turns_data_into_code():

@@ -1,0 +1,140 @@
+"""What the on-chip firmware stores about its devices, and the read-only view policies get.
+
+Per device the firmware keeps the level index it was programmed to (``level``, the multiplier
+m+ or m- of a multiplicative mapping, one byte), the target conductance that level stands for
+(``target_us = level * q``) and the device time of its last write (``last_write_s``). The
+correction target is the stored level, never "the nearest multiple" of a drifted read
+(DESIGN.md §5: a top-level device falls by more than half a level spacing within about a
+minute of a write). Mappings without levels (uniform, unquantised) store the target only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from controller.firmware.policies.base import MonitorReport
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+class Firmware:
+    """Level indices, targets and last write times of every device of a chip."""
+
+    def __init__(self, n_tiles: int, tile_rows: int, tile_cols: int, g_max_us: float) -> None:
+        self.n_tiles, self.tile_rows, self.tile_cols = n_tiles, tile_rows, tile_cols
+        self.g_max_us = float(g_max_us)
+        shape = (n_tiles, 2, tile_rows, tile_cols)
+        self.level: np.ndarray | None = None
+        self.q_us = np.full((n_tiles, 2), np.nan)
+        self.target_us = np.zeros(shape, np.float32)
+        self.used = np.zeros((n_tiles, tile_rows, tile_cols), bool)
+        self.last_write_s = np.zeros(shape, np.float64)
+        self.tiles: tuple[int, ...] = ()
+        self.rows_in_use: dict[int, np.ndarray] = {}
+        # per tile: (first column, number of columns) spanning every column with a weight
+        self.col_span: dict[int, tuple[int, int]] = {}
+
+    def load(self, mapped: Any) -> None:
+        """Store the targets (and levels) of a mapped network (``MappedNetwork`` contract)."""
+        tiles = []
+        for tm in mapped.tiles:
+            t = int(tm.tile)
+            if not 0 <= t < self.n_tiles:
+                raise ValueError(f"mapping uses tile {t}, but the chip has {self.n_tiles} tiles")
+            used = np.asarray(tm.used, bool)
+            if used.shape != (self.tile_rows, self.tile_cols):
+                raise ValueError(
+                    f"mapping of tile {t} has shape {used.shape}, "
+                    f"expected {(self.tile_rows, self.tile_cols)}"
+                )
+            levels = (getattr(tm, "level_pos", None), getattr(tm, "level_neg", None))
+            qs = (getattr(tm, "q_pos_us", None), getattr(tm, "q_neg_us", None))
+            targets = (tm.g_target_pos_us, tm.g_target_neg_us)
+            for a in (0, 1):
+                if levels[a] is not None and qs[a] is not None:
+                    if self.level is None:
+                        self.level = np.zeros(self.target_us.shape, np.uint8)
+                    lv = np.asarray(levels[a], np.uint8)
+                    self.level[t, a][used] = lv[used]
+                    self.q_us[t, a] = float(qs[a])
+                    g = np.clip(lv.astype(np.float64) * float(qs[a]), 0.0, self.g_max_us)
+                else:
+                    g = np.asarray(targets[a], np.float64)
+                self.target_us[t, a][used] = g[used].astype(np.float32)
+            self.used[t] |= used
+            tiles.append(t)
+        self.tiles = tuple(sorted(set(tiles)))
+        self.rows_in_use = {t: np.flatnonzero(self.used[t].any(axis=1)) for t in self.tiles}
+        for t in self.tiles:
+            cols = np.flatnonzero(self.used[t].any(axis=0))
+            self.col_span[t] = (int(cols[0]), int(cols[-1] - cols[0] + 1)) if cols.size else (0, 1)
+
+    def program_targets(self, tile: int) -> tuple[np.ndarray, np.ndarray]:
+        """(G+, G-) targets of a whole tile, as ``program`` wants them."""
+        return self.target_us[tile, 0].copy(), self.target_us[tile, 1].copy()
+
+    def targets(self, tile: int, array: int, idx: np.ndarray) -> np.ndarray:
+        """Targets (uS) of devices given by flat index."""
+        return self.target_us[tile, array].reshape(-1)[idx]
+
+    def record_write(self, tile: int, array: int, idx: np.ndarray, at_s: float) -> None:
+        self.last_write_s[tile, array].reshape(-1)[idx] = at_s
+
+    def record_tile_write(self, tile: int, at_s: float) -> None:
+        self.last_write_s[tile] = at_s
+
+
+class FirmwareView:
+    """The :class:`~controller.firmware.policies.base.ChipView` a policy gets: live, read-only."""
+
+    def __init__(
+        self,
+        fw: Firmware,
+        now: Callable[[], float],
+        t0_s: float,
+        energy: Callable[[], dict[str, float]],
+        corrections: Callable[[], int],
+        programmed_at: Callable[[], float],
+    ) -> None:
+        self._now, self._energy, self._corrections = now, energy, corrections
+        self._programmed_at = programmed_at
+        self.n_tiles, self.tile_rows, self.tile_cols = fw.n_tiles, fw.tile_rows, fw.tile_cols
+        self.g_max_us = fw.g_max_us
+        self.t0_s = float(t0_s)
+        self._fw = fw
+        self.q_us = _readonly(fw.q_us)
+        self.target_us = _readonly(fw.target_us)
+        self.used = _readonly(fw.used)
+        self.last_write_s = _readonly(fw.last_write_s)
+        self.last_report: MonitorReport | None = None
+
+    @property
+    def level(self) -> np.ndarray | None:
+        return None if self._fw.level is None else _readonly(self._fw.level)
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        return self._fw.tiles
+
+    @property
+    def now_s(self) -> float:
+        return float(self._now())
+
+    @property
+    def programmed_at_s(self) -> float:
+        return float(self._programmed_at())
+
+    @property
+    def corrections(self) -> int:
+        return int(self._corrections())
+
+    @property
+    def energy_pj(self) -> dict[str, float]:
+        return self._energy()

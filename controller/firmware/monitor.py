@@ -1,0 +1,223 @@
+"""The drift monitor: wakes on the policy's schedule, probes tiles, computes drift metrics.
+
+At each wake-up the monitor asks the policy for a
+:class:`~controller.firmware.policies.base.ProbePlan`, takes the next share of the rows of each
+tile that hold weights (round-robin, so a fraction of 0.25 covers every such row once in four
+wake-ups; rows without weights are never probed), and probes them with identity inputs: one
+twin ``probe`` call per tile (G+ and G- together, ``Array.BOTH``, or one per array a plan asks
+for separately), whatever the number of rows, converting only the span of columns that hold
+weights. ADC codes times the probe's scale are conductances (uS); the metrics are vectorised
+numpy over the whole block:
+
+- per device: the signed distance from its stored level, ``(g - level*q)/g_max``;
+- per tile: the paper's drift metric, the mean |y_t - y_0| over the weights in use, with
+  y = (G+ - G-)/g_max read now and y_0 its programmed level.
+
+Wake-ups are anchored at the time the network was programmed: with an hourly interval they
+fall at exactly 1 h, 2 h, ... so that evaluations scheduled at those times meet the chip at
+the worst point of the cycle. A wake-up first lets every evaluation due at that instant run
+(see :class:`~controller.firmware.model.ChipModel`), then probes, then hands the report to the
+correction trigger and waits until the corrections it asked for are done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from controller.firmware.firmware import Firmware
+from controller.firmware.policies.base import DIFF, NEG, POS, MonitorReport, ProbePlan, TileReading
+
+BOTH = 3  # device_twin.chip.Array.BOTH: G+ and G- in one probe
+
+if TYPE_CHECKING:
+    from controller.firmware.model import ChipModel
+
+
+def tile_reading(
+    fw: Firmware, tile: int, rows: np.ndarray, g_us: dict[int, np.ndarray]
+) -> TileReading:
+    """Drift metrics of one probed block of rows (see the module docstring)."""
+    g_max = fw.g_max_us
+    used = fw.used[tile, rows]
+    target = {a: fw.target_us[tile, a, rows] for a in (POS, NEG)}
+    deviation = {a: (g_us[a] - target[a]) / g_max for a in (POS, NEG) if a in g_us}
+    y0 = (target[POS] - target[NEG]) / g_max
+    if DIFF in g_us:
+        target[DIFF] = target[POS] - target[NEG]
+        y = g_us[DIFF] / g_max
+    elif POS in g_us and NEG in g_us:
+        y = (g_us[POS] - g_us[NEG]) / g_max
+    else:
+        y = None
+    n_used = int(used.sum())
+    if n_used == 0:
+        metric = 0.0
+    elif y is not None:
+        metric = float(np.abs(y - y0)[used].mean())
+    else:
+        (d,) = deviation.values()
+        metric = float(np.abs(d)[used].mean())
+    max_dist = max(
+        (float(np.abs(d)[used].max(initial=0.0)) for d in deviation.values()), default=0.0
+    )
+    keep = {a: v for a, v in target.items() if a in g_us}
+    return TileReading(tile, rows, g_us, keep, used, deviation, metric, max_dist)
+
+
+def _full_width(codes: np.ndarray, scale_us: float, tile_cols: int, c0: int) -> np.ndarray:
+    """Probe codes of a column span -> conductances (uS) on the tile's full width (0 elsewhere)."""
+    out = np.zeros((codes.shape[0], tile_cols), np.float32)
+    out[:, c0 : c0 + codes.shape[1]] = codes.astype(np.float32) * np.float32(scale_us)
+    return out
+
+
+class DriftMonitor:
+    """The monitoring process of a chip model (see the module docstring)."""
+
+    def __init__(self, model: ChipModel) -> None:
+        self.model = model
+        self.env = model.env
+        self.cursor = np.zeros(model.firmware.n_tiles, np.int64)
+        self.tile_metrics: dict[int, dict[str, float]] = {}
+        self.wakeups = 0
+        self.process: simpy.Process | None = None
+        #: succeeds when the latest wake-up (probe, corrections, evaluations after them) ends
+        self.cycle_done: simpy.Event | None = None
+
+    def start(self, anchor_s: float) -> simpy.Process:
+        self.process = self.env.process(self._run(anchor_s))
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.is_alive:
+            self.process.interrupt("stop")
+        self.process = None
+
+    def _run(self, anchor_s: float) -> Generator[simpy.Event, Any, None]:
+        m, env = self.model, self.env
+        wake_s = anchor_s
+        try:
+            interval = m.guard.next_wake_s(m.view)
+            while interval is not None:
+                wake_s += interval
+                if wake_s > env.now:
+                    yield env.timeout(wake_s - env.now)
+                else:  # the last cycle overran its interval: wake now, keep the anchor
+                    wake_s = env.now
+                yield from self.cycle(at_s=env.now, scheduled=True)
+                interval = m.guard.next_wake_s(m.view)
+        except simpy.Interrupt:
+            return
+        except Exception as exc:
+            m._fail(exc)
+
+    def cycle(
+        self,
+        at_s: float,
+        scheduled: bool,
+        mode: str = "policy",
+        tiles: tuple[int, ...] | None = None,
+    ) -> Generator[simpy.Event, Any, list]:
+        """One wake-up: evaluations due first, then probe, decide, correct, and the
+        post-correction evaluations. ``mode="all"`` corrects every device outside the pulse
+        tolerance, whatever the policy says (a host-triggered correction)."""
+        done = self.cycle_done = self.env.event()
+        try:
+            return (yield from self._cycle(at_s, scheduled, mode, tiles))
+        finally:
+            if not done.triggered:
+                done.succeed()
+
+    def _cycle(
+        self, at_s: float, scheduled: bool, mode: str, tiles: tuple[int, ...] | None
+    ) -> Generator[simpy.Event, Any, list]:
+        m = self.model
+        yield from m._evaluations_due(at_s)
+        if mode == "all":
+            plan: ProbePlan | None = ProbePlan(tiles=tiles, arrays=(POS, NEG), rows_fraction=1.0)
+        else:
+            plan = m.guard.probe_plan(m.view)
+            if plan is not None and tiles is not None:
+                plan = ProbePlan(tiles=tiles, arrays=plan.arrays, rows_fraction=plan.rows_fraction)
+        report = None
+        if plan is not None:
+            report = yield from self.probe(plan)
+            m.view.last_report = report
+        self.wakeups += 1
+        outcomes = yield m.trigger.submit(report, mode)
+        if outcomes and scheduled:
+            yield from m._evaluations_after_correction(at_s)
+        return outcomes
+
+    def _next_rows(self, tile: int, fraction: float) -> np.ndarray:
+        """The next share of the tile's rows that hold weights (round-robin), sorted."""
+        in_use = self.model.firmware.rows_in_use.get(tile)
+        if in_use is None or in_use.size == 0:
+            return np.zeros(0, np.int64)
+        n = min(in_use.size, max(1, math.ceil(fraction * in_use.size)))
+        c = int(self.cursor[tile])
+        rows = in_use[(c + np.arange(n)) % in_use.size].astype(np.int64)
+        self.cursor[tile] = (c + n) % in_use.size
+        rows.sort()
+        return rows
+
+    def probe(self, plan: ProbePlan) -> Generator[simpy.Event, Any, MonitorReport]:
+        m, env = self.model, self.env
+        fw = m.firmware
+        fraction = plan.rows_fraction if plan.rows_fraction is not None else m.config.rows_fraction
+        report = MonitorReport(at_s=env.now, tiles={})
+        tiles = fw.tiles if plan.tiles is None else tuple(int(t) for t in plan.tiles)
+        for t in tiles:
+            rows = self._next_rows(t, fraction)
+            if rows.size == 0:
+                continue
+            with m.locks.hold(t, "probe") as lk:
+                yield lk
+                start = env.now
+                ops = m.ledger.action()
+                c0, nc = fw.col_span[t]
+                g: dict[int, np.ndarray] = {}
+
+                arrays = [int(a) for a in plan.arrays]
+                if POS in arrays and NEG in arrays:  # both arrays in one call
+                    r = ops.add(m.twin.probe(m.chip_id, t, rows, BOTH, env.now, c0, nc))
+                    g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
+                    g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
+                    arrays = [a for a in arrays if a not in (POS, NEG)]
+                    yield env.timeout(r.latency_s)
+                for a in arrays:
+                    r = ops.add(m.twin.probe(m.chip_id, t, rows, a, env.now, c0, nc))
+                    g[a] = _full_width(r.values, r.scale_us, fw.tile_cols, c0)
+                    yield env.timeout(r.latency_s)
+                tr = tile_reading(fw, t, rows, g)
+                report.tiles[t] = tr
+                devices = rows.size * nc * len(plan.arrays)
+                ctrl = m.config.digital_energy.check_pj(devices)
+                report.energy_pj += ops.energy_pj + ctrl
+                self.tile_metrics[t] = {
+                    "at_s": start,
+                    "drift_metric": tr.drift_metric,
+                    "max_distance": tr.max_distance,
+                    "rows": int(rows.size),
+                }
+                m.ledger.add(
+                    "probe",
+                    start,
+                    env.now,
+                    tile=t,
+                    devices=devices,
+                    ops=ops,
+                    controller_energy_pj=ctrl,
+                    policy=m.policy_name,
+                    detail={
+                        "rows": int(rows.size),
+                        "drift_metric": tr.drift_metric,
+                        "max_distance": tr.max_distance,
+                    },
+                )
+        return report

@@ -1,0 +1,348 @@
+"""The built-in correction policies.
+
+=================== ===========================================================================
+``none``            never probes, never corrects, no drift compensation: the raw chip.
+``gdc``             never corrects; inference uses global drift compensation (one factor per
+                    tile, DESIGN.md §5).
+``periodic_refresh`` every ``interval_s`` re-programs every device of the network, no probing.
+``threshold``       the paper: probe every ``interval_s`` (hourly), correct every device whose
+                    distance from its level exceeds ``threshold`` (0.05 weight units), or with
+                    ``scope="tile"`` every device of a tile whose mean |y_t - y_0| exceeds it.
+``drift_aware``     like ``threshold``, but each read is first divided by the drift expected
+                    for that device's age and level, so that the ordinary, front-loaded drift
+                    right after a write does not trigger a rewrite.
+``adaptive``        drift-aware checks at an interval that grows with the log of the time since
+                    the devices were written (drift slows down as log time).
+``budget``          threshold checks, but corrections are limited to an energy budget per day,
+                    worst devices first.
+=================== ===========================================================================
+
+Every correction policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, or
+None), the pulse scheme's ``tolerance`` (weight units) and ``method``, and ``rows_fraction``
+(share of rows probed per wake-up, round-robin).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from controller.firmware.policies.base import (
+    NEG,
+    POS,
+    BasePolicy,
+    ChipView,
+    CorrectionJob,
+    JobOutcome,
+    MonitorReport,
+    ProbePlan,
+    PulseScheme,
+    check_positive,
+    expected_drift_factor,
+    flat_indices,
+)
+
+DAY_S = 86400.0
+
+
+def _check_compensation(value: str | None) -> str | None:
+    if value in (None, "none", ""):
+        return None
+    if value != "gdc":
+        raise ValueError(f"compensation must be 'gdc' or None, got {value!r}")
+    return value
+
+
+class NonePolicy(BasePolicy):
+    """No monitoring, no correction, no compensation."""
+
+    name = "none"
+
+    def __init__(self, compensation: str | None = None) -> None:
+        self.compensation = _check_compensation(compensation)
+
+
+class GDCPolicy(BasePolicy):
+    """No correction; global drift compensation at inference."""
+
+    name = "gdc"
+
+    def __init__(self, compensation: str | None = "gdc") -> None:
+        self.compensation = _check_compensation(compensation)
+
+
+class _CorrectingPolicy(BasePolicy):
+    """Shared parameters of the policies that pulse: interval, pulse scheme, compensation."""
+
+    def __init__(
+        self,
+        interval_s: float = 3600.0,
+        tolerance: float = 0.05,
+        method: Literal["auto", "pulse", "program"] = "auto",
+        max_iterations: int = 2,
+        verify_reads: int = 1,
+        rows_fraction: float | None = None,
+        compensation: str | None = "gdc",
+    ) -> None:
+        self.interval_s = check_positive("interval_s", interval_s)
+        if method not in ("auto", "pulse", "program"):
+            raise ValueError(f"method must be auto, pulse or program, got {method!r}")
+        self.scheme = PulseScheme(
+            method=method,
+            tolerance=check_positive("tolerance", tolerance),
+            max_iterations=int(max_iterations),
+            verify_reads=int(verify_reads),
+        )
+        if rows_fraction is not None and not 0 < float(rows_fraction) <= 1:
+            raise ValueError(f"rows_fraction must be in (0, 1], got {rows_fraction!r}")
+        self.rows_fraction = None if rows_fraction is None else float(rows_fraction)
+        self.compensation = _check_compensation(compensation)
+
+    def next_wake_s(self, view: ChipView) -> float | None:
+        return self.interval_s
+
+    def probe_plan(self, view: ChipView) -> ProbePlan | None:
+        return ProbePlan(arrays=(POS, NEG), rows_fraction=self.rows_fraction)
+
+    def pulse_scheme(self, view: ChipView, job: CorrectionJob) -> PulseScheme:
+        return self.scheme
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "compensation": self.compensation,
+            "interval_s": self.interval_s,
+            "tolerance": self.scheme.tolerance,
+            "method": self.scheme.method,
+        }
+
+
+class PeriodicRefreshPolicy(_CorrectingPolicy):
+    """Every ``interval_s`` (default daily), re-program every device of the network."""
+
+    name = "periodic_refresh"
+
+    def __init__(self, interval_s: float = DAY_S, **kw) -> None:
+        kw.setdefault("method", "program")
+        super().__init__(interval_s=interval_s, **kw)
+        self.scheme = PulseScheme(
+            method="program",
+            tolerance=self.scheme.tolerance,
+            max_iterations=self.scheme.max_iterations,
+            verify_reads=self.scheme.verify_reads,
+            rewrite_all=True,
+        )
+
+    def probe_plan(self, view: ChipView) -> ProbePlan | None:
+        return None
+
+    def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
+        jobs = []
+        cols = view.tile_cols
+        all_rows = np.arange(view.tile_rows)
+        for t in view.tiles:
+            idx = flat_indices(view.used[t], all_rows, cols)
+            jobs.append(CorrectionJob(t, pos=idx, neg=idx, reason="periodic refresh"))
+        return jobs
+
+
+class ThresholdPolicy(_CorrectingPolicy):
+    """Probe every ``interval_s``; correct what lies further than ``threshold`` from its level.
+
+    ``scope="device"``: every device whose |read - level|/g_max exceeds ``threshold``.
+    ``scope="tile"``: when a tile's drift metric (mean |y_t - y_0| per weight) exceeds
+    ``threshold``, every device of that tile outside the pulse tolerance.
+    ``expected_drift=True`` divides each read by the drift expected for the device's age and
+    level first (this is ``drift_aware``).
+    """
+
+    name = "threshold"
+
+    def __init__(
+        self,
+        interval_s: float = 3600.0,
+        threshold: float = 0.05,
+        scope: Literal["device", "tile"] = "device",
+        expected_drift: bool = False,
+        **kw,
+    ) -> None:
+        super().__init__(interval_s=interval_s, **kw)
+        self.threshold = check_positive("threshold", threshold)
+        if scope not in ("device", "tile"):
+            raise ValueError(f"scope must be 'device' or 'tile', got {scope!r}")
+        self.scope = scope
+        self.expected_drift = bool(expected_drift)
+
+    def deviations(self, view: ChipView, report: MonitorReport, tile: int) -> dict[int, np.ndarray]:
+        """Signed deviation per device from its level, drift-corrected if ``expected_drift``."""
+        tr = report.tiles[tile]
+        if not self.expected_drift:
+            return {a: tr.deviation[a] for a in (POS, NEG) if a in tr.deviation}
+        out = {}
+        for a in (POS, NEG):
+            if a not in tr.g_us:
+                continue
+            target = tr.target_us[a]
+            age = report.at_s - view.last_write_s[tile, a, tr.rows]
+            factor = expected_drift_factor(age, target, view.g_max_us, view.t0_s)
+            out[a] = (tr.g_us[a] / factor - target) / view.g_max_us
+        return out
+
+    def select(self, view: ChipView, report: MonitorReport) -> list[tuple[CorrectionJob, float]]:
+        """Candidate jobs with, per job, the worst distance (used by ``budget``)."""
+        jobs = []
+        for t, tr in report.tiles.items():
+            dev = self.deviations(view, report, t)
+            if not dev:
+                continue
+            if self.scope == "tile":
+                if not tr.drift_metric > self.threshold:
+                    continue
+                limit = self.scheme.tolerance
+            else:
+                limit = self.threshold
+            masks = {a: (np.abs(d) > limit) & tr.used for a, d in dev.items()}
+            pos = flat_indices(masks.get(POS, np.zeros_like(tr.used)), tr.rows, view.tile_cols)
+            neg = flat_indices(masks.get(NEG, np.zeros_like(tr.used)), tr.rows, view.tile_cols)
+            if pos.size + neg.size:
+                worst = max(float(np.abs(d[masks[a]]).max(initial=0)) for a, d in dev.items())
+                why = f"{self.name}: {pos.size + neg.size} devices beyond {limit:g}"
+                jobs.append((CorrectionJob(t, pos=pos, neg=neg, reason=why), worst))
+        return jobs
+
+    def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
+        if report is None:
+            return []
+        return [job for job, _ in self.select(view, report)]
+
+    def describe(self) -> dict:
+        return super().describe() | {
+            "threshold": self.threshold,
+            "scope": self.scope,
+            "expected_drift": self.expected_drift,
+        }
+
+
+class DriftAwarePolicy(ThresholdPolicy):
+    """``threshold`` on reads divided by the drift expected for each device's age and level."""
+
+    name = "drift_aware"
+
+    def __init__(self, interval_s: float = 3600.0, threshold: float = 0.05, **kw) -> None:
+        kw.setdefault("expected_drift", True)
+        super().__init__(interval_s=interval_s, threshold=threshold, **kw)
+
+
+class AdaptivePolicy(ThresholdPolicy):
+    """Checks at ``base_interval_s * (1 + growth * ln(1 + age / base_interval_s))``.
+
+    ``age`` is the median time since the network's devices were last written: drift slows as
+    log time, so the checks thin out as the devices age, and come back when many devices are
+    rewritten. Checks are drift-aware by default (``expected_drift``); the interval is capped
+    at ``max_interval_s``.
+    """
+
+    name = "adaptive"
+
+    def __init__(
+        self,
+        base_interval_s: float = 3600.0,
+        max_interval_s: float = 30 * DAY_S,
+        growth: float = 1.0,
+        threshold: float = 0.05,
+        **kw,
+    ) -> None:
+        kw.setdefault("expected_drift", True)
+        super().__init__(interval_s=base_interval_s, threshold=threshold, **kw)
+        self.max_interval_s = check_positive("max_interval_s", max_interval_s)
+        if not math.isfinite(float(growth)) or growth < 0:
+            raise ValueError(f"growth must be a finite number >= 0, got {growth!r}")
+        self.growth = float(growth)
+
+    def next_wake_s(self, view: ChipView) -> float | None:
+        base = self.interval_s
+        written = np.stack([view.used[list(view.tiles)]] * 2, axis=1)
+        last = view.last_write_s[list(view.tiles)][written]
+        age = view.now_s - float(np.median(last)) if last.size else 0.0
+        interval = base * (1.0 + self.growth * math.log1p(max(age, 0.0) / base))
+        return min(interval, self.max_interval_s)
+
+    def describe(self) -> dict:
+        return super().describe() | {"max_interval_s": self.max_interval_s, "growth": self.growth}
+
+
+class BudgetPolicy(ThresholdPolicy):
+    """``threshold`` checks with at most ``budget_pj_per_day`` of correction energy per 24 h.
+
+    Candidates are ranked by distance from their level, worst first, and taken while the
+    estimated cost (the mean energy per corrected device of the jobs so far, ``initial_pj``
+    per device before the first job) fits in what is left of the rolling 24 h budget.
+    """
+
+    name = "budget"
+
+    def __init__(
+        self,
+        budget_pj_per_day: float = 1e6,
+        interval_s: float = 3600.0,
+        threshold: float = 0.05,
+        initial_pj_per_device: float = 200.0,
+        **kw,
+    ) -> None:
+        super().__init__(interval_s=interval_s, threshold=threshold, **kw)
+        self.budget_pj_per_day = check_positive("budget_pj_per_day", budget_pj_per_day)
+        self.pj_per_device = check_positive("initial_pj_per_device", initial_pj_per_device)
+        self._spent: deque[tuple[float, float]] = deque()
+        self._energy_pj = 0.0
+        self._devices = 0
+
+    def spent_pj(self, now_s: float) -> float:
+        """Correction energy of the last 24 h."""
+        while self._spent and self._spent[0][0] <= now_s - DAY_S:
+            self._spent.popleft()
+        return sum(e for _, e in self._spent)
+
+    def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
+        if report is None:
+            return []
+        left = self.budget_pj_per_day - self.spent_pj(view.now_s)
+        n_afford = int(left // self.pj_per_device) if left > 0 else 0
+        if n_afford <= 0:
+            return []
+        # rank every candidate device of every tile by its distance, keep the n_afford worst
+        cands = []
+        for job, _ in self.select(view, report):
+            tr = report.tiles[job.tile]
+            dev = self.deviations(view, report, job.tile)
+            for a, idx in ((POS, job.pos), (NEG, job.neg)):
+                if idx.size:
+                    local = np.searchsorted(tr.rows, idx // view.tile_cols)
+                    dist = np.abs(dev[a][local, idx % view.tile_cols])
+                    cands.append((np.full(idx.size, job.tile), np.full(idx.size, a), idx, dist))
+        if not cands:
+            return []
+        tiles, arrays, idx, dist = (np.concatenate(x) for x in zip(*cands, strict=True))
+        keep = np.argsort(-dist, kind="stable")[:n_afford]
+        jobs = []
+        for t in np.unique(tiles[keep]):
+            sel = keep[tiles[keep] == t]
+            pos = np.sort(idx[sel][arrays[sel] == POS])
+            neg = np.sort(idx[sel][arrays[sel] == NEG])
+            why = f"budget: {sel.size} worst devices within {left:.3g} pJ left today"
+            jobs.append(CorrectionJob(int(t), pos=pos, neg=neg, reason=why))
+        return jobs
+
+    def on_job_done(self, view: ChipView, outcome: JobOutcome) -> None:
+        energy = outcome.energy_pj + outcome.controller_energy_pj
+        self._spent.append((outcome.end_s, energy))
+        self._energy_pj += energy
+        self._devices += outcome.job.devices
+        if self._devices:
+            self.pj_per_device = max(self._energy_pj / self._devices, 1e-3)
+
+    def describe(self) -> dict:
+        return super().describe() | {"budget_pj_per_day": self.budget_pj_per_day}

@@ -1,0 +1,335 @@
+"""The pulse generator: program-and-verify loops on a few channels, one tile per job.
+
+A :class:`PulseGenerator` is a SimPy resource of ``pulse_channels`` channels. A correction job
+takes a channel and its tile (the tile is unavailable to inference and probes meanwhile) and
+runs, for all of its devices at once, the loop described by its
+:class:`~controller.firmware.policies.base.PulseScheme`::
+
+    read -> (SET pulses | RESET + re-program) -> read (verify) -> ... -> read
+
+Each step is one twin call for every device still converging, both arrays of the pairs at
+once (``Array.BOTH``; never one call per device); each call's reported latency is waited in
+simulated time and its energy booked on the job's ledger event. PCM cannot be lowered
+gradually: a device above its level is RESET and re-programmed (``program_devices`` does
+both). The number of SET pulses for a device below its level comes from the nominal pulse
+response of the device family (the chip's ``PulseModelConfig`` without device-to-device
+spread): the count whose nominal end point lies closest to the target, at most
+``max_pulses_per_step``. With ``method="auto"`` a device is pulsed only when that plan is
+predicted to land within tolerance (its nominal miss and the cycle-to-cycle noise of the
+pulses, root-sum-square); otherwise it is re-programmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from controller.firmware.policies.base import NEG, POS, CorrectionJob, JobOutcome, PulseScheme
+
+if TYPE_CHECKING:
+    from controller.firmware.model import ChipModel
+
+SET, RESET = 0, 1
+BOTH = 3  # device_twin.chip.Array.BOTH: both arrays of the pairs in one call
+
+
+class NominalPulseResponse:
+    """Expected step and cycle-to-cycle spread of one SET pulse (ExpStep, no d2d spread)."""
+
+    def __init__(self, pulse_cfg: Any) -> None:
+        self.c = pulse_cfg
+
+    def step_and_sigma_us(self, g_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = self.c
+        w = g_us / c.g_per_w_us
+        z = 2.0 * c.a * w / (c.w_max - c.w_min) + c.b
+        dw = np.maximum(1.0 - c.A_up * np.exp(c.gamma_up * z), 0.0) * c.dw_min
+        if c.dw_min_std > 0 and (c.dw_min_std_add != 0 or c.dw_min_std_slope != 0):
+            sig = c.dw_min_std * (np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w))
+        else:
+            sig = c.dw_min_std * np.abs(dw)
+        return dw * c.g_per_w_us, sig * c.g_per_w_us
+
+    def plan(
+        self, g_us: np.ndarray, target_us: np.ndarray, max_count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pulse count (1..max_count) per device whose nominal end point is closest to the
+        target, and the predicted rms miss (nominal miss and pulse noise), in uS."""
+        g = np.asarray(g_us, np.float64).copy()
+        tgt = np.asarray(target_us, np.float64)
+        best_n = np.ones(g.shape, np.int64)
+        best_err = np.full(g.shape, np.inf)
+        var = np.zeros(g.shape)
+        best_var = np.zeros(g.shape)
+        cap = self.c.w_max * self.c.g_per_w_us
+        for n in range(1, max_count + 1):
+            step, sig = self.step_and_sigma_us(g)
+            g = np.minimum(g + step, cap)
+            var += sig**2
+            err = np.abs(g - tgt)
+            better = err < best_err
+            best_n = np.where(better, n, best_n)
+            best_err = np.where(better, err, best_err)
+            best_var = np.where(better, var, best_var)
+            if not np.any(g < tgt):
+                break
+        return best_n, np.sqrt(best_err**2 + best_var)
+
+    def plan_within(
+        self, g_us: np.ndarray, target_us: np.ndarray, max_count: int, tol_us: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`plan`, but devices whose very first pulse is already noisier than
+        ``tol_us`` get an infinite predicted miss without being planned (saves the work)."""
+        _, sig1 = self.step_and_sigma_us(np.asarray(g_us, np.float64))
+        n = np.ones(np.shape(g_us), np.int64)
+        miss = np.full(np.shape(g_us), np.inf)
+        cand = sig1 <= tol_us
+        if np.any(cand):
+            n[cand], miss[cand] = self.plan(g_us[cand], target_us[cand], max_count)
+        return n, miss
+
+
+class PulseGenerator:
+    """Correction jobs on ``channels`` channels (see the module docstring)."""
+
+    def __init__(self, model: ChipModel, channels: int) -> None:
+        self.model = model
+        self.env = model.env
+        self.channels = simpy.Resource(model.env, capacity=channels)
+        self.response = NominalPulseResponse(model.chip_config.pulse)
+        self.jobs_running = 0
+
+    def submit(
+        self,
+        job: CorrectionJob,
+        scheme: PulseScheme,
+        kind: str = "correction",
+        first_read_us: dict[int, np.ndarray] | None = None,
+    ) -> simpy.Process:
+        """Start a job; the process's value is its :class:`JobOutcome`.
+
+        ``first_read_us`` (per array, one value per device of the job) stands in for the
+        loop's first read: the drift monitor has just read these devices, and reading them
+        again at the same instant would only cost time and energy."""
+        return self.env.process(self._job(job, scheme, kind, first_read_us or {}))
+
+    def program_tile(self, tile: int) -> simpy.Process:
+        """Program a whole tile from RESET to the firmware's targets."""
+        return self.env.process(self._program_tile(tile))
+
+    # --- processes --------------------------------------------------------------------------
+    def _program_tile(self, tile: int) -> Generator[simpy.Event, Any, None]:
+        m = self.model
+        with self.channels.request() as ch:
+            yield ch
+            with m.locks.hold(tile, "program") as lk:
+                yield lk
+                start = self.env.now
+                ops = m.ledger.action()
+                g_pos, g_neg = m.firmware.program_targets(tile)
+                r = ops.add(m.twin.program(m.chip_id, tile, g_pos, g_neg, at_s=self.env.now))
+                m.firmware.record_tile_write(tile, self.env.now)
+                yield self.env.timeout(r.latency_s)
+                m.ledger.add(
+                    "program",
+                    start,
+                    self.env.now,
+                    tile=tile,
+                    devices=r.devices,
+                    ops=ops,
+                    policy=m.policy_name,
+                    detail={"iterations": r.iterations},
+                )
+
+    def _job(
+        self, job: CorrectionJob, s: PulseScheme, kind: str, first_read: dict[int, np.ndarray]
+    ) -> Generator[simpy.Event, Any, JobOutcome]:
+        m, env = self.model, self.env
+        fw, de = m.firmware, m.config.digital_energy
+        g_max = fw.g_max_us
+        tol_us = s.tolerance * g_max
+        tile = job.tile
+        n_arr = fw.tile_rows * fw.tile_cols
+        with self.channels.request() as ch:
+            yield ch
+            with m.locks.hold(tile, "correction") as lk:
+                yield lk
+                self.jobs_running += 1
+                start = env.now
+                ops = m.ledger.action()
+                ctrl_pj = 0.0
+                reprograms = 0
+                steps = 0
+                # The job's devices of both arrays travel together: one twin call per step
+                # (Array.BOTH), a device addressed as array * rows * cols + row * cols + col.
+                flat_parts, target_parts, first_parts = [], [], []
+                for a, idx, tgt in (
+                    (POS, job.pos, job.target_pos_us),
+                    (NEG, job.neg, job.target_neg_us),
+                ):
+                    if np.size(idx):
+                        idx = np.asarray(idx, np.int64)
+                        target = fw.targets(tile, a, idx) if tgt is None else np.asarray(tgt)
+                        flat_parts.append(a * n_arr + idx)
+                        target_parts.append(target.astype(np.float32))
+                        first_parts.append(first_read.get(a))
+                st: dict[str, np.ndarray] = {}
+                if flat_parts:
+                    flat = np.concatenate(flat_parts)
+                    st = {
+                        "flat": flat,
+                        "target": np.concatenate(target_parts),
+                        "pulses": np.zeros(flat.size, np.int64),
+                        "reprogs": np.zeros(flat.size, np.int64),
+                    }
+                have_first = bool(first_parts) and all(f is not None for f in first_parts)
+                converged: list[np.ndarray] = []
+                failed: list[np.ndarray] = []
+                conv_dev: list[np.ndarray] = []
+                fail_dev: list[np.ndarray] = []
+
+                def record(flat_idx: np.ndarray) -> None:
+                    arr, idx = np.divmod(flat_idx, n_arr)
+                    for a in (POS, NEG):
+                        sel = arr == a
+                        if np.any(sel):
+                            fw.record_write(tile, a, idx[sel], env.now)
+
+                def keep_only(mask: np.ndarray) -> None:
+                    for k in ("flat", "target", "pulses", "reprogs"):
+                        st[k] = st[k][mask]
+
+                if s.rewrite_all and st:
+                    r = ops.add(
+                        m.twin.program_devices(
+                            m.chip_id, tile, BOTH, st["flat"], st["target"], at_s=env.now
+                        )
+                    )
+                    record(st["flat"])
+                    st["reprogs"] += 1
+                    reprograms += st["flat"].size
+                    yield env.timeout(r.latency_s)
+
+                for it in range(s.max_iterations + 1):
+                    if not st or st["flat"].size == 0:
+                        break
+                    last = it == s.max_iterations
+                    if it == 0 and have_first and not s.rewrite_all:
+                        g = np.concatenate([np.asarray(f, np.float64) for f in first_parts])
+                    else:
+                        g = yield from self._read(ops, tile, st["flat"], s.verify_reads)
+                        g /= s.verify_reads
+                    ctrl_pj += de.check_pj(st["flat"].size)
+                    err = g - st["target"]
+                    ok = np.abs(err) <= tol_us
+                    converged.append(st["flat"][ok])
+                    conv_dev.append((err[ok] / g_max).astype(np.float32))
+                    keep = ~ok
+                    if last:
+                        failed.append(st["flat"][keep])
+                        fail_dev.append((err[keep] / g_max).astype(np.float32))
+                        steps = it + 1
+                        break
+                    keep_only(keep)
+                    g, err = g[keep], err[keep]
+                    if st["flat"].size == 0:
+                        steps = it + 1
+                        break
+                    over = err > 0
+                    reprog = over.copy()
+                    counts = np.zeros(g.size, np.int64)
+                    under = ~over
+                    if s.method == "program":
+                        reprog |= under
+                    elif np.any(under):
+                        planner = (
+                            self.response.plan_within
+                            if s.method == "auto"
+                            else lambda g_, t_, n_, _tol: self.response.plan(g_, t_, n_)
+                        )
+                        n, miss_us = planner(
+                            g[under], st["target"][under], s.max_pulses_per_step, tol_us
+                        )
+                        ctrl_pj += de.plan_pj(int(under.sum()))
+                        left = s.max_pulses - st["pulses"][under]
+                        n = np.minimum(n, left)
+                        bad = (n < 1) | ((miss_us > tol_us) if s.method == "auto" else False)
+                        u = np.flatnonzero(under)
+                        reprog[u[bad]] = True
+                        counts[u[~bad]] = n[~bad]
+                    # a device out of re-programs (or of pulses, for method="pulse") fails
+                    cannot = reprog & (st["reprogs"] >= s.max_reprograms)
+                    if s.method == "pulse":
+                        cannot |= reprog & ~over
+                    if np.any(cannot):
+                        failed.append(st["flat"][cannot])
+                        fail_dev.append((err[cannot] / g_max).astype(np.float32))
+                        live = ~cannot
+                        keep_only(live)
+                        reprog, counts = reprog[live], counts[live]
+                    if np.any(reprog):
+                        idx = st["flat"][reprog]
+                        r = ops.add(
+                            m.twin.program_devices(
+                                m.chip_id, tile, BOTH, idx, st["target"][reprog], at_s=env.now
+                            )
+                        )
+                        record(idx)
+                        st["reprogs"][reprog] += 1
+                        reprograms += idx.size
+                        yield env.timeout(r.latency_s)
+                    pulse = counts > 0
+                    if np.any(pulse):
+                        idx = st["flat"][pulse]
+                        r = ops.add(
+                            m.twin.apply_pulses(
+                                m.chip_id, tile, BOTH, idx, SET, counts[pulse], at_s=env.now
+                            )
+                        )
+                        record(idx)
+                        st["pulses"][pulse] += counts[pulse]
+                        yield env.timeout(r.latency_s)
+                    steps = it + 1
+
+                def split(parts: list[np.ndarray], devs: list[np.ndarray]) -> tuple[dict, dict]:
+                    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+                    dev = np.concatenate(devs) if devs else np.zeros(0, np.float32)
+                    arr, idx = np.divmod(flat.astype(np.int64), n_arr)
+                    return (
+                        {a: idx[arr == a] for a in (POS, NEG)},
+                        {a: dev[arr == a].astype(np.float32) for a in (POS, NEG)},
+                    )
+
+                conv_idx, conv_d = split(converged, conv_dev)
+                fail_idx, fail_d = split(failed, fail_dev)
+                outcome = JobOutcome(
+                    job=job,
+                    start_s=start,
+                    end_s=env.now,
+                    converged=conv_idx,
+                    failed=fail_idx,
+                    final_deviation={a: np.concatenate([conv_d[a], fail_d[a]]) for a in (POS, NEG)},
+                    pulses=ops.pulses,
+                    reprograms=reprograms,
+                    iterations=steps,
+                    energy_pj=ops.energy_pj,
+                    controller_energy_pj=ctrl_pj,
+                )
+                self.jobs_running -= 1
+                m._job_done(outcome, ops, kind, s)
+                return outcome
+
+    def _read(
+        self, ops: Any, tile: int, flat: np.ndarray, n_reads: int
+    ) -> Generator[simpy.Event, Any, np.ndarray]:
+        """Sum of ``n_reads`` reads of devices of both arrays (one twin call per read)."""
+        m, env = self.model, self.env
+        g = np.zeros(flat.size)
+        for _ in range(n_reads):
+            r = ops.add(m.twin.read_devices(m.chip_id, tile, BOTH, flat, at_s=env.now))
+            g += r.values
+            yield env.timeout(r.latency_s)
+        return g

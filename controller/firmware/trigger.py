@@ -1,0 +1,101 @@
+"""The correction trigger: turns monitor reports into correction jobs, as the policy says.
+
+The trigger is a process fed with reports through a SimPy store. For each report it asks the
+policy which jobs to run (``decide``) and how (``pulse_scheme``), hands them to the pulse
+generator (with the monitor's reads of the job's devices standing in for the first read of
+each program-and-verify loop, unless ``ControllerConfig.reuse_probe_reads`` is off), and when
+every job of that report has finished it tells the policy
+(``on_job_done``) and answers the monitor with the list of outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from controller.firmware.policies.base import NEG, POS, CorrectionJob, MonitorReport, PulseScheme
+
+if TYPE_CHECKING:
+    from controller.firmware.model import ChipModel
+
+
+class CorrectionTrigger:
+    """Reports in, jobs out (see the module docstring)."""
+
+    def __init__(self, model: ChipModel) -> None:
+        self.model = model
+        self.env = model.env
+        self.inbox: simpy.Store = simpy.Store(model.env)
+        self.process = model.env.process(self._run())
+
+    def submit(self, report: MonitorReport | None, mode: str = "policy") -> simpy.Event:
+        """Queue a report; the returned event's value is the list of job outcomes."""
+        done = self.env.event()
+        self.inbox.put((report, mode, done))
+        return done
+
+    def jobs_for_all(self, report: MonitorReport | None) -> list[CorrectionJob]:
+        """Every probed device outside the default pulse tolerance (host-triggered)."""
+        if report is None:
+            return []
+        tol = PulseScheme().tolerance
+        m = self.model
+        jobs = []
+        for t, tr in report.tiles.items():
+            idx = {}
+            for a in (POS, NEG):
+                r, c = np.nonzero((np.abs(tr.deviation[a]) > tol) & tr.used)
+                idx[a] = tr.rows[r] * m.firmware.tile_cols + c
+            if idx[POS].size + idx[NEG].size:
+                jobs.append(CorrectionJob(t, idx[POS], idx[NEG], reason="triggered by host"))
+        return jobs
+
+    def probed_values(
+        self, report: MonitorReport | None, job: CorrectionJob
+    ) -> dict[int, np.ndarray] | None:
+        """The report's reads of the job's devices, per array, where it read all of them."""
+        if report is None or job.tile not in report.tiles:
+            return None
+        tr = report.tiles[job.tile]
+        cols = self.model.firmware.tile_cols
+        where = np.full(self.model.firmware.tile_rows, -1, np.int64)
+        where[tr.rows] = np.arange(tr.rows.size)
+        out = {}
+        for a, idx in ((POS, job.pos), (NEG, job.neg)):
+            if idx.size == 0 or a not in tr.g_us:
+                continue
+            local = where[idx // cols]
+            if np.all(local >= 0):
+                out[a] = tr.g_us[a][local, idx % cols]
+        return out
+
+    def _run(self) -> Generator[simpy.Event, Any, None]:
+        m = self.model
+        while True:
+            report, mode, done = yield self.inbox.get()
+            try:
+                if mode == "all":
+                    jobs = self.jobs_for_all(report)
+                    schemes = [PulseScheme() for _ in jobs]
+                else:
+                    jobs = m.guard.decide(m.view, report)
+                    schemes = [m.guard.pulse_scheme(m.view, j) for j in jobs]
+                reuse = m.config.reuse_probe_reads
+                procs = [
+                    m.pulses.submit(
+                        j, s, first_read_us=self.probed_values(report, j) if reuse else None
+                    )
+                    for j, s in zip(jobs, schemes, strict=True)
+                ]
+                outcomes = []
+                for p in procs:
+                    outcomes.append((yield p))
+                for o in outcomes:
+                    m.guard.on_job_done(m.view, o)
+            except Exception as exc:
+                done.fail(exc)
+                continue
+            done.succeed(outcomes)

@@ -1,0 +1,450 @@
+"""``TwinClient``: the CrossbarTwin gRPC service as numpy calls, interchangeable with the
+in-process ``device_twin.registry.ChipRegistry``.
+
+Same method names and arguments (chip id first), same results (``device_twin.chip.OpResult``,
+without ``writes``), same errors: a refused call raises the core's ``InvalidArgument``,
+``NotFound``, ``FailedPrecondition`` or ``ResourceExhausted`` with the server's message;
+other failures raise ``TwinRpcError`` (a ``TwinError`` whose ``.code`` is the status name).
+
+Every call has a deadline (``timeout_s``, covering its retries). Calls failing with
+UNAVAILABLE (server down, restarting or restoring) are retried with exponential backoff
+and jitter, at most ``retries`` times. Each call carries a fresh ``request_id`` that its
+retries reuse, so a retried call that did reach the server before the failure is answered
+from the server's record instead of acting twice.
+
+Sessions (``session=True``): device operations (program, pulses, reads, probes, MVMs) travel
+on one ``Session`` stream instead of a unary call each, which saves most of a small call's
+cost. Results and errors are the same. A session serialises the client's device operations
+(one at a time, in order). If the stream breaks (server killed, restarting, too many open
+sessions, an operation over its deadline), the operation is sent again as a unary call with
+the same ``request_id`` (so it never acts twice) and the normal retries, and the next
+operation opens a new session.
+
+MVM batches whose request or response would not fit in one message are split into several
+MVMs at the same ``at_s`` (each one operation of the chip, sharing the tile's read-noise
+realisation at that instant); energy and latency are summed and outputs concatenated.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from controller.rpc.channel import make_channel
+from device_twin.chip import OpResult
+from device_twin.config import ChipConfig
+from device_twin.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TwinError,
+)
+from device_twin.registry import ChipInfo
+from device_twin.service.servicer import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
+    SERVICE_NAME,
+    array_to_proto,
+    numpy_to_tensor,
+    pulse_kind_to_proto,
+    result_from_proto,
+    tensor_to_numpy,
+)
+from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
+
+_ERRORS: dict[grpc.StatusCode, type[TwinError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+}
+
+
+class TwinRpcError(TwinError):
+    """A call failed for a reason other than a refused request (``.code``: status name)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.details = message
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _error(code: grpc.StatusCode, details: str) -> TwinError:
+    cls = _ERRORS.get(code)
+    return cls(details) if cls is not None else TwinRpcError(code.name, details)
+
+
+def _as_error(exc: grpc.RpcError) -> TwinError:
+    return _error(exc.code(), exc.details() or "")
+
+
+class _SessionBroken(Exception):
+    """The session stream failed: its operation must be sent again another way."""
+
+
+_END = object()
+
+
+class _Session:
+    """One open ``Session`` stream: a request out, its response back, in order.
+
+    gRPC reads the requests from ``_outbox`` in its own thread; the caller reads the
+    response. A watchdog thread cancels the stream when an operation goes unanswered past its
+    deadline (a hung twin), which turns the wait into a broken session."""
+
+    def __init__(self, stub: twin_pb2_grpc.CrossbarTwinStub) -> None:
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._call = stub.Session(iter(self._outbox.get, _END))
+        self._deadline = float("inf")  # of the operation in flight (monotonic s)
+        self._closed = threading.Event()
+        self._timed_out = False
+        threading.Thread(target=self._watch, name="twin-session-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.5):
+            if time.monotonic() > self._deadline:
+                self._timed_out = True
+                self._call.cancel()
+                return
+
+    def request(self, request: twin_pb2.SessionRequest, timeout_s: float):
+        self._deadline = time.monotonic() + max(timeout_s, 0.0)
+        self._outbox.put(request)
+        try:
+            return next(self._call)
+        except StopIteration:
+            raise _SessionBroken("the twin ended the session") from None
+        except grpc.RpcError as exc:
+            if self._timed_out:
+                raise _SessionBroken(f"no answer within {timeout_s:.3g} s") from None
+            raise _SessionBroken(f"{exc.code().name}: {exc.details()}") from None
+        finally:
+            self._deadline = float("inf")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._outbox.put(_END)  # the stream's end: the server finishes the session
+        self._call.cancel()  # and drop whatever is still in flight
+
+
+@dataclass
+class ChipState:
+    """Stored device state of tiles (``Snapshot``): arrays (2, rows, cols), [G+, G-]."""
+
+    chip_id: str
+    now_s: float
+    op_counter: int
+    programmed_tiles: tuple[int, ...]
+    g_prog_us: dict[int, np.ndarray]
+    nu: dict[int, np.ndarray]
+    t_write_s: dict[int, np.ndarray]
+
+
+class TwinClient:
+    """A CrossbarTwin client (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        root_cert: bytes | str | None = None,
+        server_name: str | None = None,
+        timeout_s: float = 60.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        retries: int = 5,
+        backoff_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        session: bool = False,
+    ) -> None:
+        self.address = address
+        self.timeout_s = float(timeout_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.channel = make_channel(
+            address, token=token, root_cert=root_cert, max_message_bytes=max_message_bytes,
+            server_name=server_name,
+        )  # fmt: skip
+        self._stub = twin_pb2_grpc.CrossbarTwinStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._tile_cols: dict[str, int] = {}
+        self.use_session = bool(session)
+        self._session: _Session | None = None
+        self._session_lock = threading.Lock()
+        self.session_fallbacks = 0  # operations that went unary after a broken session
+
+    def close_session(self) -> None:
+        """End the open session, if any (the next operation opens a new one). A session holds
+        one of the server's threads until it ends: close it when a burst of work is done."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def close(self) -> None:
+        self.close_session()
+        self.channel.close()
+
+    def __enter__(self) -> TwinClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _call(self, method: Callable[..., Any], request: Any, timeout_s: float | None = None):
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # gRPC may still complete a call sent with no time left
+                raise TwinRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED.name,
+                    f"the call's deadline ({self.timeout_s if timeout_s is None else timeout_s}"
+                    " s, retries included) expired before it could be sent",
+                )
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as exc:
+                delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
+                delay *= random.uniform(0.5, 1.0)  # jitter: clients must not retry in step
+                retry = (
+                    exc.code() == grpc.StatusCode.UNAVAILABLE
+                    and attempt < self.retries
+                    and time.monotonic() + delay < deadline
+                )
+                if not retry:
+                    raise _as_error(exc) from None
+            time.sleep(delay)
+            attempt += 1
+
+    def _op(self, name: str, request: Any) -> twin_pb2.OpResult:
+        """A device operation: on the session if one is in use, else (or if the session
+        breaks) as its unary call, ``CrossbarTwin.<Name>``."""
+        if self.use_session:
+            with self._session_lock:
+                try:
+                    if self._session is None:
+                        self._session = _Session(self._stub)
+                    got = self._session.request(
+                        twin_pb2.SessionRequest(**{name: request}), self.timeout_s
+                    )
+                except _SessionBroken:
+                    self._session.close()
+                    self._session = None
+                    self.session_fallbacks += 1
+                else:
+                    if got.code == 0:
+                        return got.result
+                    code = _CODES.get(got.code, grpc.StatusCode.UNKNOWN)
+                    if code != grpc.StatusCode.UNAVAILABLE:
+                        raise _error(code, got.message)
+                    # UNAVAILABLE inside a session: retried as a unary call below
+        method = getattr(self._stub, "".join(p.title() for p in name.split("_")))
+        return self._call(method, request)
+
+    @staticmethod
+    def _rid() -> str:
+        return uuid.uuid4().hex
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until the server's health check reports SERVING (state restored)."""
+        deadline = time.monotonic() + timeout_s
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        while True:
+            try:
+                status = self._health.Check(
+                    request, timeout=max(0.1, min(2.0, deadline - time.monotonic()))
+                )
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise _as_error(exc) from None
+            if time.monotonic() > deadline:
+                raise TwinRpcError(
+                    "DEADLINE_EXCEEDED", f"{self.address} not SERVING after {timeout_s} s"
+                )
+            time.sleep(0.05)
+
+    # --- chips ----------------------------------------------------------------------------
+    def create_chip(self, config: ChipConfig | dict | str, chip_id: str | None = None) -> str:
+        if isinstance(config, ChipConfig):
+            config_json = config.model_dump_json()
+        elif isinstance(config, dict):
+            config_json = json.dumps(config)
+        else:
+            config_json = str(config)
+        request = twin_pb2.CreateChipRequest(
+            config_json=config_json, chip_id=chip_id or "", request_id=self._rid()
+        )
+        return self._call(self._stub.CreateChip, request).chip_id
+
+    def delete_chip(self, chip_id: str) -> None:
+        self._tile_cols.pop(chip_id, None)
+        request = twin_pb2.DeleteChipRequest(chip_id=chip_id, request_id=self._rid())
+        self._call(self._stub.DeleteChip, request)
+
+    def list_chips(self) -> list[str]:
+        return list(self._call(self._stub.ListChips, twin_pb2.ListChipsRequest()).chip_ids)
+
+    def chip_info(self, chip_id: str) -> ChipInfo:
+        m = self._call(self._stub.GetChipInfo, twin_pb2.ChipInfoRequest(chip_id=chip_id))
+        config = ChipConfig.model_validate_json(m.config_json)
+        self._tile_cols[chip_id] = config.tile_cols
+        return ChipInfo(
+            m.chip_id, config, m.now_s, tuple(int(t) for t in m.programmed_tiles),
+            int(m.state_bytes), int(m.op_counter),
+        )  # fmt: skip
+
+    def energy_ledger(self, chip_id: str) -> dict[str, dict]:
+        m = self._call(self._stub.GetEnergyLedger, twin_pb2.EnergyLedgerRequest(chip_id=chip_id))
+        return {
+            k: {"calls": e.calls, "devices": e.devices, "pulses": e.pulses,
+                "energy_pj": e.energy_pj, "latency_s": e.latency_s}
+            for k, e in sorted(m.by_kind.items())
+        }  # fmt: skip
+
+    def config_schema(self) -> dict:
+        m = self._call(self._stub.GetConfigSchema, twin_pb2.ConfigSchemaRequest())
+        return json.loads(m.json_schema)
+
+    # --- writes ---------------------------------------------------------------------------
+    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s) -> OpResult:
+        request = twin_pb2.ProgramRequest(
+            chip_id=chip_id, tile=int(tile), at_s=float(at_s), request_id=self._rid(),
+            g_target_pos_us=numpy_to_tensor(np.asarray(g_target_pos_us)),
+            g_target_neg_us=numpy_to_tensor(np.asarray(g_target_neg_us)),
+        )  # fmt: skip
+        return result_from_proto(self._op("program", request))
+
+    def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s) -> OpResult:
+        request = twin_pb2.ProgramDevicesRequest(
+            chip_id=chip_id, tile=int(tile), array=array_to_proto(array), at_s=float(at_s),
+            devices=numpy_to_tensor(np.asarray(devices)),
+            g_target_us=numpy_to_tensor(np.asarray(g_target_us)), request_id=self._rid(),
+        )  # fmt: skip
+        return result_from_proto(self._op("program_devices", request))
+
+    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s) -> OpResult:
+        request = twin_pb2.ApplyPulsesRequest(
+            chip_id=chip_id, tile=int(tile), array=array_to_proto(array),
+            devices=numpy_to_tensor(np.asarray(devices)), kind=pulse_kind_to_proto(kind),
+            count=numpy_to_tensor(np.asarray(count)), at_s=float(at_s), request_id=self._rid(),
+        )  # fmt: skip
+        return result_from_proto(self._op("apply_pulses", request))
+
+    # --- reads ----------------------------------------------------------------------------
+    def read_devices(self, chip_id, tile, array, devices, at_s) -> OpResult:
+        request = twin_pb2.ReadDevicesRequest(
+            chip_id=chip_id, tile=int(tile), array=array_to_proto(array), at_s=float(at_s),
+            request_id=self._rid(),
+        )  # fmt: skip
+        if devices is not None:
+            request.devices.CopyFrom(numpy_to_tensor(np.asarray(devices)))
+        return result_from_proto(self._op("read_devices", request))
+
+    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
+        request = twin_pb2.ProbeRequest(
+            chip_id=chip_id, tile=int(tile), rows=numpy_to_tensor(np.asarray(rows)),
+            array=array_to_proto(array), at_s=float(at_s), request_id=self._rid(),
+            col_start=int(col_start),
+        )  # fmt: skip
+        if col_count is not None:
+            request.col_count = int(col_count)
+        return result_from_proto(self._op("probe", request))
+
+    def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None) -> OpResult:
+        x = np.asarray(x)
+        batches = self.mvm_split(chip_id, x, col_start, col_count)
+        results = []
+        for b0, b1 in batches:
+            request = twin_pb2.MvmRequest(
+                chip_id=chip_id, tile=int(tile), x=numpy_to_tensor(x[b0:b1]), at_s=float(at_s),
+                row_start=int(row_start), col_start=int(col_start), request_id=self._rid(),
+            )  # fmt: skip
+            if col_count is not None:
+                request.col_count = int(col_count)
+            results.append(result_from_proto(self._op("mvm", request)))
+        if len(results) == 1:
+            return results[0]
+        first = results[0]
+        return OpResult(
+            first.kind, first.tile, first.at_s, devices=first.devices,
+            energy_pj=float(sum(r.energy_pj for r in results)),
+            latency_s=float(sum(r.latency_s for r in results)),
+            values=np.concatenate([r.values for r in results]),
+        )  # fmt: skip
+
+    def mvm_split(
+        self, chip_id: str, x: np.ndarray, col_start: int = 0, col_count: int | None = None
+    ) -> list[tuple[int, int]]:
+        """How ``mvm`` splits the batch of ``x``: (start, stop) pairs, each of which fits in
+        one request and one response message."""
+        if x.ndim != 2 or x.shape[0] <= 1:
+            return [(0, x.shape[0] if x.ndim >= 1 else 1)]
+        limit = self.max_message_bytes - MESSAGE_OVERHEAD_BYTES
+        batch = x.shape[0]
+        row_in = x.nbytes // batch
+
+        if col_count is None:
+            cols = self._tile_cols.get(chip_id)
+            if cols is None:  # one look-up per chip: configs never change
+                cols = self.chip_info(chip_id).config.tile_cols
+            col_count = cols - int(col_start)
+        row_out = 4 * max(int(col_count), 1)  # float32 outputs
+        per = max(1, limit // max(row_in, row_out))
+        return [(b, min(b + per, batch)) for b in range(0, batch, per)]
+
+    # --- state ----------------------------------------------------------------------------
+    def snapshot(self, chip_id: str, tiles: list[int] | None = None) -> ChipState:
+        """The stored (noise-free) device state of ``tiles`` (default: all programmed)."""
+        request = twin_pb2.SnapshotRequest(chip_id=chip_id, tiles=tiles or [])
+        chunks = self._call(
+            lambda r, timeout: list(self._stub.Snapshot(r, timeout=timeout)), request
+        )
+        parts: dict[int, list] = {}
+        head = None
+        for c in chunks:
+            head = c
+            parts.setdefault(c.tile, []).append(
+                (c.row_start, *(tensor_to_numpy(t, n, (d,)) for t, n, d in (
+                    (c.g_prog_us, "g_prog_us", "float32"), (c.nu, "nu", "float32"),
+                    (c.t_write_s, "t_write_s", "float64"))))
+            )  # fmt: skip
+        state = ChipState(chip_id, 0.0, 0, (), {}, {}, {})
+        if head is None:
+            info = self.chip_info(chip_id)
+            state.now_s, state.op_counter = info.now_s, info.op_counter
+            state.programmed_tiles = info.programmed_tiles
+            return state
+        state.now_s, state.op_counter = head.now_s, int(head.op_counter)
+        state.programmed_tiles = tuple(int(t) for t in head.programmed_tiles)
+        for t, blocks in parts.items():
+            blocks.sort(key=lambda b: b[0])
+            state.g_prog_us[t] = np.concatenate([b[1] for b in blocks], axis=1)
+            state.nu[t] = np.concatenate([b[2] for b in blocks], axis=1)
+            state.t_write_s[t] = np.concatenate([b[3] for b in blocks], axis=1)
+        return state

@@ -1,0 +1,1 @@
+"""Tests of the SimPy firmware model and its policies (controller.firmware)."""

@@ -1,0 +1,1 @@
+"""Tests of the chip host and its ChipHost service (controller.host)."""

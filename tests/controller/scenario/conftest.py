@@ -1,0 +1,29 @@
+"""Shared pieces of the scenario tests: the smoke scenario and a tiny one for sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SMOKE = REPO / "scenarios" / "smoke.yaml"
+
+
+@pytest.fixture
+def tiny_scenario() -> dict[str, Any]:
+    """The smallest real run: digits_mlp on one seed for six hours, threshold checks."""
+    return {
+        "name": "tiny",
+        "seed": 5,
+        "seeds": 1,
+        "duration": "6h",
+        "evaluation": {"times": ["1s", "6h"]},
+        "workload": {"network": "digits_mlp", "test_images": 200},
+        "training": {"digital": {"epochs": 15}},
+        "mapping": {"quantiser": {"kind": "multiplicative", "annealing": {"n_steps": 40}}},
+        "chip": {"tile_rows": 64, "tile_cols": 64},
+        "controller": {"policy": {"name": "threshold",
+                                  "params": {"interval_s": "2h", "threshold": 0.05}}},
+    }  # fmt: skip

@@ -1,0 +1,114 @@
+"""pcm-twin run: the run folder, the summary, the terminal table, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.scenario.loader import load_scenario
+from controller.scenario.runner import run_to_folder
+from tests.controller.scenario.conftest import SMOKE
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_smoke_run_writes_the_run_folder_and_is_reproducible(tmp_path: Path) -> None:
+    """`pcm-twin run` on the smoke scenario writes every artefact; the same seed gives the
+    same summary.json, byte for byte, whether its runs go through 2 worker processes or 1."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    runner = CliRunner()
+    args = ["run", str(SMOKE), "--out", str(first), "--no-progress", "--workers", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "mult_threshold" in res.output and "corr. energy" in res.output
+    for name in ("scenario.yaml", "scenario.resolved.yaml", "timeline.csv", "timeline.parquet",
+                 "events.jsonl", "summary.json", "run_info.json", "accuracy.png",
+                 "correction_energy.png", "COMPLETE"):  # fmt: skip
+        assert (first / name).is_file(), name
+    for png in ("accuracy.png", "correction_energy.png"):
+        assert (first / png).read_bytes()[:8] == PNG
+
+    summary = json.loads((first / "summary.json").read_text())
+    gdc, thr = summary["variants"]["mult_gdc"], summary["variants"]["mult_threshold"]
+    assert gdc["eval_labels"] == ["1s", "1h", "6h", "1d"]
+    for v in (gdc, thr):
+        assert v["seeds"] == 2 and len(v["accuracy_mean"]) == len(v["accuracy_std"]) == 4
+        assert all(0.5 < a <= 1.0 for a in v["accuracy_mean"])
+        assert 0.0 < v["availability"] <= 1.0
+    assert gdc["correction_energy_pj"] == 0 and gdc["corrections"] == 0 and gdc["pulses"] == 0
+    assert thr["correction_energy_pj"] > 0 and thr["corrections"] > 0 and thr["pulses"] > 0
+    # common random numbers: seed k is the same chip for every variant, so before the first
+    # correction both variants see the same devices
+    assert gdc["chip_seeds"] == thr["chip_seeds"]
+    assert gdc["accuracy_per_seed"][0][0] == thr["accuracy_per_seed"][0][0]
+
+    timeline = pd.read_csv(first / "timeline.csv")
+    assert len(timeline[timeline.phase == "scheduled"]) == 2 * 2 * 4
+    events = [json.loads(line) for line in (first / "events.jsonl").read_text().splitlines()]
+    assert {"program", "evaluation", "probe", "correction"} <= {e["kind"] for e in events}
+
+    run_to_folder(load_scenario(SMOKE), second, progress=False, workers=1)
+    assert (second / "summary.json").read_bytes() == (first / "summary.json").read_bytes()
+
+
+def test_another_seed_gives_another_summary(tmp_path: Path, tiny_scenario: dict) -> None:
+    """The scenario's seed drives the device noise: a different seed, different results."""
+    a = run_to_folder(load_scenario(tiny_scenario), tmp_path / "a", progress=False)
+    b = run_to_folder(load_scenario({**tiny_scenario, "seed": 6}), tmp_path / "b", progress=False)
+    va, vb = a.summary["variants"]["base"], b.summary["variants"]["base"]
+    assert va["chip_seeds"] != vb["chip_seeds"]
+    assert va["accuracy_per_seed"] != vb["accuracy_per_seed"] or (
+        va["correction_energy_pj"] != vb["correction_energy_pj"]
+    )
+
+
+def test_run_reports_an_invalid_scenario(tmp_path: Path) -> None:
+    """`pcm-twin run` on a bad file prints the problems with their lines and exits 1."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("duration: 1d", "duration: 1 fortnight"))
+    res = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert f"{bad}:7: duration: unknown time unit" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_against_a_twin_at_an_address(tmp_path: Path, tiny_scenario: dict) -> None:
+    """With a twin address the run uses that twin (and leaves no chip behind on it)."""
+    from controller.rpc.client import TwinClient
+    from device_twin.service.server import ServerOptions, TwinServer
+
+    with TwinServer(ServerOptions(address="127.0.0.1:0")) as server:
+        out = run_to_folder(load_scenario(tiny_scenario), tmp_path / "remote",
+                            twin_address=server.address, progress=False)  # fmt: skip
+        with TwinClient(server.address) as client:
+            assert client.list_chips() == []
+    local = run_to_folder(load_scenario(tiny_scenario), tmp_path / "local", progress=False)
+    assert out.summary == local.summary
+
+
+def test_a_failing_policy_stops_the_run_with_its_name(tmp_path: Path, tiny_scenario: dict) -> None:
+    """A user policy that returns nonsense stops `pcm-twin run` (exit 2) with a message naming
+    the policy, and no completion marker is written."""
+    import yaml
+
+    scenario = {**tiny_scenario, "controller": {"policy": {
+        "name": "tests.controller.scenario.user_policy:NegativeInterval"}}}  # fmt: skip
+    f = tmp_path / "bad_policy.yaml"
+    f.write_text(yaml.safe_dump(scenario))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(out), "--no-progress",
+                                   "--workers", "1"])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "run failed" in res.output and "negative_interval" in res.output
+    assert not (out / "COMPLETE").exists()
+
+
+def test_run_refuses_an_unknown_variant(tmp_path: Path) -> None:
+    """`--variant` must name a variant of the file; otherwise exit 1 listing the variants."""
+    res = CliRunner().invoke(app, ["run", str(SMOKE), "--variant", "nope", "--out", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "no variant nope; variants: mult_gdc, mult_threshold" in res.output

@@ -1,0 +1,98 @@
+"""Drift compensation (global, per column) and adaptive batch-norm statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from controller.workloads.compensation import DriftCompensation
+from controller.workloads.mapping import chip_mvm, map_network, program_mapped
+from controller.workloads.network import NetworkDescription
+from device_twin import Chip
+from tests.controller.workloads.conftest import ideal_chip_config
+
+DAY_S = 86400.0
+
+
+def _programmed(desc, config, quantiser="none"):
+    mapped = map_network(desc, quantiser, config)
+    chip = Chip(config)
+    program_mapped(mapped, chip, 0.0)
+    return mapped, chip
+
+
+def test_without_drift_the_factors_are_one(random_paper_cnn):
+    """On an ideal chip the compensation reads do not change: every factor is 1."""
+    mapped, chip = _programmed(random_paper_cnn, ideal_chip_config(3))
+    comp = DriftCompensation(mapped, "per_column")
+    comp.calibrate(chip_mvm(chip, 1.0))
+    comp.measure(chip_mvm(chip, DAY_S))
+    for f in comp.factors.values():
+        assert np.allclose(f, 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,read", [("global", "identity"), ("per_column", "identity"),
+                                       ("global", "ones")])  # fmt: skip
+def test_compensation_undoes_most_of_a_days_drift(random_paper_cnn, kind, read):
+    """After a day of drift the compensated outputs are far closer to the fresh ones."""
+    mapped, chip = _programmed(random_paper_cnn, ideal_chip_config(3, drift=1.0))
+    x = torch.rand(4, 1, 28, 28)
+    comp = DriftCompensation(mapped, kind, read)
+    comp.calibrate(chip_mvm(chip, 1.0))
+    fresh = mapped.forward(x, chip_mvm(chip, 1.0), comp)
+    drifted = mapped.forward(x, chip_mvm(chip, DAY_S))
+    comp.measure(chip_mvm(chip, DAY_S))
+    compensated = mapped.forward(x, chip_mvm(chip, DAY_S), comp)
+    # LogSoftmax hides a global scale: compare the logits' spread instead
+    spread = lambda y: (y - y.mean(dim=1, keepdim=True)).abs().mean()  # noqa: E731
+    assert spread(drifted) < 0.8 * spread(fresh)
+    assert spread(compensated) == pytest.approx(float(spread(fresh)), rel=0.1)
+    assert (compensated - fresh).abs().max() < 0.3 * (drifted - fresh).abs().max()
+
+
+def test_compensation_reads_go_through_the_chip(random_paper_cnn):
+    """Calibration reads are MVMs on the chip: they appear in its energy ledger."""
+    mapped, chip = _programmed(random_paper_cnn, ideal_chip_config(3))
+    before = chip.ledger.total_energy_pj
+    DriftCompensation(mapped).calibrate(chip_mvm(chip, 1.0))
+    assert chip.ledger.total_energy_pj > before
+
+
+def test_measuring_before_calibrating_is_refused(random_paper_cnn):
+    """measure() needs the reference read taken right after programming."""
+    mapped, chip = _programmed(random_paper_cnn, ideal_chip_config(3))
+    with pytest.raises(RuntimeError, match="calibrate"):
+        DriftCompensation(mapped).measure(chip_mvm(chip, 1.0))
+
+
+def _bn_net() -> NetworkDescription:
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(144, 10), nn.LogSoftmax(dim=1))  # fmt: skip
+    return NetworkDescription.from_torch(m.eval(), (1, 8, 8))
+
+
+def test_adaptive_batchnorm_measures_the_current_activations():
+    """AdaBS sets each BN layer's statistics to those of its current input on the given images."""
+    desc = _bn_net()
+    x = torch.rand(64, 1, 8, 8)
+    mapped, chip = _programmed(desc, ideal_chip_config(2, drift=1.0))
+    comp = DriftCompensation(mapped, "global", batchnorm_x=x)
+    comp.calibrate(chip_mvm(chip, 1.0))
+    comp.measure(chip_mvm(chip, 1.0))
+    with torch.no_grad():
+        conv_out = desc.to_torch()[0](x)
+    mean, var = comp.bn_stats["1"]
+    # (1 s of drift: the chip reads 0.2 % below the programmed weights)
+    assert torch.allclose(mean, conv_out.mean(dim=(0, 2, 3)), rtol=0.01, atol=1e-4)
+    assert torch.allclose(var, conv_out.var(dim=(0, 2, 3), unbiased=False), rtol=0.02, atol=1e-5)
+    # after a year of drift without global factors, AdaBS alone restores the BN output scale
+    plain = DriftCompensation(mapped, "global", batchnorm_x=x)
+    plain.calibrate(chip_mvm(chip, 2.0))
+    plain.factors = {}  # no drift factors: only the re-estimated statistics
+    plain.bn_stats = {}
+    mapped._run(x, chip_mvm(chip, 3.15e7), plain, adapt_bn=True)
+    year_mean, _ = plain.bn_stats["1"]
+    assert float(year_mean.abs().sum()) < 0.9 * float(mean.abs().sum())

@@ -1,0 +1,100 @@
+"""Mapping networks onto tiles: with ideal devices the chip computes what torch computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from controller.workloads.mapping import chip_mvm, map_network, program_mapped, tiles_needed
+from device_twin import Chip
+from tests.controller.workloads.conftest import ideal_chip_config
+
+
+def _on_chip(desc, quantiser, config, x, **kw):
+    mapped = map_network(desc, quantiser, config, **kw)
+    chip = Chip(config)
+    program_mapped(mapped, chip, at_s=0.0)
+    return mapped, mapped.forward(x, chip_mvm(chip, at_s=1.0))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    a, b = a.detach(), b.detach()
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())), (a - b).abs().max()
+
+
+def test_conv_network_on_ideal_chip_matches_torch(random_paper_cnn):
+    """paper_cnn (convolutions im2col-unrolled, one tile per layer) computes torch's outputs."""
+    x = torch.rand(8, 1, 28, 28)
+    mapped, y = _on_chip(random_paper_cnn, "none", ideal_chip_config(3), x)
+    assert [tm.layer for tm in mapped.tiles] == ["conv1", "conv2", "fc"]
+    assert [tm.block(tm.used).shape for tm in mapped.tiles] == [(9, 8), (72, 12), (192, 10)]
+    _close(y, random_paper_cnn.to_torch()(x))
+
+
+def test_linear_split_across_tiles_matches_torch(random_digits_mlp):
+    """digits_mlp on 16x16 tiles (row blocks summed, column blocks joined, digital bias)."""
+    config = ideal_chip_config(10, rows=16, cols=16)
+    assert tiles_needed(random_digits_mlp, 16, 16) == 4 * 2 + 2 * 1
+    x = torch.rand(7, 1, 8, 8)
+    mapped, y = _on_chip(random_digits_mlp, "none", config, x)
+    assert sorted(tm.tile for tm in mapped.tiles) == list(range(10))
+    assert {tm.row_range for tm in mapped.layer_tiles("fc1")} == {
+        (0, 16),
+        (16, 32),
+        (32, 48),
+        (48, 64),
+    }
+    assert {tm.col_range for tm in mapped.layer_tiles("fc1")} == {(0, 16), (16, 32)}
+    _close(y, random_digits_mlp.to_torch()(x))
+
+
+@pytest.mark.parametrize("quantiser", ["none", "uniform", "multiplicative"])
+def test_conv_split_across_tiles_matches_the_quantised_network(random_paper_cnn, quantiser):
+    """paper_cnn on 32x8 tiles (conv2 and fc split both ways) equals torch with the weights
+    the quantiser chose."""
+    config = ideal_chip_config(19, rows=32, cols=8)
+    x = torch.rand(4, 1, 28, 28)
+    mapped, y = _on_chip(random_paper_cnn, quantiser, config, x)
+    assert len(mapped.layer_tiles("conv2")) == 3 * 2 and len(mapped.layer_tiles("fc")) == 6 * 2
+    _close(y, mapped.quantised.to_torch()(x))
+    if quantiser == "none":
+        _close(y, random_paper_cnn.to_torch()(x))
+    else:  # the quantised network really differs from the float one
+        assert not torch.allclose(mapped.quantised.to_torch()(x), random_paper_cnn.to_torch()(x))
+
+
+def test_multiplicative_tiles_carry_the_level_grid(random_paper_cnn):
+    """Every used device's target is its stored level times its array's conductance unit."""
+    mapped = map_network(random_paper_cnn, "multiplicative", ideal_chip_config(3))
+    for tm in mapped.tiles:
+        assert tm.level_pos.shape == tm.used.shape and tm.level_pos.dtype == np.uint8
+        assert np.allclose(tm.g_target_pos_us, tm.level_pos * tm.q_pos_us, atol=1e-4)
+        assert np.allclose(tm.g_target_neg_us, tm.level_neg * tm.q_neg_us, atol=1e-4)
+        assert not np.any(tm.g_target_pos_us[~tm.used]) and not np.any(tm.level_neg[~tm.used])
+        assert max(tm.q_pos_us, tm.q_neg_us) * 8 == pytest.approx(25.0)
+
+
+def test_small_mvm_chunks_give_the_same_outputs(random_paper_cnn):
+    """Splitting MVM calls to stay under a byte budget changes nothing but the call count."""
+    calls = []
+    config = ideal_chip_config(3)
+    x = torch.rand(3, 1, 28, 28)
+    mapped = map_network(random_paper_cnn, "none", config, max_mvm_bytes=4096)
+    chip = Chip(config)
+    program_mapped(mapped, chip, 0.0)
+    inner = chip_mvm(chip, 1.0)
+
+    def mvm(tile, xs, r, c, n):
+        calls.append(xs.nbytes)
+        return inner(tile, xs, r, c, n)
+
+    _close(mapped.forward(x, mvm), random_paper_cnn.to_torch()(x))
+    assert max(calls) <= 4096 and len(calls) > 3
+
+
+def test_too_few_tiles_is_refused(random_paper_cnn):
+    """Mapping onto a chip with too few tiles fails with the number needed."""
+    with pytest.raises(ValueError, match="needs 3 tiles"):
+        map_network(random_paper_cnn, "none", ideal_chip_config(2))
