@@ -248,9 +248,13 @@ def test_sigkill_mid_stream_loses_no_acknowledged_write(server_process, tmp_path
 def test_remembered_results_are_bounded_but_keep_the_last():
     """Results kept for retries are bounded in number and bytes; the last is always kept."""
     from device_twin.chip import OpResult
-    from device_twin.service.persistence import RECENT_RESULT_BYTES, RECENT_RESULTS, _ChipExtra
+    from device_twin.service.persistence.chip_state import (
+        RECENT_RESULT_BYTES,
+        RECENT_RESULTS,
+        ChipExtra,
+    )
 
-    extra = _ChipExtra()
+    extra = ChipExtra()
     for i in range(RECENT_RESULTS + 5):
         extra.remember(f"small-{i}", OpResult("probe", 0, 1.0))
     assert list(extra.recent) == [f"small-{i}" for i in range(5, RECENT_RESULTS + 5)]

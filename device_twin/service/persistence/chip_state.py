@@ -1,0 +1,150 @@
+"""What the state directory stores of one chip, and how it becomes a chip again.
+
+A snapshot holds each chip's clock (``now_s``), random state (``op_counter``: randomness is
+counter based, so this integer is the whole generator state), per-tile flags and versions,
+energy ledger and, per programmed tile, the device arrays ``g_prog_us``, ``nu`` and
+``t_write_s``. A log record of an operation holds its result (``OpResult``, with the device
+writes it made) and what it did to the chip's clock, random state, tile and ledger;
+``replay_op`` applies it without random draws. ``ChipExtra`` is what the durable registry
+keeps per chip besides the chip: the results of its last requests, for retries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device_twin.chip import Chip, DeviceWrites, OpResult
+from device_twin.config import ChipConfig
+from device_twin.energy import EnergyLedger, LedgerEntry
+
+#: Results remembered per chip for retried requests (the last one is always kept; older
+#: ones only while their data stays under ``RECENT_RESULT_BYTES``).
+RECENT_RESULTS = 16
+RECENT_RESULT_BYTES = 8 * 1024**2
+
+
+def result_header(r: OpResult) -> dict[str, Any]:
+    return {
+        "kind": r.kind, "tile": int(r.tile), "at_s": float(r.at_s), "devices": int(r.devices),
+        "pulses": int(r.pulses), "iterations": int(r.iterations),
+        "energy_pj": float(r.energy_pj), "latency_s": float(r.latency_s),
+        "scale_us": None if r.scale_us is None else float(r.scale_us),
+    }  # fmt: skip
+
+
+def result_from(h: dict[str, Any], values: np.ndarray | None) -> OpResult:
+    return OpResult(
+        h["kind"], h["tile"], h["at_s"], devices=h["devices"], pulses=h["pulses"],
+        iterations=h["iterations"], energy_pj=h["energy_pj"], latency_s=h["latency_s"],
+        values=None if values is None else values.copy(), scale_us=h["scale_us"],
+    )  # fmt: skip
+
+
+@dataclass
+class ChipExtra:
+    """What the durable registry keeps per chip besides the Chip itself."""
+
+    recent: OrderedDict[str, OpResult] = field(default_factory=OrderedDict)
+
+    def remember(self, request_id: str, result: OpResult) -> None:
+        if not request_id:
+            return
+        self.recent[request_id] = result
+        self.recent.move_to_end(request_id)
+        n_bytes = sum(0 if r.values is None else r.values.nbytes for r in self.recent.values())
+        while len(self.recent) > RECENT_RESULTS or (
+            len(self.recent) > 1 and n_bytes > RECENT_RESULT_BYTES
+        ):
+            _, old = self.recent.popitem(last=False)
+            n_bytes -= 0 if old.values is None else old.values.nbytes
+
+
+@dataclass
+class ChipCopy:
+    """A consistent in-memory copy of one chip, taken for a snapshot."""
+
+    chip_id: str
+    meta: dict[str, Any]
+    tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+    recent: list[tuple[str, OpResult]]
+
+
+def copy_chip(chip_id: str, chip: Chip, extra: ChipExtra) -> ChipCopy:
+    meta = {
+        "t": "chip", "chip": chip_id, "config": chip.config.model_dump_json(),
+        "now_s": float(chip.now_s), "op_counter": int(chip.op_counter),
+        "programmed": [bool(p) for p in chip.programmed],
+        "tile_version": [int(v) for v in chip.tile_version],
+        "ledger": chip.ledger.to_dict(),
+    }  # fmt: skip
+    tiles = [
+        (int(t), chip.g_prog_us[t].copy(), chip.nu[t].copy(), chip.t_write_s[t].copy())
+        for t in np.flatnonzero(chip.programmed)
+    ]
+    return ChipCopy(chip_id, meta, tiles, list(extra.recent.items()))
+
+
+def restore_chip(
+    meta: dict[str, Any], tiles: list[tuple[dict, dict[str, np.ndarray]]]
+) -> tuple[Chip, ChipExtra]:
+    chip = Chip(ChipConfig.model_validate_json(meta["config"]))
+    chip.now_s = float(meta["now_s"])
+    chip.op_counter = int(meta["op_counter"])
+    chip.programmed[:] = np.asarray(meta["programmed"], bool)
+    chip.tile_version[:] = np.asarray(meta["tile_version"], np.int64)
+    chip.ledger = EnergyLedger.from_dict(meta["ledger"])
+    for h, arrays in tiles:
+        t = h["tile"]
+        chip.g_prog_us[t] = arrays["g_prog_us"]
+        chip.nu[t] = arrays["nu"]
+        chip.t_write_s[t] = arrays["t_write_s"]
+    return chip, ChipExtra()
+
+
+def op_record(
+    chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
+    """The log record of operation ``k`` on a chip (header, arrays) and whether to fsync it.
+
+    Device writes are fsync-ed (they change devices); reads are not (see the package doc).
+    """
+    tile = int(r.tile)
+    header = {
+        "t": "op", "chip": chip_id, "rid": request_id, "k": k, **result_header(r),
+        "now_s": float(chip.now_s), "op_counter": int(chip.op_counter),
+        "programmed": bool(chip.programmed[tile]),
+        "tile_version": int(chip.tile_version[tile]),
+        "ledger": chip.ledger.to_dict().get(r.kind),
+    }  # fmt: skip
+    arrays: dict[str, np.ndarray] = {}
+    w = r.writes
+    if w is not None:
+        header["t_write_s"] = float(w.t_write_s)
+        arrays = {"array": w.array, "index": w.index, "g_prog_us": w.g_prog_us, "nu": w.nu}
+    elif r.values is not None:
+        arrays = {"values": r.values}
+    return header, arrays, w is not None
+
+
+def replay_op(chip: Chip, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> OpResult:
+    """Apply a logged operation to its chip (no random draws); returns its recorded result.
+
+    The caller checks that the record is the chip's next operation (``h["k"]``).
+    """
+    tile = h["tile"]
+    if "t_write_s" in h:
+        chip.apply_writes(DeviceWrites(
+            tile, arrays["array"], arrays["index"], arrays["g_prog_us"], arrays["nu"],
+            h["t_write_s"],
+        ))  # fmt: skip
+    chip.programmed[tile] = h["programmed"]
+    chip.tile_version[tile] = h["tile_version"]
+    chip.now_s = h["now_s"]
+    chip.op_counter = h["op_counter"]
+    if h["ledger"] is not None:
+        chip.ledger.by_kind[h["kind"]] = LedgerEntry(**h["ledger"])
+    return result_from(h, arrays.get("values"))
