@@ -9,7 +9,7 @@ built-in ``threshold`` policy as the paper's scenario configures it (``interval_
 ``threshold`` 0.05: every wake-up probes every row holding weights, both arrays, identity
 inputs, and corrects every device further than 0.05 g_max from its level), 4 pulse channels,
 global drift compensation calibrated after programming, against a twin reached over loopback
-gRPC exactly as ``pcm-twin run`` does it (``controller.scenario.runner.twin_client``: an
+gRPC exactly as ``pcm-twin run`` does it (``controller.scenario.twin.twin_client``: an
 embedded CrossbarTwin server on a free port, ``TwinClient``; one torch thread,
 ``sim_threads``). No accuracy evaluations: the benchmark measures the monitoring and
 correction loop.
@@ -378,7 +378,8 @@ def records(
     min_wakes: int = 5, log: Callable[[str], None] | None = None,
 ) -> list[dict]:  # fmt: skip
     """Every record of this module for a network of ``size``."""
-    from controller.scenario.runner import sim_threads, twin_client
+    from controller.scenario.pool import sim_threads
+    from controller.scenario.twin import twin_client
     from device_twin.registry import ChipRegistry
 
     say = log or (lambda _msg: None)
@@ -420,7 +421,8 @@ def profile(wakes: int = 10, size: Size = RESNET32) -> list[Path]:
     as waiting in ``TwinClient`` calls; the in-process profile shows the twin core itself."""
     from pyinstrument import Profiler
 
-    from controller.scenario.runner import sim_threads, twin_client
+    from controller.scenario.pool import sim_threads
+    from controller.scenario.twin import twin_client
     from device_twin.registry import ChipRegistry
 
     mapped, cfg = prepare(size)

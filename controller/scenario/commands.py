@@ -157,7 +157,8 @@ def resume_command(
 
     A run folder without a checkpoint exits 1 saying so; an already complete one exits 0
     with its summary table (nothing to do)."""
-    from controller.scenario.runner import AlreadyComplete, ResumePlan, resume_folder
+    from controller.scenario.resume import AlreadyComplete, ResumePlan
+    from controller.scenario.runner import resume_folder
 
     name = str(run_dir)
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.scenario import runner
+from controller.scenario import pool, runner
 from controller.scenario.loader import load_scenario
 from controller.scenario.results import (
     Checkpoint,
@@ -91,7 +91,7 @@ def test_a_failed_run_resumes_in_process(
     scenario = {**tiny_scenario, "seeds": 2}
     f = tmp_path / "tiny.yaml"
     f.write_text(json.dumps(scenario))  # JSON is YAML
-    real = runner.run_seed
+    real = pool.run_seed
     ran: list[int] = []
 
     def second_seed_fails(client, prep, k, *args, **kw):
@@ -102,7 +102,7 @@ def test_a_failed_run_resumes_in_process(
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(runner, "run_seed", second_seed_fails)
+        m.setattr(pool, "run_seed", second_seed_fails)
         res = CliRunner().invoke(app, ["run", str(f), "--out", str(out), "--workers", "1",
                                        "--no-progress"])  # fmt: skip
     assert res.exit_code == 2, res.output
@@ -115,7 +115,7 @@ def test_a_failed_run_resumes_in_process(
         ran.append(k)
         return real(client, prep, k, *args, **kw)
 
-    monkeypatch.setattr(runner, "run_seed", count)
+    monkeypatch.setattr(pool, "run_seed", count)
     res = CliRunner().invoke(app, ["run", "--resume", str(out), "--workers", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert ran == [0, 1]  # the resume ran seed 1 only

@@ -1,0 +1,114 @@
+"""Preparing a variant: train its network, map it onto a chip, load its test images.
+
+:func:`prepare_variant` trains (the trained-weights cache on disk makes a repeated recipe
+free), quantises and maps the network onto the variant's chip (variants that share the
+recipe, the mapping and the chip share one mapping), and builds once what the run needs to
+know of the variant's policy (:class:`PolicyInfo`). :func:`describe_variant` says what a
+variant is, for the summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controller.firmware.policies import load_policy
+from controller.scenario.loader import ResolvedVariant
+from controller.scenario.results import content_hash
+from controller.scenario.schema import ScenarioCore
+from controller.workloads.datasets import DatasetSplit, load_dataset
+from controller.workloads.mapping import MappedNetwork, map_network, tiles_needed
+from controller.workloads.training import TrainedNetwork, train_digital, train_hardware_aware
+from controller.workloads.zoo import get_workload
+from device_twin.config import ChipConfig
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """What the summary and the scheduling of runs need to know of a variant's policy, read
+    once from a policy built for the purpose (each seed run builds a policy of its own: a
+    policy's state belongs to its run)."""
+
+    compensation: str | None
+    wakeup_interval_s: float | None  # None: the policy never wakes the monitor on a period
+
+    @classmethod
+    def of(cls, name: str, params: dict[str, Any]) -> PolicyInfo:
+        policy = load_policy(name, params)
+        interval = getattr(policy, "interval_s", None) or getattr(policy, "base_interval_s", None)
+        return cls(getattr(policy, "compensation", None), interval)
+
+
+@dataclass
+class PreparedVariant:
+    """A variant's network, trained and mapped, and what it is evaluated on."""
+
+    variant: ResolvedVariant
+    mapped: MappedNetwork
+    test: DatasetSplit
+    chip_config: ChipConfig  # seed 0: a seed run sets its own
+    trained_accuracy: float
+    train_seconds: float
+    train_cached: bool
+    policy: PolicyInfo
+
+    def expected_wakeups(self) -> float:
+        """Monitor wake-ups the variant's policy will have, roughly (its cost drivers)."""
+        interval = self.policy.wakeup_interval_s
+        return self.variant.core.duration / interval if interval else 0.0
+
+
+def _train(core: ScenarioCore) -> TrainedNetwork:
+    tr = core.training
+    if tr.kind == "hardware_aware":
+        return train_hardware_aware(core.workload.network, tr.hardware_aware, tr.digital)
+    return train_digital(core.workload.network, tr.digital)
+
+
+def _chip_config(core: ScenarioCore, n_tiles: int, seed: int) -> ChipConfig:
+    c = core.chip
+    return ChipConfig(
+        n_tiles=n_tiles, tile_rows=c.tile_rows, tile_cols=c.tile_cols, g_max_us=c.g_max_us,
+        device=c.device, program_verify=c.program_verify, pulse=c.pulse,
+        periphery=c.periphery, energy=c.energy, seed=seed,
+    )  # fmt: skip
+
+
+def prepare_variant(v: ResolvedVariant, cache: dict[str, MappedNetwork]) -> PreparedVariant:
+    """Train (cached on disk) and map (cached in ``cache`` for variants that share it)."""
+    core = v.core
+    trained = _train(core)
+    desc = trained.description
+    need = tiles_needed(desc, core.chip.tile_rows, core.chip.tile_cols)
+    n_tiles = need if core.chip.n_tiles == "auto" else int(core.chip.n_tiles)
+    chip_config = _chip_config(core, n_tiles, 0)
+    key = content_hash(
+        [trained.key, core.mapping.model_dump(mode="json"), chip_config.model_dump(mode="json")]
+    )
+    if key not in cache:
+        cache[key] = map_network(desc, core.mapping.quantiser, chip_config)
+    wl = get_workload(core.workload.network)
+    test = load_dataset(wl.dataset, core.training.digital.split_seed).test
+    if core.workload.test_images is not None:
+        test = test.head(core.workload.test_images)
+    return PreparedVariant(v, cache[key], test, chip_config, trained.test_accuracy,
+                           trained.train_seconds, trained.cached,
+                           PolicyInfo.of(core.controller.policy.name, v.policy_params))  # fmt: skip
+
+
+def describe_variant(prep: PreparedVariant) -> dict[str, Any]:
+    """What a variant is, for the summary (all determined by the scenario)."""
+    core = prep.variant.core
+    return {
+        "network": core.workload.network,
+        "training": core.training.kind,
+        "quantiser": core.mapping.quantiser.kind,
+        "policy": core.controller.policy.name,
+        "policy_params": prep.variant.policy_params,
+        "compensation": prep.policy.compensation,
+        "tiles": prep.chip_config.n_tiles,
+        "weights_on_chip": int(prep.mapped.n_weights_on_chip()),
+        "test_images": len(prep.test),
+        "digital_accuracy": prep.trained_accuracy,
+        "duration_s": core.duration,
+    }
