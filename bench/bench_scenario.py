@@ -96,7 +96,7 @@ def prepare(size: Size = RESNET32) -> tuple[Any, Any]:
     import torch
     from torch import nn
 
-    from controller.workloads.mapping import map_network, tiles_needed
+    from controller.workloads.mapping import fit_chip, map_network
     from controller.workloads.network import NetworkDescription
     from controller.workloads.quantisers import MultiplicativeQuantiser
     from device_twin import ChipConfig
@@ -111,8 +111,7 @@ def prepare(size: Size = RESNET32) -> tuple[Any, Any]:
             m.weight.copy_(torch.from_numpy(rng.uniform(-1, 1, m.weight.shape).astype(np.float32)))
     desc = NetworkDescription.from_torch(net, (size.n_in,), name="resnet32_scale_mlp")
     assert desc.n_analog_weights() == size.weights
-    n_tiles = tiles_needed(desc, size.tile, size.tile)
-    cfg = ChipConfig(n_tiles=n_tiles, tile_rows=size.tile, tile_cols=size.tile, seed=1)
+    cfg = fit_chip(desc, ChipConfig(tile_rows=size.tile, tile_cols=size.tile, seed=1))
     mapped = map_network(desc, MultiplicativeQuantiser(n_levels=8), cfg)
     return mapped, cfg
 

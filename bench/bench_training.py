@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from controller.workloads.mapping import map_network, tiles_needed
+from controller.workloads.mapping import fit_chip, map_network
 from controller.workloads.quantisers import MultiplicativeQuantiser
 from controller.workloads.training import train_digital, train_hardware_aware
 from controller.workloads.zoo import get_workload
@@ -26,7 +26,7 @@ def _rec(name: str, value: float, unit: str, target: float | None = None) -> dic
 
 def _annealing(workload_desc) -> tuple[float, float]:
     """(seconds, cost reduction over all layers) of the multiplicative mapping, M = 8."""
-    chip = ChipConfig(n_tiles=tiles_needed(workload_desc, 256, 256))
+    chip = fit_chip(workload_desc, ChipConfig(tile_rows=256, tile_cols=256))
     t0 = time.perf_counter()
     mapped = map_network(workload_desc, MultiplicativeQuantiser(n_levels=8), chip)
     seconds = time.perf_counter() - t0

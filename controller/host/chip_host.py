@@ -38,6 +38,7 @@ import simpy
 
 from controller.firmware import ChipModel, ControllerConfig, Event, PolicyError, make_environment
 from controller.firmware.policies import BUILTIN, PolicyLoadError, load_policy
+from controller.workloads.mapping import fit_chip, map_network
 from device_twin.config import ChipConfig
 from device_twin.errors import (
     FailedPrecondition,
@@ -201,8 +202,6 @@ class ChipHost:
         chip deleted, its event streams ended) and the chip is created once more; if the twin
         refuses again, or the load fails later on, the host is left with no network.
         """
-        from controller.workloads.mapping import map_network, tiles_needed
-
         cfg = chip_config or self.default_chip_config
         annealing = getattr(quantiser, "annealing", None)
         if annealing is not None:
@@ -213,8 +212,7 @@ class ChipHost:
                     f"per layer is over this host's limit of {MAX_ANNEALING_MOVES:,} moves"
                 )
         try:
-            n = tiles_needed(description, cfg.tile_rows, cfg.tile_cols)
-            cfg = ChipConfig.model_validate({**cfg.model_dump(), "n_tiles": max(n, 1)})
+            cfg = fit_chip(description, cfg)
             mapped = map_network(description, quantiser, cfg)
             output_shape = tuple(int(d) for d in description.output_shape)
         except (ValueError, pydantic.ValidationError) as exc:

@@ -17,7 +17,7 @@ from controller.scenario.loader import ResolvedVariant
 from controller.scenario.results import content_hash
 from controller.scenario.schema import ScenarioCore
 from controller.workloads.datasets import DatasetSplit, load_dataset
-from controller.workloads.mapping import MappedNetwork, map_network, tiles_needed
+from controller.workloads.mapping import MappedNetwork, map_network
 from controller.workloads.training import TrainedNetwork, train_digital, train_hardware_aware
 from controller.workloads.zoo import get_workload
 from device_twin.config import ChipConfig
@@ -65,23 +65,12 @@ def _train(core: ScenarioCore) -> TrainedNetwork:
     return train_digital(core.workload.network, tr.digital)
 
 
-def _chip_config(core: ScenarioCore, n_tiles: int, seed: int) -> ChipConfig:
-    c = core.chip
-    return ChipConfig(
-        n_tiles=n_tiles, tile_rows=c.tile_rows, tile_cols=c.tile_cols, g_max_us=c.g_max_us,
-        device=c.device, program_verify=c.program_verify, pulse=c.pulse,
-        periphery=c.periphery, energy=c.energy, seed=seed,
-    )  # fmt: skip
-
-
 def prepare_variant(v: ResolvedVariant, cache: dict[str, MappedNetwork]) -> PreparedVariant:
     """Train (cached on disk) and map (cached in ``cache`` for variants that share it)."""
     core = v.core
     trained = _train(core)
     desc = trained.description
-    need = tiles_needed(desc, core.chip.tile_rows, core.chip.tile_cols)
-    n_tiles = need if core.chip.n_tiles == "auto" else int(core.chip.n_tiles)
-    chip_config = _chip_config(core, n_tiles, 0)
+    chip_config = core.chip.chip_config(desc)
     key = content_hash(
         [trained.key, core.mapping.model_dump(mode="json"), chip_config.model_dump(mode="json")]
     )

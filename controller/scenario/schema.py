@@ -36,26 +36,25 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
+    ValidationError,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from controller.firmware.config import ControllerConfig
 from controller.scenario.durations import format_duration, parse_duration_s
+from controller.workloads.mapping import fit_chip
+from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
     QUANTISERS,
     MultiplicativeQuantiser,
     QuantiserConfig,
 )
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
-from device_twin.config import (
-    DeviceModelConfig,
-    EnergyModelConfig,
-    PeripheryConfig,
-    ProgramVerifyConfig,
-    PulseModelConfig,
-)
+from device_twin.config import ChipConfig, _pcm_preset_defaults
 
 
 def _duration_out(seconds: float) -> str | float:
@@ -153,41 +152,87 @@ class MappingSpec(Strict):
 
 
 # --- chip ---------------------------------------------------------------------------------------
-def _pulse_defaults(value: Any) -> Any:
-    # The pulse response defaults come from aihwkit's PCMPresetDevice; a scenario overrides
-    # single parameters, so unspecified ones are filled in before validation.
-    if isinstance(value, dict):
-        from device_twin.config import _pcm_preset_defaults
-
-        return {**_pcm_preset_defaults(), **value}
-    return value
+#: ``ChipConfig`` fields a scenario does not set: a chip's seed derives from the scenario's
+#: ``seed`` (``controller.scenario.seed_run.chip_seed``).
+CHIP_FIELDS_NOT_IN_SCENARIO = frozenset({"seed"})
 
 
-class ChipSpec(Strict):
-    """The emulated chip: tile geometry and the twin's device, periphery and energy models.
+#: A number of tiles within ``ChipConfig``'s limits.
+_N_TILES = TypeAdapter(Annotated[(int, *ChipConfig.model_fields["n_tiles"].metadata)])
 
-    ``n_tiles: auto`` takes as many tiles as the mapped network needs. ``pulse`` overrides
-    single parameters of aihwkit's ``PCMPresetDevice`` pulse response.
-    """
 
-    n_tiles: int | Literal["auto"] = Field("auto")
-    tile_rows: int = Field(256, ge=1, le=8192)
-    tile_cols: int = Field(256, ge=1, le=8192)
-    g_max_us: float = Field(25.0, gt=0, le=1000)
-    device: DeviceModelConfig = Field(default_factory=DeviceModelConfig)
-    program_verify: ProgramVerifyConfig = Field(default_factory=ProgramVerifyConfig)
-    pulse: Annotated[PulseModelConfig, BeforeValidator(_pulse_defaults)] = Field(
-        default_factory=PulseModelConfig.from_aihwkit
-    )
-    periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
-    energy: EnergyModelConfig = Field(default_factory=EnergyModelConfig)
+class _ChipSection(Strict):
+    """What the scenario's ``chip`` section adds to ``ChipConfig``'s own fields (the fields
+    come from ``ChipConfig``: see ``ChipSpec``)."""
 
-    @field_validator("n_tiles")
+    @model_validator(mode="before")
+    @classmethod
+    def _pulse_defaults(cls, data: Any) -> Any:
+        # The pulse response defaults come from aihwkit's PCMPresetDevice; a scenario
+        # overrides single parameters, so unspecified ones are filled in before validation.
+        if isinstance(data, dict) and isinstance(data.get("pulse"), dict):
+            return {**data, "pulse": {**_pcm_preset_defaults(), **data["pulse"]}}
+        return data
+
+    @field_validator("n_tiles", check_fields=False)
     @classmethod
     def _tiles(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 4096:
-            raise ValueError("n_tiles must be 'auto' or between 1 and 4096")
+        if isinstance(v, int):
+            try:
+                _N_TILES.validate_python(v)
+            except ValidationError as err:
+                msg = err.errors()[0]["msg"].lower()
+                raise ValueError(f"n_tiles must be 'auto' or a number of tiles: {msg}") from None
         return v
+
+    @model_validator(mode="after")
+    def _a_chip(self) -> _ChipSection:
+        # ChipConfig's own checks across fields (e.g. the pulse scale), when the file is read
+        try:
+            self._config(self.n_tiles if isinstance(self.n_tiles, int) else 1, 0)  # type: ignore[attr-defined]
+        except ValidationError as err:
+            raise ValueError(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            ) from None
+        return self
+
+    def _config(self, n_tiles: int, seed: int) -> ChipConfig:
+        return ChipConfig.model_validate(
+            {**self.model_dump(exclude={"n_tiles"}), "n_tiles": n_tiles, "seed": seed}
+        )
+
+    def chip_config(self, network: NetworkDescription, seed: int = 0) -> ChipConfig:
+        """The chip this section describes, fitted to ``network`` (``n_tiles: auto``: as many
+        tiles as its mapping uses), with device-noise seed ``seed``. Every field of the
+        section reaches the chip, whatever fields ``ChipConfig`` has."""
+        return fit_chip(network, self._config(1, seed), self.n_tiles)  # type: ignore[attr-defined]
+
+
+def _chip_fields() -> dict[str, Any]:
+    """``ChipConfig``'s fields (types, limits, defaults) but the seed; ``n_tiles`` may also be
+    ``auto`` (a number within ``ChipConfig``'s limits otherwise, ``_ChipSection._tiles``)."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, copy.copy(info))
+        for name, info in ChipConfig.model_fields.items()
+        if name not in CHIP_FIELDS_NOT_IN_SCENARIO
+    }
+    fields["n_tiles"] = (
+        int | Literal["auto"],
+        Field("auto", description="'auto': as many tiles as the mapped network uses"),
+    )
+    return fields
+
+
+_CHIP_DOC = """The emulated chip: every field of the twin's ``ChipConfig`` but its seed (tile
+geometry, the device, program-verify, pulse, periphery and energy models, and any field added
+to ``ChipConfig`` later, with no edit here).
+
+``n_tiles: auto`` takes as many tiles as the mapped network needs. ``pulse`` overrides
+single parameters of aihwkit's ``PCMPresetDevice`` pulse response."""
+
+ChipSpec = create_model(
+    "ChipSpec", __base__=_ChipSection, __module__=__name__, __doc__=_CHIP_DOC, **_chip_fields()
+)
 
 
 # --- controller ---------------------------------------------------------------------------------

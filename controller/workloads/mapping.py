@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -216,6 +216,18 @@ def tiles_needed(desc: NetworkDescription, tile_rows: int, tile_cols: int) -> in
         * math.ceil(layer.weight_matrix().shape[1] / tile_cols)
         for _, layer in desc.analog_layers()
     )
+
+
+def fit_chip(
+    desc: NetworkDescription, chip_config: ChipConfig, n_tiles: int | Literal["auto"] = "auto"
+) -> ChipConfig:
+    """``chip_config`` with the number of tiles for ``desc``: ``"auto"`` takes as many as
+    ``map_network`` uses on tiles of that size (at least one), a number is kept as given (and
+    ``map_network`` refuses a chip too small). Every other field is kept as it is. Raises
+    pydantic's ValidationError if the network needs more tiles than a chip may have."""
+    if n_tiles == "auto":
+        n_tiles = max(tiles_needed(desc, chip_config.tile_rows, chip_config.tile_cols), 1)
+    return ChipConfig.model_validate({**chip_config.model_dump(), "n_tiles": n_tiles})
 
 
 def map_network(

@@ -23,9 +23,9 @@ from controller.workloads.mapping import (
     MappedNetwork,
     chip_mvm,
     evaluate,
+    fit_chip,
     map_network,
     program_mapped,
-    tiles_needed,
 )
 from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
@@ -75,7 +75,7 @@ def measure(
     test: DatasetSplit,
     seeds: list[int],
 ) -> Row:
-    chip = ChipConfig(n_tiles=tiles_needed(desc, 256, 256))
+    chip = fit_chip(desc, ChipConfig(tile_rows=256, tile_cols=256))
     mapped = map_network(desc, quantiser, chip)
     q_acc = accuracy(mapped.quantised.to_torch(), test)  # type: ignore[union-attr]
     pairs = [twin_accuracies(mapped, test, s, chip) for s in seeds]
