@@ -10,5 +10,8 @@
 - ``compensation``: global / per-column drift compensation, adaptive batch-norm statistics;
 - ``report``: the README's "Networks on the chip" tables.
 
-The network description itself is ``controller.workloads.network``.
+The network description: ``network`` (``NetworkDescription``: the layer chain, its checks and
+shapes), ``layers`` (each layer kind, its checks and shape rule), ``tensor`` (weights as
+dtype, shape and bytes), ``network_torch`` and ``network_proto`` (conversions to and from an
+``nn.Sequential`` and the ``pcmtwin.v1.NetworkDescription`` message).
 """

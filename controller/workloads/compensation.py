@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from controller.workloads.layers import BatchNorm2d
 from controller.workloads.mapping import MappedNetwork, MVMFn
-from controller.workloads.network import BatchNorm2d
 
 _MIN_READOUT = 1e-4  # aihwkit's clamp: a dead tile must not produce an infinite factor
 
@@ -88,7 +88,7 @@ class DriftCompensation:
         if self.has_batchnorm and self.batchnorm_x is not None:
             self.bn_stats = {}
             with torch.no_grad():
-                self.mapped._run(self.batchnorm_x, mvm, self, adapt_bn=True)
+                self.mapped.forward(self.batchnorm_x, mvm, self, adapt_bn=True)
 
     def apply(self, pos: int, y: np.ndarray) -> np.ndarray:
         """Scale the outputs ``y`` (batch, block_cols) of ``mapped.tiles[pos]``."""

@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch.nn import functional as nnf
 
 from controller.workloads.datasets import DatasetSplit
-from controller.workloads.network import BatchNorm2d, Conv2d, Linear, NetworkDescription
+from controller.workloads.layers import BatchNorm2d, Conv2d, Linear
+from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
     LayerQuantisation,
     QuantiserConfig,
@@ -36,12 +37,22 @@ from controller.workloads.quantisers import (
 )
 from device_twin.config import ChipConfig
 
-if TYPE_CHECKING:
-    from controller.workloads.compensation import DriftCompensation
-
 MVMFn = Callable[[int, np.ndarray, int, int, int], np.ndarray]
 """``mvm(tile, x (batch, k) float32, row_start, col_start, col_count) -> y (batch, col_count)``:
 the meaning of ``device_twin.chip.Chip.mvm``, y = x @ ((G+ - G-)/g_max)[row block, col block]."""
+
+
+class OutputCompensation(Protocol):
+    """What running a mapped network needs of a drift compensation
+    (:class:`~controller.workloads.compensation.DriftCompensation`): a scale for each tile's
+    outputs, a fresh read (``measure``), and batch-norm statistics by layer name."""
+
+    bn_stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    def apply(self, pos: int, y: np.ndarray) -> np.ndarray: ...
+
+    def measure(self, mvm: MVMFn) -> None: ...
+
 
 #: Largest MVM input or output one call moves (a gRPC message stays well below its limit).
 MAX_MVM_BYTES = 8 * 1024 * 1024
@@ -136,7 +147,7 @@ class MappedNetwork:
         return out
 
     def analog_matmul(
-        self, name: str, x: np.ndarray, mvm: MVMFn, compensation: DriftCompensation | None = None
+        self, name: str, x: np.ndarray, mvm: MVMFn, compensation: OutputCompensation | None = None
     ) -> np.ndarray:
         """x (M, K) @ the layer's matrix, on the chip: partial sums of row blocks added,
         column blocks concatenated, drift compensation per tile, rescaled by ``out_scale``."""
@@ -153,20 +164,16 @@ class MappedNetwork:
 
     @torch.no_grad()
     def forward(
-        self, x: torch.Tensor, mvm: MVMFn, compensation: DriftCompensation | None = None
-    ) -> torch.Tensor:
-        """The network's output for a batch ``x``: digital layers in torch, analog layers
-        through ``mvm``, drift compensation (and adapted batch-norm statistics) if given."""
-        return self._run(x, mvm, compensation, adapt_bn=False)
-
-    @torch.no_grad()
-    def _run(
         self,
         x: torch.Tensor,
         mvm: MVMFn,
-        compensation: DriftCompensation | None,
-        adapt_bn: bool,
+        compensation: OutputCompensation | None = None,
+        adapt_bn: bool = False,
     ) -> torch.Tensor:
+        """The network's output for a batch ``x``: digital layers in torch, analog layers
+        through ``mvm``, drift compensation (and adapted batch-norm statistics) if given.
+        ``adapt_bn``: measure the batch-norm statistics of this batch into the compensation's
+        ``bn_stats`` on the way (adaptive batch-norm statistics, Joshi 2020)."""
         x = x.float()
         for layer, module in zip(self.description.layers, self._torch_modules(), strict=True):
             if isinstance(layer, Conv2d):
@@ -318,7 +325,7 @@ def evaluate(
     mapped: MappedNetwork,
     mvm: MVMFn,
     dataset_split: DatasetSplit,
-    compensation: DriftCompensation | None = None,
+    compensation: OutputCompensation | None = None,
     batch_size: int = 250,
     measure: bool = True,
 ) -> float:

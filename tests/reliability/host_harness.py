@@ -28,7 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.host.service import ChipHostServer, HostServerOptions
 from controller.rpc.channel import make_channel
-from controller.workloads.network import NetworkDescription, Tensor
+from controller.workloads.network import NetworkDescription
+from controller.workloads.tensor import Tensor
 from device_twin.config import ChipConfig
 from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.v1 import host_pb2, host_pb2_grpc

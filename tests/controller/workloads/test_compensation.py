@@ -93,6 +93,6 @@ def test_adaptive_batchnorm_measures_the_current_activations():
     plain.calibrate(chip_mvm(chip, 2.0))
     plain.factors = {}  # no drift factors: only the re-estimated statistics
     plain.bn_stats = {}
-    mapped._run(x, chip_mvm(chip, 3.15e7), plain, adapt_bn=True)
+    mapped.forward(x, chip_mvm(chip, 3.15e7), plain, adapt_bn=True)
     year_mean, _ = plain.bn_stats["1"]
     assert float(year_mean.abs().sum()) < 0.9 * float(mean.abs().sum())

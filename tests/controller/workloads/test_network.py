@@ -8,7 +8,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from controller.workloads.network import NetworkDescription, Tensor
+from controller.workloads.network import NetworkDescription
+from controller.workloads.tensor import Tensor
 from controller.workloads.zoo import paper_cnn
 from pcmtwin.v1 import network_pb2
 

@@ -1,0 +1,274 @@
+"""The layers a network description may hold, each with its checks and its shape rule.
+
+Conv2d and Linear are the analog layers (their weights go on the crossbar); every other layer
+and every bias run digitally. Each layer checks its own parameters and weights' shapes, and
+``output_shape`` gives the shape of one sample after it (torch's rules), raising ValueError
+when the input does not fit; :class:`~controller.workloads.network.NetworkDescription` chains
+them from its ``input_shape``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from controller.workloads.tensor import FLOAT_DTYPES, Tensor
+
+Shape = tuple[int, ...]
+
+
+def as_pair(v: Any) -> Any:
+    """torch accepts ``3`` for ``(3, 3)``; so do we."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+Pair = Annotated[tuple[int, int], BeforeValidator(as_pair)]
+
+
+def _spatial_out(size: int, kernel: int, stride: int, pad: int, dil: int, ceil: bool) -> int:
+    """torch's output size of a convolution or pooling along one dimension."""
+    span = size + 2 * pad - dil * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    # torch's rule: with ceil_mode the last window must start inside the (left-padded) input
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+class BaseLayer(BaseModel):
+    """What every layer has: a name (a torch module name) and its output shape rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    analog: ClassVar[bool] = False
+
+    @field_validator("name")
+    @classmethod
+    def _module_name(cls, v: str) -> str:
+        if "." in v or v.strip() != v:
+            raise ValueError(f"layer name {v!r} must not contain '.' or surrounding spaces")
+        return v
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """Shape of one sample after this layer; raises ValueError if ``shape`` does not fit."""
+        return shape
+
+    def _need_image(self, shape: Shape, channels: int | None = None) -> None:
+        if len(shape) != 3:
+            raise ValueError(f"expects a (C, H, W) input, gets {shape}")
+        if channels is not None and shape[0] != channels:
+            raise ValueError(f"expects {channels} input channels, gets {shape[0]} (input {shape})")
+
+
+def _check_tensor(t: Tensor | None, name: str, shape: Shape, floating: bool = True) -> None:
+    if t is None:
+        return
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
+    if floating and t.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must be a float tensor, got {t.dtype}")
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Conv2d(BaseLayer):
+    """2-D convolution (groups 1, zero padding); an analog layer (im2col on the crossbar)."""
+
+    kind: Literal["Conv2d"] = "Conv2d"
+    analog: ClassVar[bool] = True
+    in_channels: PositiveInt
+    out_channels: PositiveInt
+    kernel_size: Pair
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    weight: Tensor
+    bias: Tensor | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Conv2d:
+        if min(self.kernel_size + self.stride + self.dilation) < 1 or min(self.padding) < 0:
+            raise ValueError("kernel_size, stride, dilation must be >= 1 and padding >= 0")
+        kh, kw = self.kernel_size
+        _check_tensor(self.weight, "weight", (self.out_channels, self.in_channels, kh, kw))
+        _check_tensor(self.bias, "bias", (self.out_channels,))
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self._need_image(shape, self.in_channels)
+        out = tuple(
+            _spatial_out(shape[1 + d], self.kernel_size[d], self.stride[d], self.padding[d],
+                         self.dilation[d], False)
+            for d in range(2)
+        )  # fmt: skip
+        if min(out) < 1:
+            raise ValueError(f"kernel {self.kernel_size} does not fit the input {shape}")
+        return (self.out_channels, *out)
+
+    def weight_matrix(self) -> np.ndarray:
+        """The crossbar matrix (rows = C_in*kh*kw in torch's unfold order, cols = C_out)."""
+        return self.weight.to_numpy().reshape(self.out_channels, -1).T
+
+
+class Linear(BaseLayer):
+    """Fully connected layer; an analog layer (rows = in_features, cols = out_features)."""
+
+    kind: Literal["Linear"] = "Linear"
+    analog: ClassVar[bool] = True
+    in_features: PositiveInt
+    out_features: PositiveInt
+    weight: Tensor
+    bias: Tensor | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Linear:
+        _check_tensor(self.weight, "weight", (self.out_features, self.in_features))
+        _check_tensor(self.bias, "bias", (self.out_features,))
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 1 or shape[0] != self.in_features:
+            raise ValueError(f"expects ({self.in_features},) features, gets {shape}")
+        return (self.out_features,)
+
+    def weight_matrix(self) -> np.ndarray:
+        return self.weight.to_numpy().T
+
+
+class ReLU(BaseLayer):
+    kind: Literal["ReLU"] = "ReLU"
+
+
+class MaxPool2d(BaseLayer):
+    kind: Literal["MaxPool2d"] = "MaxPool2d"
+    kernel_size: Pair
+    stride: Pair | None = None  # None: kernel_size (torch's default)
+    padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> MaxPool2d:
+        if min(self.kernel_size + self.dilation + (self.stride or (1, 1))) < 1:
+            raise ValueError("kernel_size, stride, dilation must be >= 1")
+        if any(p < 0 or 2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
+            raise ValueError("padding must be >= 0 and at most half the kernel size")
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self._need_image(shape)
+        stride = self.stride or self.kernel_size
+        out = tuple(
+            _spatial_out(shape[1 + d], self.kernel_size[d], stride[d], self.padding[d],
+                         self.dilation[d], self.ceil_mode)
+            for d in range(2)
+        )  # fmt: skip
+        if min(out) < 1:
+            raise ValueError(f"pool {self.kernel_size} does not fit the input {shape}")
+        return (shape[0], *out)
+
+
+class AvgPool2d(BaseLayer):
+    kind: Literal["AvgPool2d"] = "AvgPool2d"
+    kernel_size: Pair
+    stride: Pair | None = None
+    padding: Pair = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> AvgPool2d:
+        if min(self.kernel_size + (self.stride or (1, 1))) < 1:
+            raise ValueError("kernel_size and stride must be >= 1")
+        if any(p < 0 or 2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
+            raise ValueError("padding must be >= 0 and at most half the kernel size")
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self._need_image(shape)
+        stride = self.stride or self.kernel_size
+        out = tuple(
+            _spatial_out(shape[1 + d], self.kernel_size[d], stride[d], self.padding[d], 1,
+                         self.ceil_mode)
+            for d in range(2)
+        )  # fmt: skip
+        if min(out) < 1:
+            raise ValueError(f"pool {self.kernel_size} does not fit the input {shape}")
+        return (shape[0], *out)
+
+
+class Flatten(BaseLayer):
+    """Flattens dims ``start_dim..end_dim`` of the batched tensor (dim 0 is the batch)."""
+
+    kind: Literal["Flatten"] = "Flatten"
+    start_dim: int = 1
+    end_dim: int = -1
+
+    def output_shape(self, shape: Shape) -> Shape:
+        nd = len(shape) + 1  # with the batch dimension
+        s = self.start_dim % nd if -nd <= self.start_dim < nd else None
+        e = self.end_dim % nd if -nd <= self.end_dim < nd else None
+        if s is None or e is None or s == 0 or e < s:
+            raise ValueError(
+                f"cannot flatten dims {self.start_dim}..{self.end_dim} of a batched {shape} "
+                "(the batch dimension 0 must stay)"
+            )
+        full = (0, *shape)
+        return (*full[1:s], math.prod(full[s : e + 1]), *full[e + 1 :])
+
+
+class BatchNorm2d(BaseLayer):
+    """Batch normalisation (inference form, running statistics); digital."""
+
+    kind: Literal["BatchNorm2d"] = "BatchNorm2d"
+    num_features: PositiveInt
+    eps: float = Field(1e-5, gt=0)
+    momentum: float = Field(0.1, ge=0, le=1)
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+    running_mean: Tensor
+    running_var: Tensor
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchNorm2d:
+        if (self.weight is None) != (self.bias is None):
+            raise ValueError("weight and bias must both be given (affine) or both be omitted")
+        for n in ("weight", "bias", "running_mean", "running_var"):
+            _check_tensor(getattr(self, n), n, (self.num_features,))
+        if np.any(self.running_var.to_numpy() < 0):
+            raise ValueError("running_var must be >= 0")
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self._need_image(shape, self.num_features)
+        return shape
+
+
+class LogSoftmax(BaseLayer):
+    kind: Literal["LogSoftmax"] = "LogSoftmax"
+    dim: int = 1
+
+    def output_shape(self, shape: Shape) -> Shape:
+        nd = len(shape) + 1
+        if not -nd <= self.dim < nd or self.dim % nd == 0:
+            raise ValueError(f"dim {self.dim} is not a feature dimension of a batched {shape}")
+        return shape
+
+
+LAYER_TYPES: dict[str, type[BaseLayer]] = {
+    c.model_fields["kind"].default: c
+    for c in (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d, LogSoftmax)
+}
+Layer = Annotated[
+    Conv2d | Linear | ReLU | MaxPool2d | AvgPool2d | Flatten | BatchNorm2d | LogSoftmax,
+    Field(discriminator="kind"),
+]
