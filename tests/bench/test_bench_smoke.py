@@ -39,3 +39,20 @@ def test_scenario_benchmark_gives_complete_records_on_a_tiny_network():
         assert d["wakes"] == 24 and d["interval_s"] == {"day": 3600.0, "year": 1314000.0}
     calls = recs["day_vs_year_same_probes_probe_only"]["twin_calls_per_wake"]
     assert calls["day"] == calls["year"] == 3  # one probe per tile
+
+
+def test_wpo_benchmark_gives_complete_records_on_a_small_network():
+    """The weight-programming benchmark's records are complete and finite on a tiny case."""
+    import numpy as np
+
+    from bench.bench_wpo import records
+    from controller.workloads.wpo import WPOConfig
+
+    layers = {"a": np.random.default_rng(0).normal(0, 0.3, (32, 8))}
+    cfg = WPOConfig(n_bins=4, sample_size=256, sample_seeds=1, popsize=1, maxiter=2)
+    recs = {r["name"]: r for r in records("tiny", cfg, n_seeds=2, layers=layers)}
+    assert set(recs) == {"wpo_weight_error_reduction_t0", "wpo_weight_error_reduction_1mo",
+                         "wpo_optimiser_wall_s", "wpo_significance_factor"}  # fmt: skip
+    for r in recs.values():
+        assert set(FIELDS) <= set(r) and math.isfinite(r["value"])
+    assert recs["wpo_optimiser_wall_s"]["evaluations"] > 0
