@@ -1,12 +1,13 @@
 """The weight-error metric of weight programming (Mackin 2022): NMSE of drift-compensated weights.
 
 Given weights and a translation (``controller.workloads.pairs``), every device is programmed
-to its target with the twin's device physics (``device_twin.physics.PCMPhysics``: aihwkit's
-programming noise and drift exponents, drawn per device), then read at each time since
-programming with drift and 1/f read noise. The weight a set of reads stands for is
-``sum_k f_k (G+_k - G-_k) / us_per_weight``. Global drift compensation (aihwkit's
-``GlobalDriftCompensation``: one factor per layer, mean |w| of a read right after programming
-over mean |w| of the read at time t) scales it back. The error at time t is
+to its target on an in-process twin chip (``device_twin.Chip``: the twin's device physics,
+aihwkit's programming noise and drift exponents drawn per device), then read
+(``read_devices``: drift and 1/f read noise, no periphery) at each time since programming.
+The weight a set of reads stands for is ``sum_k f_k (G+_k - G-_k) / us_per_weight``. Global
+drift compensation (aihwkit's ``GlobalDriftCompensation``: one factor per layer, mean |w| of
+a read 1 s after programming over mean |w| of the read at time t) scales it back. The error
+at time t is
 
     NMSE(t) = mean_i (alpha(t) * w_read_i(t) - w_i)^2 / max|w|^2
 
@@ -14,17 +15,19 @@ per layer, averaged over all weights of a network; the time-averaged NMSE over a
 times is what the weight programming optimiser minimises (aihwkit's
 ``WeightProgrammingOptimizer`` loss, without its constant factor of 100).
 
-Unlike aihwkit's weight-level ``apply_drift_noise`` (which re-derives conductances from the
-programmed *weights* and so mixes the pairs of a multi-pair weight), every device here keeps
-its own g_prog and nu from programming on.
+A layer's weights sit on a square-ish block of one tile per pair (pair k on tile k; unused
+devices are programmed to 0 uS and not counted). Unlike aihwkit's weight-level
+``apply_drift_noise`` (which re-derives conductances from the programmed *weights* and so
+mixes the pairs of a multi-pair weight), every device keeps its own g_prog and nu.
 
-Randomness: the programming of a layer draws from ``(seed, layer)``, each read from
-``(seed, layer, time)``. The same seed gives the same draws for any translation of the same
-shape (common random numbers), which makes the optimiser's objective deterministic.
+Randomness: a layer's chip has a seed derived from ``(seed, layer)``. The same seed gives the
+same draws for any translation of the same shape (common random numbers), which makes the
+optimiser's objective deterministic.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +36,8 @@ import numpy as np
 import torch
 
 from controller.workloads.pairs import PairTargets, Translation
+from device_twin import Array, Chip, ChipConfig
 from device_twin.config import DeviceModelConfig
-from device_twin.physics import PCMPhysics, torch_generator
 
 DAY_S = 86400.0
 MONTH_S = 30 * DAY_S
@@ -59,9 +62,10 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def default_physics(g_max_us: float = 25.0, device: DeviceModelConfig | None = None) -> PCMPhysics:
-    """The twin's default PCM physics (aihwkit ``PCMLikeNoiseModel``)."""
-    return PCMPhysics(device or DeviceModelConfig(), g_max_us)
+def default_chip(g_max_us: float = 25.0, device: DeviceModelConfig | None = None) -> ChipConfig:
+    """The chip the metric programs: the twin's default PCM model (aihwkit
+    ``PCMLikeNoiseModel``) unless ``device`` says otherwise; its geometry is set per layer."""
+    return ChipConfig(g_max_us=g_max_us, device=device or DeviceModelConfig())
 
 
 def _seed(*parts: int) -> int:
@@ -69,48 +73,59 @@ def _seed(*parts: int) -> int:
 
 
 @dataclass
-class ProgrammedLayer:
-    """A layer's devices right after programming: targets, g_prog and nu of every device."""
+class LayerOnChip:
+    """A layer's targets programmed at t = 0 on a chip of its own (pair k on tile k)."""
 
     targets: PairTargets
-    g_prog_us: np.ndarray  # (2, P, *shape): [G+ devices, G- devices]
-    nu: np.ndarray
+    chip: Chip
 
-    def read_weights(self, physics: PCMPhysics, age_s: float, seed: int) -> np.ndarray:
-        """The weights the devices stand for at ``age_s`` after programming (one read)."""
-        g = torch.from_numpy(self.g_prog_us.reshape(-1))
-        nu = torch.from_numpy(self.nu.reshape(-1))
-        age = torch.full(g.shape, float(age_s), dtype=torch.float32)
-        read = physics.read(g, nu, age, torch_generator(seed)).numpy().reshape(self.g_prog_us.shape)
-        return self.targets.weights(read[0], read[1])
+    def read_weights(self, at_s: float) -> np.ndarray:
+        """The weights the devices stand for at ``at_s`` (one read of every device)."""
+        n = self.targets.g_pos_us[0].size
+        g = np.stack([self.chip.read_devices(k, Array.BOTH, None, at_s).values.reshape(2, -1)
+                      for k in range(self.targets.n_pairs)])  # fmt: skip
+        shape = self.targets.g_pos_us.shape
+        return self.targets.weights(g[:, 0, :n].reshape(shape), g[:, 1, :n].reshape(shape))
 
 
-def program_layer(targets: PairTargets, physics: PCMPhysics, seed: int) -> ProgrammedLayer:
-    """Program every device of ``targets`` (programming noise and drift exponents)."""
-    g_target = np.stack([targets.g_pos_us, targets.g_neg_us])
-    g_prog, nu = physics.program_state(g_target.reshape(-1), seed)
-    return ProgrammedLayer(targets, g_prog.reshape(g_target.shape), nu.reshape(g_target.shape))
+def program_layer(targets: PairTargets, chip: ChipConfig, seed: int) -> LayerOnChip:
+    """Program every device of ``targets`` on a fresh chip with seed ``seed``."""
+    n = targets.g_pos_us[0].size
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    cfg = chip.model_copy(update={"n_tiles": targets.n_pairs, "tile_rows": rows,
+                                  "tile_cols": cols, "seed": seed})  # fmt: skip
+    c = Chip(cfg)
+    for k in range(targets.n_pairs):
+        gp = np.zeros(rows * cols, np.float32)
+        gn = np.zeros(rows * cols, np.float32)
+        gp[:n], gn[:n] = targets.g_pos_us[k].ravel(), targets.g_neg_us[k].ravel()
+        c.program(k, gp.reshape(rows, cols), gn.reshape(rows, cols), 0.0)
+    return LayerOnChip(targets, c)
 
 
 def layer_squared_errors(
     w: np.ndarray,
     translation: Translation,
     times_s: Sequence[float],
-    physics: PCMPhysics,
+    chip: ChipConfig,
     seed: int,
     calibration_s: float = AFTER_PROGRAMMING_S,
 ) -> np.ndarray:
-    """Sum over the layer's weights of the normalised squared error at each time (len(times)).
+    """Sum over the layer's weights of the normalised squared error at each time (len(times));
+    ``times_s`` ascending, none before ``calibration_s``.
 
     Normalised by max|w|^2 of the layer; divide by the number of weights for the NMSE.
     """
+    if list(times_s) != sorted(times_s) or (len(times_s) and times_s[0] < calibration_s):
+        raise ValueError(f"times must ascend from {calibration_s} s: {list(times_s)}")
     w = np.asarray(w, dtype=np.float64)
     w_max2 = max(float(np.abs(w).max()), 1e-12) ** 2
-    layer = program_layer(translation.translate(w), physics, _seed(seed, 0))
-    ref = np.abs(layer.read_weights(physics, calibration_s, _seed(seed, 1))).mean()
+    layer = program_layer(translation.translate(w), chip, seed)
+    ref = np.abs(layer.read_weights(calibration_s)).mean()
     out = np.empty(len(times_s))
     for i, t in enumerate(times_s):
-        wt = layer.read_weights(physics, t, _seed(seed, 2, i))
+        wt = layer.read_weights(t)
         alpha = ref / max(np.abs(wt).mean(), 1e-12)  # aihwkit's readout floor, relative
         out[i] = float(((alpha * wt - w) ** 2).sum()) / w_max2
     return out
@@ -120,16 +135,16 @@ def network_nmse(
     layers: Mapping[str, np.ndarray],
     translation: Translation,
     times_s: Sequence[float],
-    physics: PCMPhysics,
+    chip: ChipConfig,
     seed: int,
 ) -> np.ndarray:
     """NMSE at each time over all weights of a network (each layer normalised by its max|w|,
-    compensated by its own factor); layer ``j`` draws from ``(seed, j)``."""
+    compensated by its own factor); layer ``j``'s chip has a seed derived from (seed, j)."""
     total = np.zeros(len(times_s))
     n = 0
     with single_thread():
         for j, w in enumerate(layers.values()):
-            total += layer_squared_errors(w, translation, times_s, physics, _seed(seed, 100 + j))
+            total += layer_squared_errors(w, translation, times_s, chip, _seed(seed, 100 + j))
             n += np.asarray(w).size
     return total / max(n, 1)
 
@@ -158,12 +173,12 @@ def compare_translations(
     translations: Mapping[str, Translation],
     times_s: Sequence[float] = REPORT_TIMES_S,
     seeds: Sequence[int] = (0, 1, 2),
-    physics: PCMPhysics | None = None,
+    chip: ChipConfig | None = None,
 ) -> WeightErrorTable:
     """The weight error of each translation on the same chips (same seeds: same draws)."""
-    physics = physics or default_physics()
+    chip = chip or default_chip()
     nmse = {
-        name: np.stack([network_nmse(layers, tr, times_s, physics, s) for s in seeds])
+        name: np.stack([network_nmse(layers, tr, times_s, chip, s) for s in seeds])
         for name, tr in translations.items()
     }
     return WeightErrorTable(tuple(times_s), nmse)

@@ -45,11 +45,11 @@ from scipy.optimize import differential_evolution
 from controller.workloads.pairs import GridTranslation, NPair, Translation, dual_pair
 from controller.workloads.weight_error import (
     OPTIMISATION_TIMES_S,
-    default_physics,
+    default_chip,
     layer_squared_errors,
     single_thread,
 )
-from device_twin.physics import PCMPhysics
+from device_twin.config import ChipConfig
 
 
 class WPOConfig(BaseModel):
@@ -237,18 +237,18 @@ class WPOResult:
 
 
 def sample_loss(
-    sample: np.ndarray, translation: Translation, cfg: WPOConfig, physics: PCMPhysics
+    sample: np.ndarray, translation: Translation, cfg: WPOConfig, chip: ChipConfig
 ) -> float:
     """Time-averaged NMSE of ``sample`` (one layer) over ``cfg.sample_seeds`` chips."""
     total = sum(
-        layer_squared_errors(sample, translation, cfg.times_s, physics, s).mean()
+        layer_squared_errors(sample, translation, cfg.times_s, chip, s).mean()
         for s in range(cfg.sample_seeds)
     )
     return total / (cfg.sample_seeds * sample.size)
 
 
 def naive_scan(
-    sample: np.ndarray, cfg: WPOConfig, physics: PCMPhysics
+    sample: np.ndarray, cfg: WPOConfig, chip: ChipConfig
 ) -> tuple[float, float, list[tuple[float, float]]]:
     """Stage 1: naive programming (``NPair``, exact) at ``f_scan_points`` values of F evenly
     in [f_min, f_max], then as many again between the neighbours of the best (only the fixed
@@ -256,7 +256,7 @@ def naive_scan(
 
     def loss(f: float) -> float:
         naive = NPair(_significance(cfg, f), cfg.g_max_us, cfg.g_min_us)
-        return sample_loss(sample, naive, cfg, physics)
+        return sample_loss(sample, naive, cfg, chip)
 
     if cfg.significance_factor is not None or cfg.n_pairs == 1:
         f = cfg.significance_factor or 1.0
@@ -297,7 +297,7 @@ def initial_population(cfg: WPOConfig, f_naive: float) -> np.ndarray:
 def optimise(
     weights: np.ndarray | Mapping[str, np.ndarray],
     cfg: WPOConfig | None = None,
-    physics: PCMPhysics | None = None,
+    chip: ChipConfig | None = None,
 ) -> WPOResult:
     """Search the translation of minimal time-averaged NMSE for these weights (one array, or a
     network's layers by name, pooled as w / max|w|).
@@ -308,7 +308,7 @@ def optimise(
     found nothing better (its grid cannot place the LSP's saturation point exactly).
     """
     cfg = cfg or WPOConfig()
-    physics = physics or default_physics(cfg.g_max_us)
+    chip = chip or default_chip(cfg.g_max_us)
     pooled = pooled_normalised(weights if isinstance(weights, Mapping) else {"w": weights})
     sample = resample_weights(pooled, cfg.sample_size)
     f_base = cfg.significance_factor or cfg.baseline_significance_factor
@@ -318,7 +318,7 @@ def optimise(
     history: list[float] = []
 
     def relative_loss(x: np.ndarray) -> float:
-        value = sample_loss(sample, decode(x, cfg), cfg, physics) / baseline_loss
+        value = sample_loss(sample, decode(x, cfg), cfg, chip) / baseline_loss
         losses.append(value if math.isfinite(value) else math.inf)
         return losses[-1]
 
@@ -327,8 +327,8 @@ def optimise(
 
     t0 = time.perf_counter()
     with single_thread():
-        baseline_loss = sample_loss(sample, baseline, cfg, physics)
-        f_naive, naive_loss, scan = naive_scan(sample, cfg, physics)
+        baseline_loss = sample_loss(sample, baseline, cfg, chip)
+        f_naive, naive_loss, scan = naive_scan(sample, cfg, chip)
         init = initial_population(cfg, f_naive)
         # relative to naive programming (aihwkit's normalisation): ``atol`` means the same
         # for any network

@@ -10,7 +10,7 @@ from controller.workloads.weight_error import (
     REPORT_TIMES_S,
     YEAR_S,
     compare_translations,
-    default_physics,
+    default_chip,
     network_nmse,
 )
 from device_twin.config import DeviceModelConfig
@@ -25,10 +25,10 @@ def _layers(seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_without_noise_or_drift_the_error_is_zero():
     """No programming noise, read noise or drift: every translation reads back its weights."""
-    physics = default_physics(device=DeviceModelConfig(prog_noise_scale=0, read_noise_scale=0,
-                                                       drift_scale=0))  # fmt: skip
+    chip = default_chip(device=DeviceModelConfig(prog_noise_scale=0, read_noise_scale=0,
+                                                 drift_scale=0))  # fmt: skip
     for tr in (SinglePair(), dual_pair(2.0)):
-        nmse = network_nmse(_layers(), tr, REPORT_TIMES_S, physics, seed=0)
+        nmse = network_nmse(_layers(), tr, REPORT_TIMES_S, chip, seed=0)
         assert np.all(nmse < 1e-12)
 
 
@@ -36,10 +36,11 @@ def test_programming_noise_alone_gives_aihwkit_sigma():
     """Programming noise only: weights all at max|w| on one pair read G+ = g_max + sigma_P(g_max)
     xi and G- = max(sigma_P(0) xi', 0) (aihwkit clamps at 0 uS), so their NMSE is
     (sigma_P(g_max)^2 + sigma_P(0)^2 / 2) / g_max^2: checked on 200,000 weights within 2 %."""
-    physics = default_physics(device=DeviceModelConfig(read_noise_scale=0, drift_scale=0))
+    device = DeviceModelConfig(read_noise_scale=0, drift_scale=0)
     w = {"ones": np.ones((1000, 200))}
-    nmse = network_nmse(w, SinglePair(), (1.0, YEAR_S), physics, seed=3)
-    s_top, s_zero = physics.programming_sigma_us(np.array([G_MAX, 0.0]))
+    nmse = network_nmse(w, SinglePair(), (1.0, YEAR_S), default_chip(device=device), seed=3)
+    # aihwkit's sigma_P(g) = c0 + c1 g/g_max + c2 (g/g_max)^2, at g_max and at 0 uS
+    s_top, s_zero = sum(device.prog_coeff), device.prog_coeff[0]
     expected = (s_top**2 + s_zero**2 / 2) / G_MAX**2
     # the estimate's relative standard error is about sqrt(2/200,000) = 0.3 %
     assert nmse == pytest.approx([expected, expected], rel=0.02)
@@ -48,10 +49,10 @@ def test_programming_noise_alone_gives_aihwkit_sigma():
 
 def test_same_seed_same_draws_and_other_seeds_differ():
     """Common random numbers: a seed fixes the draws; another seed gives another chip."""
-    physics = default_physics()
-    a = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, physics, seed=5)
-    b = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, physics, seed=5)
-    c = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, physics, seed=6)
+    chip = default_chip()
+    a = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, chip, seed=5)
+    b = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, chip, seed=5)
+    c = network_nmse(_layers(), dual_pair(2.0), REPORT_TIMES_S, chip, seed=6)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c, rtol=1e-6, atol=0)
 

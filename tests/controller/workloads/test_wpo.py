@@ -8,7 +8,7 @@ import torch
 from aihwkit.inference.converter.wpo import denormalize, downsample_weight_distribution
 
 from controller.workloads.pairs import GridTranslation, NPair, dual_pair
-from controller.workloads.weight_error import compare_translations, default_physics
+from controller.workloads.weight_error import compare_translations, default_chip
 from controller.workloads.wpo import (
     WPOConfig,
     decode,
@@ -101,12 +101,12 @@ def test_search_beats_naive_programming_where_the_device_rewards_it():
     """On a device whose programming error falls with conductance (no drift or read noise),
     differential evolution lifts both devices of small weights up their G+ - G- line and
     ends far below naive programming and below its own first population."""
-    physics = default_physics(device=DeviceModelConfig(
+    chip = default_chip(device=DeviceModelConfig(
         prog_coeff=(1.2, -1.6, 0.7), read_noise_scale=0, drift_scale=0))  # fmt: skip
     w = np.random.default_rng(2).laplace(0, 0.15, (64, 32))
     cfg = WPOConfig(significance_factor=2.0, n_bins=6, sample_size=512, sample_seeds=1,
                     popsize=3, maxiter=10, times_s=(1.0,))  # fmt: skip
-    res = optimise(w, cfg, physics)
+    res = optimise(w, cfg, chip)
     assert res.search_won and isinstance(res.translation, GridTranslation)
     assert res.search_loss < 0.5 * min(res.start_loss, res.naive_loss)
     small = np.abs(res.translation.grid) <= 0.2
