@@ -38,6 +38,7 @@ bench: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo --no-cache
 
 format: setup-dev
 	$(BIN)/ruff check --fix .

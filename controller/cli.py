@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,38 @@ def pulse_curve_cmd(
 
 
 # --- twin: the CrossbarTwin gRPC service ---------------------------------------------------
+# --- options both servers take (pcmtwin.serving, pcmtwin.credentials) ---------------------
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
+]
+TlsCert = Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")]
+TlsKey = Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")]
+Insecure = Annotated[
+    bool, typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)")
+]
+MaxMessageBytes = Annotated[int, typer.Option(help="largest message, either way")]
+PortFile = Annotated[Path | None, typer.Option(help="write the bound port here once bound")]
+LogLevel = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")]
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024**2  # pcmtwin.codec's (not imported here: it loads torch)
+
+
+def _run_server(command: str, log_level: str, run: Callable[[], None]) -> None:
+    """Log at ``log_level`` and ``run`` a server; a refused option or a busy or unreadable
+    file ends the command with status 2 and says why."""
+    import logging
+
+    from device_twin.service.persistence import StateStoreError
+    from pcmtwin.credentials import ConfigError
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        run()
+    except (ConfigError, StateStoreError, OSError) as exc:
+        typer.echo(f"pcm-twin {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 twin_app = typer.Typer(help="The CrossbarTwin gRPC service (the device twin).",
                        no_args_is_help=True)  # fmt: skip
 app.add_typer(twin_app, name="twin")
@@ -60,37 +93,25 @@ def twin_serve(
     state_dir: Annotated[
         Path | None, typer.Option(help="durable state (write-ahead log, snapshots)")
     ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
-    ] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)"),
-    ] = False,
-    max_message_bytes: Annotated[int, typer.Option(help="largest message, either way")] = (
-        64 * 1024**2
-    ),
+    token_file: TokenFile = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    insecure: Insecure = False,
+    max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
     max_chips: Annotated[int, typer.Option(help="chips this server holds at most")] = 64,
     state_budget_bytes: Annotated[
         int, typer.Option(help="device-state memory (16 bytes per device) over all chips")
     ] = 4 * 1024**3,
     max_workers: Annotated[int, typer.Option(help="threads serving calls")] = 8,
-    port_file: Annotated[
-        Path | None, typer.Option(help="write the bound port here once bound")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")] = "INFO",
+    port_file: PortFile = None,
+    log_level: LogLevel = "INFO",
 ) -> None:
     """Serve CrossbarTwin until SIGTERM/SIGINT (then finish calls, write a snapshot, stop)."""
-    import logging
 
-    from device_twin.service.persistence import StateStoreError
-    from device_twin.service.server import ServerConfigError, ServerOptions, load_token, serve
+    def run() -> None:
+        from device_twin.service.server import ServerOptions, serve
+        from pcmtwin.credentials import load_token
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    try:
         options = ServerOptions(
             address=address, state_dir=state_dir, token=load_token(token_file),
             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
@@ -98,9 +119,8 @@ def twin_serve(
             state_budget_bytes=state_budget_bytes, max_workers=max_workers,
         )  # fmt: skip
         serve(options, port_file=port_file)
-    except (ServerConfigError, StateStoreError, OSError) as exc:
-        typer.echo(f"pcm-twin twin serve: {exc}", err=True)
-        raise typer.Exit(2) from None
+
+    _run_server("twin serve", log_level, run)
 
 
 # --- chip: the ChipHost gRPC service (the emulated firmware, for host software) ------------
@@ -122,16 +142,10 @@ def chip_serve(
             "time); default: as fast as possible, time moves on AdvanceTime"
         ),
     ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
-    ] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)"),
-    ] = False,
+    token_file: TokenFile = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    insecure: Insecure = False,
     twin_token_file: Annotated[
         Path | None, typer.Option(help="the twin's bearer token (default: the same as ours)")
     ] = None,
@@ -142,26 +156,20 @@ def chip_serve(
         bool,
         typer.Option(help="let clients load policies by dotted path (imports code on this host)"),
     ] = False,
-    max_message_bytes: Annotated[int, typer.Option(help="largest message, either way")] = (
-        64 * 1024**2
-    ),
-    port_file: Annotated[
-        Path | None, typer.Option(help="write the bound port here once bound")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")] = "INFO",
+    max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    port_file: PortFile = None,
+    log_level: LogLevel = "INFO",
 ) -> None:
     """Serve ChipHost over a CrossbarTwin until SIGTERM/SIGINT."""
-    import logging
 
-    from controller.host.service import HostServerOptions, serve
-    from device_twin.service.server import ServerConfigError, load_token
+    def run() -> None:
+        from controller.host.service import HostServerOptions, serve
+        from pcmtwin.credentials import ConfigError, load_token
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    try:
         token = load_token(token_file)
         twin_token = load_token(twin_token_file) if twin_token_file else token
         if realtime is not None and not realtime > 0:
-            raise ServerConfigError(f"--realtime must be > 0, got {realtime}")
+            raise ConfigError(f"--realtime must be > 0, got {realtime}")
         options = HostServerOptions(
             twin_address=twin, address=address, realtime=realtime, token=token,
             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, twin_token=twin_token,
@@ -169,9 +177,8 @@ def chip_serve(
             max_message_bytes=max_message_bytes,
         )  # fmt: skip
         serve(options, port_file=port_file)
-    except (ServerConfigError, OSError) as exc:
-        typer.echo(f"pcm-twin chip serve: {exc}", err=True)
-        raise typer.Exit(2) from None
+
+    _run_server("chip serve", log_level, run)
 
 
 # --- scenarios: schema, validate, run, sweep (controller/scenario/commands.py) -----------------

@@ -31,8 +31,7 @@ import simpy
 
 from controller.firmware.firmware import Firmware
 from controller.firmware.policies.base import DIFF, NEG, POS, MonitorReport, ProbePlan, TileReading
-
-BOTH = 3  # device_twin.chip.Array.BOTH: G+ and G- in one probe
+from device_twin.chip import Array
 
 if TYPE_CHECKING:
     from controller.firmware.model import ChipModel
@@ -185,7 +184,7 @@ class DriftMonitor:
 
                 arrays = [int(a) for a in plan.arrays]
                 if POS in arrays and NEG in arrays:  # both arrays in one call
-                    r = ops.add(m.twin.probe(m.chip_id, t, rows, BOTH, env.now, c0, nc))
+                    r = ops.add(m.twin.probe(m.chip_id, t, rows, Array.BOTH, env.now, c0, nc))
                     g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
                     g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
                     arrays = [a for a in arrays if a not in (POS, NEG)]

@@ -28,12 +28,12 @@ import numpy as np
 import simpy
 
 from controller.firmware.policies.base import NEG, POS, CorrectionJob, JobOutcome, PulseScheme
+from device_twin.chip import Array
 
 if TYPE_CHECKING:
     from controller.firmware.model import ChipModel
 
 SET, RESET = 0, 1
-BOTH = 3  # device_twin.chip.Array.BOTH: both arrays of the pairs in one call
 
 
 class NominalPulseResponse:
@@ -205,7 +205,7 @@ class PulseGenerator:
                 if s.rewrite_all and st:
                     r = ops.add(
                         m.twin.program_devices(
-                            m.chip_id, tile, BOTH, st["flat"], st["target"], at_s=env.now
+                            m.chip_id, tile, Array.BOTH, st["flat"], st["target"], at_s=env.now
                         )
                     )
                     record(st["flat"])
@@ -274,7 +274,7 @@ class PulseGenerator:
                         idx = st["flat"][reprog]
                         r = ops.add(
                             m.twin.program_devices(
-                                m.chip_id, tile, BOTH, idx, st["target"][reprog], at_s=env.now
+                                m.chip_id, tile, Array.BOTH, idx, st["target"][reprog], at_s=env.now
                             )
                         )
                         record(idx)
@@ -286,7 +286,7 @@ class PulseGenerator:
                         idx = st["flat"][pulse]
                         r = ops.add(
                             m.twin.apply_pulses(
-                                m.chip_id, tile, BOTH, idx, SET, counts[pulse], at_s=env.now
+                                m.chip_id, tile, Array.BOTH, idx, SET, counts[pulse], at_s=env.now
                             )
                         )
                         record(idx)
@@ -329,7 +329,7 @@ class PulseGenerator:
         m, env = self.model, self.env
         g = np.zeros(flat.size)
         for _ in range(n_reads):
-            r = ops.add(m.twin.read_devices(m.chip_id, tile, BOTH, flat, at_s=env.now))
+            r = ops.add(m.twin.read_devices(m.chip_id, tile, Array.BOTH, flat, at_s=env.now))
             g += r.values
             yield env.timeout(r.latency_s)
         return g

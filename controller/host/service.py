@@ -1,15 +1,16 @@
 # ruff: noqa: N802  (servicer methods carry the RPC names of the proto)
 """The ChipHost gRPC service: the servicer (messages <->
-:class:`~controller.host.chip_host.ChipHost`) and the server (health, reflection, bearer
-token, TLS, limits), as for the twin.
+:class:`~controller.host.chip_host.ChipHost`) and its server, on ``pcmtwin.serving`` (health,
+reflection, bearer token, TLS, limits) like the twin's.
 
 ``ChipHostServer(HostServerOptions(twin_address=...)).start()`` binds (``127.0.0.1:0`` picks a
 free port, ``.port``), connects to the CrossbarTwin at ``twin_address`` and serves;
 ``serve(options)`` blocks until SIGTERM or SIGINT. ``pcm-twin chip serve`` wraps it.
 
-Security posture: the twin service's (``device_twin.service.server``): loopback by default, a public
+Security posture: the twin service's (``pcmtwin.serving``): loopback by default, a public
 bind needs a token or TLS (or ``insecure``), every call but the health check needs the bearer
 token when one is set (the same ``$PCM_TWIN_TOKEN`` by default), message sizes are limited.
+Errors are answered by ``pcmtwin.status``, as the twin's are.
 Policies given by dotted path are imported code: refused (PERMISSION_DENIED) unless the server
 runs with ``allow_user_policies``.
 """
@@ -19,11 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,32 +29,28 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import pydantic
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from controller.firmware import ControllerConfig, Event
 from controller.host.chip_host import ChipHost
+from controller.rpc.client import TwinClient
 from device_twin.config import ChipConfig
-from device_twin.errors import InvalidArgument, ResourceExhausted, TwinError
-from device_twin.service.server import (
-    HEALTH_SERVICE,
-    BearerTokenInterceptor,
-    ServerConfigError,
-    check_bind_policy,
-)
-from device_twin.service.servicer import (
+from device_twin.errors import InvalidArgument, ResourceExhausted
+from pcmtwin import serving, status
+from pcmtwin.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FLOAT,
+    HOST_SERVICE,
     MESSAGE_OVERHEAD_BYTES,
     numpy_to_tensor,
-    tensor_to_numpy,
+    required,
+    required_tensor,
 )
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVICE_NAME = host_pb2.DESCRIPTOR.services_by_name["ChipHost"].full_name
+SERVICE_NAME = HOST_SERVICE
 DEFAULT_HOST_ADDRESS = "127.0.0.1:50052"
 
 _MODES = {
@@ -112,10 +106,7 @@ def _json_model(cls: type[pydantic.BaseModel], text: str, what: str) -> Any:
     try:
         return cls.model_validate_json(text)
     except pydantic.ValidationError as exc:
-        first = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise InvalidArgument(f"{what} is not valid: {first}") from None
+        raise status.invalid_argument(exc, what, what) from None
 
 
 def _quantiser(text: str) -> Any:
@@ -127,12 +118,14 @@ def _quantiser(text: str) -> Any:
     if not text.startswith("{"):
         if text not in ("multiplicative", "uniform", "none"):
             known = "multiplicative, uniform, none or a JSON config"
-            raise InvalidArgument(f"unknown quantiser {text!r}: expected {known}")
+            raise InvalidArgument(
+                f"unknown quantiser {text!r}: expected {known}", field="quantiser"
+            )
         return text
     try:
         return pydantic.TypeAdapter(QuantiserConfig).validate_json(text)
     except pydantic.ValidationError as exc:
-        raise InvalidArgument(f"quantiser is not valid: {exc.errors()[0]['msg']}") from None
+        raise status.invalid_argument(exc, "quantiser", "quantiser") from None
 
 
 def _policy(spec: host_pb2.PolicySpec) -> tuple[str, dict[str, Any]]:
@@ -157,14 +150,8 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         deadline = None if remaining is None else time.monotonic() + 0.9 * remaining
         try:
             return fn(deadline)
-        except TwinError as exc:
-            context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), str(exc))
-        except pydantic.ValidationError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception as exc:  # a bug must not kill the server or leak a traceback
-            log.exception("internal error in a ChipHost call")
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        raise AssertionError("unreachable")  # context.abort raises
+        except Exception as exc:
+            status.abort(context, exc, "a ChipHost call")
 
     def _check_answer_fits(self, shape: tuple[int, ...]) -> None:
         """Refuse, before it runs, an Infer whose answer (float32, ``shape``) would be over
@@ -189,12 +176,13 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         from controller.workloads.network import NetworkDescription
 
         def run(_deadline):
-            if not request.HasField("network"):
-                raise InvalidArgument("network is required: a NetworkDescription")
+            required(request, "network", "a NetworkDescription")
             try:
                 desc = NetworkDescription.from_proto(request.network)
-            except (ValueError, pydantic.ValidationError) as exc:
-                raise InvalidArgument(f"network is not valid: {exc}") from None
+            except pydantic.ValidationError as exc:
+                raise status.invalid_argument(exc, "network", "network") from None
+            except ValueError as exc:
+                raise InvalidArgument(f"network is not valid: {exc}", field="network") from None
             chip = _json_model(ChipConfig, request.chip_config_json, "chip_config_json")
             ctrl = _json_model(ControllerConfig, request.controller_config_json,
                                "controller_config_json")  # fmt: skip
@@ -210,13 +198,13 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
 
     def Infer(self, request, context):
         def run(deadline):
-            if not request.HasField("x"):
-                raise InvalidArgument("x is required: a float Tensor (batch, *input_shape)")
-            raw = tensor_to_numpy(request.x, "x", FLOAT)
+            raw = required_tensor(request, "x", FLOAT, "a float Tensor (batch, *input_shape)")
             with np.errstate(over="ignore"):
                 x = raw.astype(np.float32)
             if not np.all(np.isfinite(x)) and np.all(np.isfinite(raw)):
-                raise InvalidArgument("x has values beyond the float32 range (3.4e38)")
+                raise InvalidArgument(
+                    "x has values beyond the float32 range (3.4e38)", field="x.data"
+                )
             res = self.host.infer(x, request.label, deadline, self._check_answer_fits)
             y = np.asarray(res.y, np.float32)
             if y.nbytes > self.max_message_bytes - MESSAGE_OVERHEAD_BYTES:  # safety net
@@ -236,7 +224,9 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         def run(deadline):
             which = request.WhichOneof("target")
             if which is None:
-                raise InvalidArgument("give a target: to_s (absolute) or by_s (from now)")
+                raise InvalidArgument(
+                    "give a target: to_s (absolute) or by_s (from now)", field="target"
+                )
             kw = {which: getattr(request, which)}
             return status_to_proto(self.host.advance(**kw, deadline=deadline))
 
@@ -245,7 +235,10 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
     def SetPolicy(self, request, context):
         def run(_deadline):
             if not request.policy.name:
-                raise InvalidArgument("policy.name is required: a built-in name or a dotted path")
+                raise InvalidArgument(
+                    "policy.name is required: a built-in name or a dotted path",
+                    field="policy.name",
+                )
             name, params = _policy(request.policy)
             return status_to_proto(self.host.set_policy(name, params))
 
@@ -255,7 +248,7 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         def run(deadline):
             mode = _MODES.get(request.mode)
             if mode is None:
-                raise InvalidArgument(f"unknown correction mode {request.mode}")
+                raise InvalidArgument(f"unknown correction mode {request.mode}", field="mode")
             out = self.host.trigger_correction(list(request.tiles), mode, deadline)
             return host_pb2.TriggerCorrectionResponse(
                 jobs=out["jobs"], devices=out["devices"], failed_devices=out["failed_devices"],
@@ -267,7 +260,7 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
 
     def StreamEvents(self, request, context) -> Iterator[host_pb2.LedgerEvent]:
         if request.after_seq < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after_seq must be >= 0")
+            status.abort(context, InvalidArgument("after_seq must be >= 0", field="after_seq"))
         sub = self._call(context, lambda _d: self.host.subscribe(request.after_seq))
         for ev in sub.events(alive=context.is_active):
             yield event_to_proto(ev)
@@ -285,32 +278,28 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
 
 
 # --- the server ------------------------------------------------------------------------------
-@dataclass
-class HostServerOptions:
+@dataclass(kw_only=True)
+class HostServerOptions(serving.ServingOptions):
+    """A ChipHost server's options: the common ones, and the twin it drives and how."""
+
     twin_address: str
     address: str = DEFAULT_HOST_ADDRESS
     realtime: float | None = None  # simulated seconds per wall second; None: as fast as possible
-    token: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    insecure: bool = False
     twin_token: str | None = None
     twin_root_cert: Path | None = None
     allow_user_policies: bool = False
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_workers: int = 8
-    grace_s: float = 5.0
     twin_timeout_s: float = 120.0
 
 
-class ChipHostServer:
+class ChipHostServer(serving.GrpcServer):
     """One ChipHost server over one twin (see the module docstring)."""
 
-    def __init__(self, options: HostServerOptions) -> None:
-        from controller.rpc.client import TwinClient
+    service_name = SERVICE_NAME
+    banner = "ChipHost"
 
-        check_bind_policy(options)  # type: ignore[arg-type]  (the same option names)
-        self.options = options
+    def __init__(self, options: HostServerOptions) -> None:
+        super().__init__(options, thread_name_prefix="host-rpc")
+        self.options: HostServerOptions = options
         self.twin = TwinClient(
             options.twin_address, token=options.twin_token,
             root_cert=str(options.twin_root_cert) if options.twin_root_cert else None,
@@ -319,94 +308,20 @@ class ChipHostServer:
         self.host = ChipHost(self.twin, realtime=options.realtime,
                              allow_user_policies=options.allow_user_policies)  # fmt: skip
         self.servicer = ChipHostServicer(self.host, options.max_message_bytes)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
-        n = options.max_message_bytes
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="host-rpc"),
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", n),
-                ("grpc.max_send_message_length", n),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        host_pb2_grpc.add_ChipHostServicer_to_server(self.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), self._server
-        )
-        self.port: int | None = None
-        self._stopped = threading.Event()
+        host_pb2_grpc.add_ChipHostServicer_to_server(self.servicer, self.server)
 
-    @property
-    def address(self) -> str:
-        return f"{self.options.address.rpartition(':')[0]}:{self.port}"
-
-    def start(self) -> int:
+    def describe(self) -> str:
         o = self.options
-        try:
-            if o.tls_cert is not None:
-                creds = grpc.ssl_server_credentials(
-                    [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]  # type: ignore[arg-type]
-                )
-                port = self._server.add_secure_port(o.address, creds)
-            else:
-                port = self._server.add_insecure_port(o.address)
-        except RuntimeError as exc:
-            raise ServerConfigError(f"cannot bind {o.address}: {exc}") from None
-        if port == 0 and not o.address.startswith("unix"):
-            raise ServerConfigError(f"cannot bind {o.address}")
-        self.port = port
-        self._server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return port
+        pace = f"realtime x{o.realtime}" if o.realtime else "as fast as possible"
+        return f"{super().describe()}, twin at {o.twin_address}, {pace}"
 
-    def stop(self, grace_s: float | None = None) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        self.health.enter_graceful_shutdown()
+    def before_stop(self) -> None:
         self.host.close()
-        self._server.stop(self.options.grace_s if grace_s is None else grace_s).wait()
+
+    def after_stop(self) -> None:
         self.twin.close()
-
-    def __enter__(self) -> ChipHostServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(options: HostServerOptions, port_file: Path | None = None) -> None:
-    """Run a ChipHost server until SIGTERM or SIGINT, then shut it down."""
-    import os
-
-    server = ChipHostServer(options)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    port = server.start()
-    log.info(
-        "ChipHost listening on %s (%s%s), twin at %s, %s", server.address,
-        "TLS" if options.tls_cert else "plaintext", ", token required" if options.token else "",
-        options.twin_address,
-        f"realtime x{options.realtime}" if options.realtime else "as fast as possible",
-    )  # fmt: skip
-    if port_file is not None:
-        tmp = Path(f"{port_file}.tmp")
-        tmp.write_text(f"{port}\n")
-        os.replace(tmp, port_file)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        log.info("stopped")
+    """Run a ChipHost server until SIGTERM or SIGINT, then shut it down gracefully."""
+    serving.serve(ChipHostServer(options), port_file)

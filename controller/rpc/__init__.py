@@ -1,2 +1,3 @@
-"""The controller's side of the wire: the one channel factory and ``TwinClient``, the
-CrossbarTwin client that offers the in-process ``ChipRegistry``'s calls over gRPC."""
+"""The controller's side of the wire: ``TwinClient``, the CrossbarTwin client that offers the
+in-process ``ChipRegistry``'s calls over gRPC (channels from ``pcmtwin.credentials``, values
+from ``pcmtwin.codec``, errors from ``pcmtwin.status``)."""

@@ -3,8 +3,9 @@ in-process ``device_twin.registry.ChipRegistry``.
 
 Same method names and arguments (chip id first), same results (``device_twin.chip.OpResult``,
 without ``writes``), same errors: a refused call raises the core's ``InvalidArgument``,
-``NotFound``, ``FailedPrecondition`` or ``ResourceExhausted`` with the server's message;
-other failures raise ``TwinRpcError`` (a ``TwinError`` whose ``.code`` is the status name).
+``NotFound``, ``FailedPrecondition`` or ``ResourceExhausted`` with the server's message and
+the fields it names (``.violations``); other failures raise ``TwinRpcError`` (a ``TwinError``
+whose ``.code`` is the status name). The mapping is ``pcmtwin.status``'s.
 
 Every call has a deadline (``timeout_s``, covering its retries). Calls failing with
 UNAVAILABLE (server down, restarting or restoring) are retried with exponential backoff
@@ -41,58 +42,24 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.rpc.channel import make_channel
 from device_twin.chip import OpResult
 from device_twin.config import ChipConfig
-from device_twin.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    TwinError,
-)
 from device_twin.registry import ChipInfo
-from device_twin.service.servicer import (
+from pcmtwin.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MESSAGE_OVERHEAD_BYTES,
-    SERVICE_NAME,
+    TWIN_SERVICE,
     array_to_proto,
     numpy_to_tensor,
     pulse_kind_to_proto,
     result_from_proto,
     tensor_to_numpy,
 )
+from pcmtwin.credentials import make_channel
+from pcmtwin.status import TwinRpcError, error_from_rpc, error_from_status, status_code_from_value
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 
-_ERRORS: dict[grpc.StatusCode, type[TwinError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-}
-
-
-class TwinRpcError(TwinError):
-    """A call failed for a reason other than a refused request (``.code``: status name)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.details = message
-
-
-_CODES = {c.value[0]: c for c in grpc.StatusCode}
-
-
-def _error(code: grpc.StatusCode, details: str) -> TwinError:
-    cls = _ERRORS.get(code)
-    return cls(details) if cls is not None else TwinRpcError(code.name, details)
-
-
-def _as_error(exc: grpc.RpcError) -> TwinError:
-    return _error(exc.code(), exc.details() or "")
+__all__ = ["ChipState", "TwinClient", "TwinRpcError"]  # TwinRpcError: from pcmtwin.status
 
 
 class _SessionBroken(Exception):
@@ -233,7 +200,7 @@ class TwinClient:
                     and time.monotonic() + delay < deadline
                 )
                 if not retry:
-                    raise _as_error(exc) from None
+                    raise error_from_rpc(exc) from None
             time.sleep(delay)
             attempt += 1
 
@@ -255,9 +222,9 @@ class TwinClient:
                 else:
                     if got.code == 0:
                         return got.result
-                    code = _CODES.get(got.code, grpc.StatusCode.UNKNOWN)
+                    code = status_code_from_value(got.code)
                     if code != grpc.StatusCode.UNAVAILABLE:
-                        raise _error(code, got.message)
+                        raise error_from_status(code, got.message)
                     # UNAVAILABLE inside a session: retried as a unary call below
         method = getattr(self._stub, "".join(p.title() for p in name.split("_")))
         return self._call(method, request)
@@ -269,7 +236,7 @@ class TwinClient:
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the server's health check reports SERVING (state restored)."""
         deadline = time.monotonic() + timeout_s
-        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        request = health_pb2.HealthCheckRequest(service=TWIN_SERVICE)
         while True:
             try:
                 status = self._health.Check(
@@ -282,7 +249,7 @@ class TwinClient:
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 ):
-                    raise _as_error(exc) from None
+                    raise error_from_rpc(exc) from None
             if time.monotonic() > deadline:
                 raise TwinRpcError(
                     "DEADLINE_EXCEEDED", f"{self.address} not SERVING after {timeout_s} s"

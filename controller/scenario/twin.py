@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from controller.rpc.client import TwinClient
-from device_twin.service.server import ServerOptions, TwinServer, load_token
+from device_twin.service.server import ServerOptions, TwinServer
+from pcmtwin.credentials import load_token
 
 #: The scenario's client rides out a twin that is down (killed, restarting, restoring its
 #: state) for at least 75 s: an UNAVAILABLE call is retried with backoff capped at 2 s

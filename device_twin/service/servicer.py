@@ -5,13 +5,14 @@ Only message-level checks live here (dtype names, byte lengths against shapes, e
 required fields, responses that would not fit in a message); everything about devices,
 tiles and time is checked by the core, whose ``TwinError`` subclasses carry the status code
 (``.code``) that is sent back with their message. A refused request changes nothing.
+Values are translated by ``pcmtwin.codec``, errors answered by ``pcmtwin.status`` (the same for
+both services: status code, message, and the fields at fault as rich error details).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -21,131 +22,34 @@ import numpy as np
 import pydantic
 from google.protobuf.message import DecodeError
 
-from device_twin.chip import Array, OpResult, PulseKind
+from device_twin.chip import Array
 from device_twin.config import ChipConfig
-from device_twin.errors import InvalidArgument, NotFound, ResourceExhausted, TwinError
+from device_twin.errors import NotFound, ResourceExhausted
 from device_twin.service.persistence import DurableRegistry
-from pcmtwin.v1 import tensor_pb2, twin_pb2, twin_pb2_grpc
+from pcmtwin import status
+from pcmtwin.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FLOAT,
+    INTEGER,
+    MESSAGE_OVERHEAD_BYTES,
+    TWIN_SERVICE,
+    array_from_proto,
+    numpy_to_tensor,
+    pulse_kind_from_proto,
+    required_tensor,
+    result_to_proto,
+    tensor_to_numpy,
+)
+from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVICE_NAME = twin_pb2.DESCRIPTOR.services_by_name["CrossbarTwin"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024**2
-#: Room left in a message for everything but the tensor payload.
-MESSAGE_OVERHEAD_BYTES = 64 * 1024
+SERVICE_NAME = TWIN_SERVICE
+#: What a device list is, for the error when one is missing.
+_DEVICES = "a 1-D integer Tensor of flat device indices"
 #: Open ``Session`` streams a servicer allows at once (each holds a server thread).
 DEFAULT_MAX_SESSIONS = 4
-MAX_TENSOR_NDIM = 8
-
-_DTYPES = {
-    name: np.dtype(name).newbyteorder("<")
-    for name in ("float32", "float64", "int8", "int16", "int32", "int64",
-                 "uint8", "uint16", "uint32", "uint64")
-}  # fmt: skip
-FLOAT = ("float32", "float64")
-INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-
-
-# --- tensors -------------------------------------------------------------------------------
-def numpy_to_tensor(a: np.ndarray) -> tensor_pb2.Tensor:
-    """A numpy array as a Tensor message (raw little-endian bytes, C order)."""
-    a = np.asarray(a)
-    if a.dtype.name not in _DTYPES:
-        raise InvalidArgument(
-            f"dtype {a.dtype} cannot travel: expected one of {', '.join(_DTYPES)}"
-        )
-    le = np.ascontiguousarray(a).astype(_DTYPES[a.dtype.name], copy=False)
-    return tensor_pb2.Tensor(data=le.tobytes(), dtype=a.dtype.name, shape=a.shape)
-
-
-def tensor_to_numpy(t: tensor_pb2.Tensor, name: str, dtypes: tuple[str, ...]) -> np.ndarray:
-    """A Tensor message as a (writable, native) numpy array; ``InvalidArgument`` if malformed."""
-    if t.dtype not in dtypes:
-        raise InvalidArgument(
-            f"{name}.dtype {t.dtype!r} is not accepted here: expected one of {', '.join(dtypes)}"
-        )
-    shape = tuple(t.shape)
-    if len(shape) > MAX_TENSOR_NDIM or any(d < 0 for d in shape):
-        raise InvalidArgument(
-            f"{name}.shape {list(shape)} is not valid: expected at most {MAX_TENSOR_NDIM} "
-            "dimensions, each >= 0"
-        )
-    dt = _DTYPES[t.dtype]
-    n_bytes = math.prod(shape) * dt.itemsize  # Python ints: no overflow for huge shapes
-    if len(t.data) != n_bytes:
-        raise InvalidArgument(
-            f"{name} has {len(t.data)} bytes of data, but dtype {t.dtype} and shape "
-            f"{list(shape)} need {n_bytes}"
-        )
-    return np.frombuffer(t.data, dt).reshape(shape).astype(dt.newbyteorder("="))
-
-
-def result_to_proto(r: OpResult) -> twin_pb2.OpResult:
-    msg = twin_pb2.OpResult(
-        kind=r.kind, tile=int(r.tile), at_s=float(r.at_s), devices=int(r.devices),
-        pulses=int(r.pulses), iterations=int(r.iterations), energy_pj=float(r.energy_pj),
-        latency_s=float(r.latency_s),
-    )  # fmt: skip
-    if r.values is not None:
-        msg.values.CopyFrom(numpy_to_tensor(r.values))
-    if r.scale_us is not None:
-        msg.scale_us = float(r.scale_us)
-    return msg
-
-
-def result_from_proto(m: twin_pb2.OpResult) -> OpResult:
-    values = None
-    if m.HasField("values"):
-        values = tensor_to_numpy(m.values, "values", tuple(_DTYPES))
-    return OpResult(
-        m.kind, int(m.tile), m.at_s, devices=m.devices, pulses=m.pulses,
-        iterations=m.iterations, energy_pj=m.energy_pj, latency_s=m.latency_s, values=values,
-        scale_us=m.scale_us if m.HasField("scale_us") else None,
-    )  # fmt: skip
-
-
-# --- enums ---------------------------------------------------------------------------------
-def array_from_proto(value: int, allow_diff: bool = False) -> Array:
-    expected = "ARRAY_POS (1), ARRAY_NEG (2), ARRAY_BOTH (4)" + (
-        " or ARRAY_DIFF (3)" if allow_diff else ""
-    )
-    if value == twin_pb2.ARRAY_UNSPECIFIED:
-        raise InvalidArgument(f"array is not set (ARRAY_UNSPECIFIED): expected {expected}")
-    if value not in (
-        twin_pb2.ARRAY_POS,
-        twin_pb2.ARRAY_NEG,
-        twin_pb2.ARRAY_DIFF,
-        twin_pb2.ARRAY_BOTH,
-    ):
-        raise InvalidArgument(f"unknown array value {value}: expected {expected}")
-    a = Array(value - 1)
-    if a is Array.DIFF and not allow_diff:
-        raise InvalidArgument(f"ARRAY_DIFF is only valid for Probe: expected {expected}")
-    return a
-
-
-def array_to_proto(a: int) -> int:
-    return int(a) + 1
-
-
-def pulse_kind_from_proto(value: int) -> PulseKind:
-    expected = "PULSE_KIND_SET (1) or PULSE_KIND_RESET (2)"
-    if value == twin_pb2.PULSE_KIND_UNSPECIFIED:
-        raise InvalidArgument(f"kind is not set (PULSE_KIND_UNSPECIFIED): expected {expected}")
-    if value not in (twin_pb2.PULSE_KIND_SET, twin_pb2.PULSE_KIND_RESET):
-        raise InvalidArgument(f"unknown pulse kind value {value}: expected {expected}")
-    return PulseKind(value - 1)
-
-
-def pulse_kind_to_proto(k: int) -> int:
-    return int(k) + 1
-
-
-def _required(msg, field: str, what: str) -> tensor_pb2.Tensor:
-    if not msg.HasField(field):
-        raise InvalidArgument(f"{field} is required: {what}")
-    return getattr(msg, field)
 
 
 class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
@@ -172,8 +76,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         try:
             return fn()
         except Exception as exc:
-            context.abort(*_refusal(exc))
-        raise AssertionError("unreachable")  # context.abort raises
+            status.abort(context, exc, "a CrossbarTwin call")
 
     def _config(self, chip_id: str) -> ChipConfig:
         return self.registry.with_chip(chip_id, lambda c: c.config)
@@ -189,7 +92,10 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
     # --- chips ----------------------------------------------------------------------------
     def CreateChip(self, request, context):
         def run():
-            config = ChipConfig.model_validate_json(request.config_json or "{}")
+            try:
+                config = ChipConfig.model_validate_json(request.config_json or "{}")
+            except pydantic.ValidationError as exc:
+                raise status.invalid_argument(exc, "config_json", "chip config") from None
             chip_id = self.registry.create_chip(
                 config, request.chip_id or None, request_id=request.request_id
             )
@@ -241,8 +147,8 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
 
     def _op_program(self, request) -> twin_pb2.OpResult:
         what = "a float Tensor of target conductances (rows, cols) in uS"
-        gp = tensor_to_numpy(_required(request, "g_target_pos_us", what), "g_target_pos_us", FLOAT)
-        gn = tensor_to_numpy(_required(request, "g_target_neg_us", what), "g_target_neg_us", FLOAT)
+        gp = required_tensor(request, "g_target_pos_us", FLOAT, what)
+        gn = required_tensor(request, "g_target_neg_us", FLOAT, what)
         r = self.registry.program(
             request.chip_id, int(request.tile), gp, gn, request.at_s,
             request_id=request.request_id,
@@ -254,14 +160,10 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
 
     def _op_program_devices(self, request) -> twin_pb2.OpResult:
         arr = array_from_proto(request.array)
-        dev = tensor_to_numpy(
-            _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
-            "devices", INTEGER,
-        )  # fmt: skip
-        g = tensor_to_numpy(
-            _required(request, "g_target_us", "a 1-D float Tensor, one target per device"),
-            "g_target_us", FLOAT,
-        )  # fmt: skip
+        dev = required_tensor(request, "devices", INTEGER, _DEVICES)
+        g = required_tensor(
+            request, "g_target_us", FLOAT, "a 1-D float Tensor, one target per device"
+        )
         r = self.registry.program_devices(
             request.chip_id, int(request.tile), arr, dev, g, request.at_s,
             request_id=request.request_id,
@@ -274,14 +176,10 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
     def _op_apply_pulses(self, request) -> twin_pb2.OpResult:
         arr = array_from_proto(request.array)
         kind = pulse_kind_from_proto(request.kind)
-        dev = tensor_to_numpy(
-            _required(request, "devices", "a 1-D integer Tensor of flat device indices"),
-            "devices", INTEGER,
-        )  # fmt: skip
-        count = tensor_to_numpy(
-            _required(request, "count", "an integer Tensor: a scalar or one per device"),
-            "count", INTEGER,
-        )  # fmt: skip
+        dev = required_tensor(request, "devices", INTEGER, _DEVICES)
+        count = required_tensor(
+            request, "count", INTEGER, "an integer Tensor: a scalar or one per device"
+        )
         r = self.registry.apply_pulses(
             request.chip_id, int(request.tile), arr, dev, kind, count, request.at_s,
             request_id=request.request_id,
@@ -312,9 +210,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
 
     def _op_probe(self, request) -> twin_pb2.OpResult:
         arr = array_from_proto(request.array, allow_diff=True)
-        rows = tensor_to_numpy(
-            _required(request, "rows", "a 1-D integer Tensor of row indices"), "rows", INTEGER
-        )
+        rows = required_tensor(request, "rows", INTEGER, "a 1-D integer Tensor of row indices")
         cfg = self._config(request.chip_id)
         n_arrays = 2 if arr is Array.BOTH else 1
         col_count = request.col_count if request.HasField("col_count") else None
@@ -330,9 +226,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         return self._call(context, lambda: self._op_mvm(request))
 
     def _op_mvm(self, request) -> twin_pb2.OpResult:
-        x = tensor_to_numpy(
-            _required(request, "x", "a float Tensor of inputs (batch, k)"), "x", FLOAT
-        )
+        x = required_tensor(request, "x", FLOAT, "a float Tensor of inputs (batch, k)")
         cfg = self._config(request.chip_id)
         col_count = int(request.col_count) if request.HasField("col_count") else None
         n_out = col_count if col_count is not None else cfg.tile_cols - request.col_start
@@ -393,7 +287,8 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             try:
                 result = op(getattr(req, which))
             except Exception as exc:
-                yield _session_error(*_refusal(exc))
+                r = status.refusal(exc, "a CrossbarTwin session")
+                yield _session_error(r.code, r.message)
             else:
                 yield twin_pb2.SessionResponse(result=result)
 
@@ -432,29 +327,5 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                 )  # fmt: skip
 
 
-def _refusal(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status and message a failed operation is answered with (unary or in a session)."""
-    if isinstance(exc, TwinError):
-        return _status(exc.code), str(exc)
-    if isinstance(exc, pydantic.ValidationError):
-        return grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc)
-    # a bug must not kill the server or leak a traceback
-    log.error("internal error in a CrossbarTwin call", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-
-
 def _session_error(code: grpc.StatusCode, message: str) -> twin_pb2.SessionResponse:
     return twin_pb2.SessionResponse(code=code.value[0], message=message)
-
-
-def _status(code: str) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
-
-
-def _pydantic_message(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in e["loc"]) or "config"
-        parts.append(f"{loc}: {e['msg']}")
-    more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return "chip config is not valid: " + "; ".join(parts) + more

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -18,6 +13,9 @@ from controller.host.service import ChipHostServer, HostServerOptions
 from controller.workloads.network import NetworkDescription
 from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.v1 import host_pb2_grpc
+from tests.pcmtwin.server_process import ServerProcess
+
+__all__ = ["InProcess", "ServerProcess", "from_tensor", "tensor", "tiny_network"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,41 +54,6 @@ class InProcess:
         self.channel.close()
         self.host.stop(grace_s=0)
         self.twin.stop(grace_s=0)
-
-
-class ServerProcess:
-    """``python -m controller.cli <group> serve ...`` in a subprocess on a loopback port."""
-
-    def __init__(self, tmp: Path, group: str, *args: str) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.port_file = tmp / f"{group}-port-{time.monotonic_ns()}"
-        self.log_path = tmp / f"{group}.log"
-        cmd = [sys.executable, "-m", "controller.cli", group, "serve",
-               "--address", "127.0.0.1:0", "--port-file", str(self.port_file), *args]  # fmt: skip
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-        deadline = time.monotonic() + 300  # a loaded machine starts Python slowly
-        while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                self._log.close()
-                raise RuntimeError(f"{group} server exited: {self.log_path.read_text()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{group} server did not bind in time")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 def tensor(a: np.ndarray):

@@ -27,11 +27,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.host.service import ChipHostServer, HostServerOptions
-from controller.rpc.channel import make_channel
 from controller.workloads.network import NetworkDescription
 from controller.workloads.tensor import Tensor
 from device_twin.config import ChipConfig
 from device_twin.service.server import ServerOptions, TwinServer
+from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
 from tests.reliability.fuzzing import np_tensor, tally
 from tests.reliability.twin_harness import ChipCopy, chip_copy, g_bound_us

@@ -11,10 +11,7 @@ import ast
 import base64
 import json
 import logging
-import os
 import pickle
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -27,21 +24,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-import device_twin.service.server as twin_server
+import pcmtwin.credentials as credentials
 from controller.cli import app
 from controller.host.service import ChipHostServer, HostServerOptions
-from controller.rpc.channel import make_channel
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.sweep import parse_grid
 from controller.workloads.network import NetworkDescription
-from device_twin.service.server import (
-    ServerConfigError,
-    ServerOptions,
-    TwinServer,
-    check_bind_policy,
-)
+from device_twin.service.server import ServerOptions, TwinServer
+from pcmtwin.credentials import ConfigError, make_channel
+from pcmtwin.serving import check_bind_policy
 from pcmtwin.v1 import host_pb2, host_pb2_grpc, twin_pb2, twin_pb2_grpc
 from tests.device_twin.service.conftest import self_signed_cert
+from tests.pcmtwin.server_process import ServerProcess
 from tests.reliability.host_harness import BASELINE, BASELINE_CHIP, mlp
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,9 +84,9 @@ def _code(call, request, **kw) -> tuple[grpc.StatusCode, str]:
 def test_chip_host_refuses_a_public_bind_without_token_or_tls(tmp_path):
     """ChipHost, like the twin, binds a non-loopback address only with a token, TLS or an
     explicit --insecure; `pcm-twin chip serve` exits with status 2 and says why."""
-    with pytest.raises(ServerConfigError, match="not a loopback address"):
+    with pytest.raises(ConfigError, match="not a loopback address"):
         ChipHostServer(HostServerOptions(twin_address="127.0.0.1:1", address="0.0.0.0:0"))
-    with pytest.raises(ServerConfigError, match="not a loopback address"):
+    with pytest.raises(ConfigError, match="not a loopback address"):
         ChipHostServer(HostServerOptions(twin_address="127.0.0.1:1", address="[::]:0"))
     for ok in ({"token": TOKEN}, {"tls_cert": tmp_path, "tls_key": tmp_path}, {"insecure": True}):
         check_bind_policy(HostServerOptions(twin_address="x:1", address="0.0.0.0:1", **ok))  # type: ignore[arg-type]
@@ -132,13 +126,13 @@ def test_chip_host_tls(tmp_path):
 def test_tokens_are_compared_in_constant_time_by_both_services(monkeypatch):
     """Every bearer token either service receives is checked with hmac.compare_digest."""
     seen: list[bytes] = []
-    real = twin_server.hmac.compare_digest
+    real = credentials.hmac.compare_digest
 
     def spy(a, b):
         seen.append(bytes(a))
         return real(a, b)
 
-    monkeypatch.setattr(twin_server.hmac, "compare_digest", spy)
+    monkeypatch.setattr(credentials.hmac, "compare_digest", spy)
     s = Servers(token=TOKEN, host_token=TOKEN)
     try:
         for address, stub_cls, request, method in (
@@ -185,35 +179,20 @@ def test_chip_host_needs_the_token_and_never_reveals_it(caplog):
     assert TOKEN not in caplog.text and "tok-not-it" not in caplog.text
 
 
-def _serve(tmp: Path, group: str, *args: str, env: dict) -> tuple[subprocess.Popen, str, Path]:
-    port_file, log = tmp / f"{group}.port", tmp / f"{group}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", group, "serve", "--address", "127.0.0.1:0",
-         "--port-file", str(port_file), "--log-level", "DEBUG", *args],
-        cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return proc, f"127.0.0.1:{int(port_file.read_text())}", log
-
-
 def test_served_processes_never_log_their_tokens(tmp_path):
     """`pcm-twin twin serve` and `pcm-twin chip serve` at DEBUG log level, token from a file
     and from $PCM_TWIN_TOKEN, refused and accepted calls, a network loaded through both, a
     graceful stop: neither log holds the token."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    procs = []
+    procs: list[ServerProcess] = []
     try:
-        twin, twin_addr, twin_log = _serve(tmp_path, "twin", "--token-file", str(token_file),
-                                           env={})  # fmt: skip
-        procs.append(twin)
-        host, host_addr, host_log = _serve(tmp_path, "chip", "--twin", twin_addr,
-                                           env={"PCM_TWIN_TOKEN": TOKEN})  # fmt: skip
-        procs.append(host)
+        debug, one = ("--log-level", "DEBUG"), {"OMP_NUM_THREADS": "1"}
+        procs.append(ServerProcess(tmp_path, *debug, "--token-file", str(token_file), env=one))
+        twin_addr = procs[0].address
+        procs.append(ServerProcess(tmp_path, *debug, "--twin", twin_addr, group="chip",
+                                   env={**one, "PCM_TWIN_TOKEN": TOKEN}))  # fmt: skip
+        host_addr = procs[1].address
         with make_channel(host_addr, token=TOKEN) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             deadline = time.monotonic() + 300
@@ -237,13 +216,8 @@ def test_served_processes_never_log_their_tokens(tmp_path):
             assert code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(30)
-    logs = twin_log.read_text() + host_log.read_text()
+            p.stop()
+    logs = "".join(p.log_path.read_text() for p in procs)
     assert "DEBUG" in logs or "listening" in logs  # the logs were written
     assert TOKEN not in logs
 
@@ -300,7 +274,7 @@ def test_chip_host_refuses_requests_over_its_message_limit():
 
 
 def _tensor(a: np.ndarray):
-    from device_twin.service.servicer import numpy_to_tensor
+    from pcmtwin.codec import numpy_to_tensor
 
     return numpy_to_tensor(a)
 

@@ -26,12 +26,12 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.rpc.channel import make_channel
 from controller.rpc.client import TwinClient
 from device_twin.config import ChipConfig
 from device_twin.physics import PCMPhysics
 from device_twin.pulses import PulseModel
 from device_twin.service.server import ServerOptions, TwinServer
+from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 from tests.reliability.fuzzing import tally
 

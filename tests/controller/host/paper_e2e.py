@@ -26,6 +26,8 @@ import numpy as np
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
 from tests.controller.servers import ServerProcess, from_tensor, tensor
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
 YEAR_S = 365.25 * 86400.0
 TIMES_S = {"1 s": 1.0, "1 h": 3600.0, "1 day": 86400.0, "1 month": YEAR_S / 12, "1 year": YEAR_S}
 #: The chip: the paper's g_max and device model, tiles of 256 rows (every layer fits) and 16
@@ -73,9 +75,9 @@ def run(seeds: list[int], policies: dict[str, dict[str, Any]], tmp: Path) -> lis
     network = train_digital("paper_cnn").description.to_proto()
     test = load_dataset("mnist").test
     x, y = test.x.numpy().astype(np.float32), test.y.numpy()
-    twin = ServerProcess(tmp, "twin")
+    twin = ServerProcess(tmp, group="twin", env=ONE_THREAD)
     try:
-        host = ServerProcess(tmp, "chip", "--twin", twin.address)
+        host = ServerProcess(tmp, "--twin", twin.address, group="chip", env=ONE_THREAD)
     except BaseException:
         twin.stop()
         raise

@@ -3,12 +3,8 @@ a small chip, and exact comparisons of operation results."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +15,7 @@ from controller.rpc.client import TwinClient
 from device_twin.chip import OpResult
 from device_twin.config import ChipConfig
 from device_twin.service.server import ServerOptions, TwinServer
+from tests.pcmtwin.server_process import ServerProcess as _ServerProcess
 
 REPO = Path(__file__).resolve().parents[3]
 RESULT_FIELDS = ("kind", "tile", "at_s", "devices", "pulses", "iterations", "energy_pj",
@@ -62,58 +59,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    """``python -m controller.cli twin serve`` in a subprocess, on a loopback port."""
-
-    def __init__(self, tmp: Path, *args: str, port: int = 0, env: dict | None = None) -> None:
-        self.tmp = Path(tmp)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.port_file = self.tmp / f"port-{time.monotonic_ns()}"
-        self.log_path = self.tmp / "server.log"
-        cmd = [sys.executable, "-m", "controller.cli", "twin", "serve",
-               "--address", f"127.0.0.1:{port}", "--port-file", str(self.port_file), *args]  # fmt: skip
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )  # fmt: skip
-        self.port = self._wait_port()
-
-    def _wait_port(self, timeout_s: float = 300.0) -> int:  # generous: CI machines get loaded
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.port_file.exists():
-                return int(self.port_file.read_text())
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
-            time.sleep(0.05)
-        raise RuntimeError("server did not bind in time")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+class ServerProcess(_ServerProcess):
+    """A twin server process (``pcm-twin twin serve``), with a ready client at hand."""
 
     def client(self, **kw) -> TwinClient:
         c = TwinClient(self.address, **kw)
         c.wait_ready(timeout_s=300)
         return c
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final snapshot."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

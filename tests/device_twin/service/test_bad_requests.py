@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from controller.rpc.channel import make_channel
 from controller.rpc.client import TwinClient
 from device_twin import Array, Chip
-from device_twin.service.servicer import numpy_to_tensor
+from pcmtwin.codec import numpy_to_tensor
+from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import tensor_pb2, twin_pb2, twin_pb2_grpc
 from tests.device_twin.service.conftest import small_config, start_inprocess
 

@@ -11,10 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from controller.rpc.channel import make_channel
 from controller.rpc.client import TwinClient, TwinRpcError
 from device_twin import Array, Chip, PulseKind
-from device_twin.service.servicer import numpy_to_tensor
+from pcmtwin.codec import numpy_to_tensor
+from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 from tests.device_twin.service.conftest import (
     ServerProcess,

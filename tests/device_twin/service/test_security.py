@@ -11,18 +11,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.rpc.channel import make_channel
 from controller.rpc.client import TwinClient, TwinRpcError
 from device_twin.service.persistence import DurableRegistry
-from device_twin.service.server import (
-    ServerConfigError,
-    ServerOptions,
-    TwinServer,
-    check_bind_policy,
-    is_loopback,
-    load_token,
-)
+from device_twin.service.server import ServerOptions, TwinServer
 from device_twin.service.servicer import CrossbarTwinServicer
+from pcmtwin.credentials import ConfigError, load_token, make_channel
+from pcmtwin.serving import check_bind_policy, is_loopback
 from pcmtwin.v1 import twin_pb2
 from tests.device_twin.service.conftest import self_signed_cert, small_config, start_inprocess
 
@@ -113,14 +107,14 @@ def test_loopback_detection():
 
 def test_non_loopback_bind_needs_token_or_tls_or_insecure(tmp_path):
     """A public bind is refused without a token or TLS unless --insecure is explicit."""
-    with pytest.raises(ServerConfigError, match="not a loopback address"):
+    with pytest.raises(ConfigError, match="not a loopback address"):
         check_bind_policy(ServerOptions(address="0.0.0.0:50051"))
-    with pytest.raises(ServerConfigError, match="not a loopback address"):
+    with pytest.raises(ConfigError, match="not a loopback address"):
         TwinServer(ServerOptions(address="10.0.0.1:50051"))
     check_bind_policy(ServerOptions(address="0.0.0.0:50051", token=TOKEN))
     check_bind_policy(ServerOptions(address="0.0.0.0:50051", tls_cert=tmp_path, tls_key=tmp_path))
     check_bind_policy(ServerOptions(address="0.0.0.0:50051", insecure=True))
-    with pytest.raises(ServerConfigError, match="both"):
+    with pytest.raises(ConfigError, match="both"):
         check_bind_policy(ServerOptions(tls_cert=tmp_path))
     result = CliRunner().invoke(app, ["twin", "serve", "--address", "0.0.0.0:0"], env={})
     assert result.exit_code == 2
@@ -135,7 +129,7 @@ def test_token_comes_from_file_or_environment(tmp_path):
     assert load_token(None, env={"PCM_TWIN_TOKEN": "from-env"}) == "from-env"
     assert load_token(None, env={}) is None
     f.write_text("\n")
-    with pytest.raises(ServerConfigError, match="empty"):
+    with pytest.raises(ConfigError, match="empty"):
         load_token(f, env={})
 
 

@@ -9,11 +9,11 @@ import grpc
 import numpy as np
 import pytest
 
-from controller.rpc.channel import make_channel
 from controller.rpc.client import TwinClient
 from device_twin import Array, Chip, PulseKind
 from device_twin.errors import InvalidArgument, NotFound
-from device_twin.service.servicer import numpy_to_tensor, result_from_proto
+from pcmtwin.codec import numpy_to_tensor, result_from_proto
+from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 from tests.device_twin.service.conftest import (
     assert_same_result,

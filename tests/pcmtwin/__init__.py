@@ -1,0 +1,1 @@
+"""Tests of the wire layer (pcmtwin): codec, status mapping, credentials, serving."""
