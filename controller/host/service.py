@@ -35,22 +35,14 @@ from controller.host.chip_host import ChipHost
 from controller.rpc.client import TwinClient
 from device_twin.config import ChipConfig
 from device_twin.errors import InvalidArgument, ResourceExhausted
-from pcmtwin import serving, status
-from pcmtwin.codec import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    FLOAT,
-    HOST_SERVICE,
-    MESSAGE_OVERHEAD_BYTES,
-    numpy_to_tensor,
-    required,
-    required_tensor,
-)
+from pcmtwin import codec, serving, status
+from pcmtwin.codec import DEFAULT_MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD_BYTES
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVICE_NAME = HOST_SERVICE
+SERVICE_NAME = codec.HOST_SERVICE
 DEFAULT_HOST_ADDRESS = "127.0.0.1:50052"
 
 _MODES = {
@@ -176,7 +168,7 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         from controller.workloads.network import NetworkDescription
 
         def run(_deadline):
-            required(request, "network", "a NetworkDescription")
+            codec.required(request, "network", "a NetworkDescription")
             try:
                 desc = NetworkDescription.from_proto(request.network)
             except pydantic.ValidationError as exc:
@@ -198,7 +190,9 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
 
     def Infer(self, request, context):
         def run(deadline):
-            raw = required_tensor(request, "x", FLOAT, "a float Tensor (batch, *input_shape)")
+            raw = codec.required_tensor(
+                request, "x", codec.FLOAT, "a float Tensor (batch, *input_shape)"
+            )
             with np.errstate(over="ignore"):
                 x = raw.astype(np.float32)
             if not np.all(np.isfinite(x)) and np.all(np.isfinite(raw)):
@@ -211,7 +205,7 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                 raise ResourceExhausted(f"the output would take {y.nbytes:,} bytes, over this "
                                         "server's limit: send smaller batches")  # fmt: skip
             return host_pb2.InferResponse(
-                y=numpy_to_tensor(y), submitted_s=res.submitted_s, start_s=res.start_s,
+                y=codec.numpy_to_tensor(y), submitted_s=res.submitted_s, start_s=res.start_s,
                 end_s=res.end_s, energy_pj=res.energy_pj,
             )  # fmt: skip
 
