@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.results import CheckpointError, format_energy_pj, summary_table_rows
+
+# The schema, runner, resume and sweep modules are imported inside the commands that use
+# them: they bring torch, aihwkit and gRPC (over a second of start-up), which ``pcm-twin
+# --help`` and the twin's own commands do not need.
 
 EXIT_INVALID = 1
 EXIT_FAILED = 2
@@ -78,8 +84,6 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
 
 def default_workers() -> int:
     """One worker per CPU this process may use."""
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -211,8 +215,6 @@ def sweep_command(
     file: Path, grid: Sequence[str], out: Path | None, workers: int, dask: str | None,
     twin: str | None, console: Console,
 ) -> int:  # fmt: skip
-    import yaml
-
     from controller.scenario.sweep import GridAxis, parse_grid, run_sweep
 
     try:

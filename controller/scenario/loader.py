@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from controller.firmware.policies import PolicyLoadError, load_policy, resolve_policy_class
 from controller.scenario.durations import log_spaced_s, parse_duration_s
 from controller.scenario.schema import Scenario, ScenarioCore, merge
 
@@ -277,8 +278,6 @@ def _blamed_param(params: dict[str, Any], message: str) -> str | None:
 def semantic_issues(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
     """Problems the schema alone cannot see in scenario ``data`` (raw, so that they are found
     even when other parts are invalid), and the policy's parameters in seconds."""
-    from controller.firmware.policies import PolicyLoadError, load_policy, resolve_policy_class
-
     problems: list[tuple[Path_, str]] = []
     duration = _seconds(data.get("duration")) if "duration" in data else None
     ev = data.get("evaluation")

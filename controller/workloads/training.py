@@ -255,6 +255,8 @@ def _train_digital(wl: Workload, cfg: TrainingConfig, key: str) -> TrainedNetwor
 
 def analog_rpu_config(hwa: HardwareAwareConfig):  # -> TorchInferenceRPUConfig
     """The aihwkit configuration of hardware-aware training (pure-torch tiles only)."""
+    # aihwkit's simulator is imported only for hardware-aware training (0.4 s that importing
+    # this module for digital training does not pay)
     from aihwkit.simulator.configs import TorchInferenceRPUConfig
     from aihwkit.simulator.parameters.enums import WeightClipType, WeightModifierType
 
