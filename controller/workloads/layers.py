@@ -148,6 +148,23 @@ class ReLU(BaseLayer):
     kind: Literal["ReLU"] = "ReLU"
 
 
+def _check_pool_padding(padding: tuple[int, int], kernel: tuple[int, int]) -> None:
+    if any(p < 0 or 2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        raise ValueError("padding must be >= 0 and at most half the kernel size")
+
+
+def _pooled(shape: Shape, kernel: tuple[int, int], stride: tuple[int, int],
+            padding: tuple[int, int], dilation: tuple[int, int], ceil: bool) -> Shape:  # fmt: skip
+    """The (C, H, W) shape after a pooling window (torch's rule); ValueError if none fits."""
+    out = tuple(
+        _spatial_out(shape[1 + d], kernel[d], stride[d], padding[d], dilation[d], ceil)
+        for d in range(2)
+    )
+    if min(out) < 1:
+        raise ValueError(f"pool {kernel} does not fit the input {shape}")
+    return (shape[0], *out)
+
+
 class MaxPool2d(BaseLayer):
     kind: Literal["MaxPool2d"] = "MaxPool2d"
     kernel_size: Pair
@@ -160,21 +177,13 @@ class MaxPool2d(BaseLayer):
     def _check(self) -> MaxPool2d:
         if min(self.kernel_size + self.dilation + (self.stride or (1, 1))) < 1:
             raise ValueError("kernel_size, stride, dilation must be >= 1")
-        if any(p < 0 or 2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
-            raise ValueError("padding must be >= 0 and at most half the kernel size")
+        _check_pool_padding(self.padding, self.kernel_size)
         return self
 
     def output_shape(self, shape: Shape) -> Shape:
         self._need_image(shape)
-        stride = self.stride or self.kernel_size
-        out = tuple(
-            _spatial_out(shape[1 + d], self.kernel_size[d], stride[d], self.padding[d],
-                         self.dilation[d], self.ceil_mode)
-            for d in range(2)
-        )  # fmt: skip
-        if min(out) < 1:
-            raise ValueError(f"pool {self.kernel_size} does not fit the input {shape}")
-        return (shape[0], *out)
+        return _pooled(shape, self.kernel_size, self.stride or self.kernel_size, self.padding,
+                       self.dilation, self.ceil_mode)  # fmt: skip
 
 
 class AvgPool2d(BaseLayer):
@@ -189,21 +198,13 @@ class AvgPool2d(BaseLayer):
     def _check(self) -> AvgPool2d:
         if min(self.kernel_size + (self.stride or (1, 1))) < 1:
             raise ValueError("kernel_size and stride must be >= 1")
-        if any(p < 0 or 2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
-            raise ValueError("padding must be >= 0 and at most half the kernel size")
+        _check_pool_padding(self.padding, self.kernel_size)
         return self
 
     def output_shape(self, shape: Shape) -> Shape:
         self._need_image(shape)
-        stride = self.stride or self.kernel_size
-        out = tuple(
-            _spatial_out(shape[1 + d], self.kernel_size[d], stride[d], self.padding[d], 1,
-                         self.ceil_mode)
-            for d in range(2)
-        )  # fmt: skip
-        if min(out) < 1:
-            raise ValueError(f"pool {self.kernel_size} does not fit the input {shape}")
-        return (shape[0], *out)
+        return _pooled(shape, self.kernel_size, self.stride or self.kernel_size, self.padding,
+                       (1, 1), self.ceil_mode)  # fmt: skip
 
 
 class Flatten(BaseLayer):
