@@ -196,9 +196,11 @@ class _ChipSection(Strict):
         return self
 
     def _config(self, n_tiles: int, seed: int) -> ChipConfig:
-        return ChipConfig.model_validate(
-            {**self.model_dump(exclude={"n_tiles"}), "n_tiles": n_tiles, "seed": seed}
-        )
+        # only what the scenario set: ChipConfig fills the rest with its own defaults (the
+        # same as the section's today, and still right if ChipConfig's defaults come to
+        # depend on other fields)
+        given = self.model_dump(exclude_unset=True, exclude={"n_tiles"})
+        return ChipConfig.model_validate({**given, "n_tiles": n_tiles, "seed": seed})
 
     def chip_config(self, network: NetworkDescription, seed: int = 0) -> ChipConfig:
         """The chip this section describes, fitted to ``network`` (``n_tiles: auto``: as many

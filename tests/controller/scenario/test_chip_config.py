@@ -136,3 +136,25 @@ def test_a_chip_section_out_of_the_chips_limits_is_refused(tiny_scenario):
                           ({"pulse": {"w_min": 0.5}}, "w_min")]:  # fmt: skip
         with pytest.raises(ScenarioInvalid, match=message):
             load_scenario(_scenario(tiny_scenario, chip))
+
+
+def test_the_chip_gets_only_what_the_scenario_sets(tiny_scenario, monkeypatch):
+    """The section hands ChipConfig only the keys the scenario wrote (plus n_tiles and seed),
+    so ChipConfig's own defaults apply to the rest, even defaults that depend on other
+    fields (a device family's, say)."""
+    import controller.scenario.schema as schema
+
+    received: list[set[str]] = []
+
+    class Recording(ChipConfig):
+        @classmethod
+        def model_validate(cls, obj: Any, **kw: Any) -> ChipConfig:
+            received.append(set(obj))
+            return ChipConfig.model_validate(obj, **kw)
+
+    chip = {"tile_rows": 64, "device": {"drift_scale": 0.5}}
+    core = load_scenario(_scenario(tiny_scenario, chip)).variants[0].core
+    monkeypatch.setattr(schema, "ChipConfig", Recording)
+    resolved = core.chip.chip_config(_network(), seed=3)
+    assert received == [{"tile_rows", "device", "n_tiles", "seed"}]
+    assert resolved.device.drift_scale == 0.5 and resolved.device.read_noise_scale == 1.0
