@@ -192,6 +192,21 @@ def schema_cmd(
     raise typer.Exit(schema_command(out))
 
 
+@app.command("policies")
+def policies_cmd(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="only these policies (default: every built-in)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the parameters as JSON data")
+    ] = False,
+) -> None:
+    """List the built-in correction policies and their parameters (type, unit, default)."""
+    from controller.scenario.commands import make_console, policies_command
+
+    raise typer.Exit(policies_command(names or [], as_json, make_console()))
+
+
 @app.command("validate")
 def validate_cmd(
     files: Annotated[list[Path], typer.Argument(help="scenario files (YAML)")],

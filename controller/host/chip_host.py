@@ -37,7 +37,12 @@ import pydantic
 import simpy
 
 from controller.firmware import ChipModel, ControllerConfig, Event, PolicyError, make_environment
-from controller.firmware.policies import BUILTIN, PolicyLoadError, load_policy
+from controller.firmware.policies import (
+    BUILTIN,
+    PolicyLoadError,
+    PolicyParamsInvalid,
+    load_policy,
+)
 from controller.workloads.mapping import fit_chip, map_network
 from device_twin.config import ChipConfig
 from device_twin.errors import (
@@ -173,8 +178,11 @@ class ChipHost:
             )
         try:
             return load_policy(name, params)
+        except PolicyParamsInvalid as exc:  # each parameter at fault, as a field violation
+            violations = [("policy.params_json", f"{k}: {m}" if k else m) for k, m in exc.problems]
+            raise InvalidArgument(str(exc), violations=violations) from None
         except PolicyLoadError as exc:
-            raise InvalidArgument(str(exc)) from None
+            raise InvalidArgument(str(exc), field="policy.name") from None
 
     # --- loading ------------------------------------------------------------------------------
     def load_network(

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.results import CheckpointError, format_energy_pj, summary_table_rows
+from controller.scenario.yamlio import load_yaml
 
 # The schema, runner, resume and sweep modules are imported inside the commands that use
 # them: they bring torch, aihwkit and gRPC (over a second of start-up), which ``pcm-twin
@@ -49,6 +49,67 @@ def schema_command(out: Path | None = None) -> int:
     else:
         out.write_text(text, encoding="utf-8")
     return 0
+
+
+def policies_command(names: Sequence[str], as_json: bool, console: Console) -> int:
+    """``pcm-twin policies [NAME]...``: the built-in policies and every parameter's type,
+    unit, default and meaning (``--json``: the same as data, as a server would send it)."""
+    from controller.firmware.policies import policy_catalogue
+
+    catalogue = policy_catalogue()
+    known = [p["name"] for p in catalogue]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        console.print(f"no built-in policy {', '.join(unknown)}; built-ins: {', '.join(known)}",
+                      markup=False, soft_wrap=True)  # fmt: skip
+        return EXIT_INVALID
+    chosen = [p for p in catalogue if not names or p["name"] in names]
+    if as_json:
+        sys.stdout.write(json.dumps(chosen, indent=2) + "\n")
+        return 0
+    for policy in chosen:
+        table = Table(box=None, pad_edge=False, title_justify="left", header_style="bold",
+                      title=f"{policy['name']}: {policy['summary'].replace('``', '')}")  # fmt: skip
+        table.add_column("parameter", no_wrap=True)
+        table.add_column("type (unit)", max_width=16)
+        table.add_column("default", no_wrap=True)
+        table.add_column("meaning", ratio=1)
+        for q in policy["parameters"]:
+            kind = f"{q['type']} ({q['unit']})" if q["unit"] else q["type"]
+            table.add_row(q["name"], kind, q["default_text"], q["description"])
+        console.print(table)
+        console.print()
+    console.print("Durations (duration) take a number of seconds or 6h, 1d, 90min ...; g_max: "
+                  "weight units, a fraction of the largest conductance.",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    return 0
+
+
+def policies_markdown() -> str:
+    """The README's tables of the built-in policies' parameters: each parameter's default per
+    policy (blank: the policy does not take it), then what each parameter is."""
+    from controller.firmware.policies import policy_catalogue
+
+    catalogue = policy_catalogue()
+    params: dict[str, dict[str, Any]] = {}
+    for policy in catalogue:
+        for q in policy["parameters"]:
+            params.setdefault(q["name"], q)
+    defaults = {
+        (p["name"], q["name"]): q["default_text"] for p in catalogue for q in p["parameters"]
+    }
+    names = [p["name"] for p in catalogue]
+    lines = ["| parameter | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|" + "---|" * len(names)]  # fmt: skip
+    for q in params:
+        cells = [defaults.get((n, q), "") for n in names]
+        lines.append(f"| `{q}` | " + " | ".join(cells) + " |")
+    lines += ["", "| parameter | type | unit | meaning |", "|---|---|---|---|"]
+    for name, q in params.items():
+        kind = q["type"].replace("|", "\\|")
+        text = q["description"].replace("|", "\\|")
+        lines.append(f"| `{name}` | {kind} | {q['unit'] or '-'} | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 def validate_command(files: Sequence[Path], console: Console) -> int:
@@ -219,7 +280,7 @@ def sweep_command(
 
     try:
         loaded = load_scenario(file)
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = load_yaml(file.read_text(encoding="utf-8"))
         axes: dict[str, GridAxis] = {}
         if loaded.scenario.sweep is not None:
             for key, values in loaded.scenario.sweep.grid.items():

@@ -13,9 +13,12 @@ variant's own lines when the offending value comes from the override.
 
 Checks beyond the schema ("semantic" checks, run on every resolved variant): evaluation times
 within the duration; the policy resolves (a user policy's module is imported, which is the only
-code a scenario may cause to run) and accepts its parameters. Nothing in a scenario is ever
-evaluated: YAML is read with the safe loader (no object tags), durations are matched by a
-regular expression.
+code a scenario may cause to run; a relative path is the scenario file's folder's) and its
+parameters pass its parameter model (``controller.firmware.policies.params``), each problem
+at ``controller.policy.params.<name>``, a misspelt name answered with the closest one. Nothing
+in a scenario is ever evaluated: YAML is read with the safe loader (no object tags,
+:mod:`~controller.scenario.yamlio`: exponent floats such as ``2.0e5`` are numbers), durations
+are matched by a regular expression.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from controller.firmware.policies import PolicyLoadError, load_policy, resolve_policy_class
+from controller.firmware.policies import (
+    PolicyLoadError,
+    PolicyParamsInvalid,
+    check_params,
+    load_policy,
+    params_model,
+    resolve_policy_class,
+)
 from controller.scenario.durations import log_spaced_s, parse_duration_s
 from controller.scenario.schema import Scenario, ScenarioCore, merge
+from controller.scenario.yamlio import compose_yaml, load_yaml
 
 Path_ = tuple[str | int, ...]
 
@@ -71,7 +82,8 @@ class ResolvedVariant:
     """One variant of a study: the base with its overrides, validated and checked.
 
     ``policy_params`` are the policy's constructor arguments with durations turned into
-    seconds; ``eval_times_s`` is sorted and free of duplicates.
+    seconds; ``eval_times_s`` is sorted and free of duplicates; ``policy_dir`` is where a
+    user policy's relative path is looked up (the scenario file's folder).
     """
 
     name: str
@@ -79,6 +91,7 @@ class ResolvedVariant:
     override: dict[str, Any]
     policy_params: dict[str, Any]
     eval_times_s: tuple[float, ...]
+    policy_dir: str | None = None
 
 
 @dataclass
@@ -114,7 +127,7 @@ def _walk_nodes(
                 continue
             key: Any = key_node.value
             if key_node.tag != "tag:yaml.org,2002:str":  # 1:, true:, ... as safe_load reads them
-                key = yaml.safe_load(yaml.serialize(key_node))
+                key = load_yaml(yaml.serialize(key_node))
             line = key_node.start_mark.line + 1
             if key == "<<":  # merge key: its keys land on this mapping; lines stay at the alias
                 continue
@@ -137,18 +150,36 @@ def parse_yaml(text: str) -> tuple[Any, dict[Path_, int], list[ScenarioIssue]]:
     issues: list[ScenarioIssue] = []
     lines: dict[Path_, int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = compose_yaml(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        issues.append(ScenarioIssue((), f"not valid YAML: {problem}", line))
+        line, message = _yaml_error(exc)
+        issues.append(ScenarioIssue((), f"not valid YAML: {message}", line))
         return None, lines, issues
     if node is not None:
         lines[()] = node.start_mark.line + 1
         _walk_nodes(node, (), lines, issues)
     return data, lines, issues
+
+
+def _yaml_error(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """Where a YAML syntax error is and what it is. A flow collection (``{...}``, ``[...]``)
+    left open is reported where it opens: the parser only notices at the next line (or the
+    end of the file)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context", None) or ""
+    opened = getattr(exc, "context_mark", None)
+    if opened is not None and context.startswith("while parsing a flow"):
+        kind = "{" if "mapping" in context else "["
+        close = "}" if kind == "{" else "]"
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        return opened.line + 1, (
+            f"the '{kind}' at column {opened.column + 1} is never closed ({problem}{at}): "
+            f"a missing '{close}'?"
+        )
+    mark = mark or opened
+    return (mark.line + 1 if mark is not None else None), problem
 
 
 def line_of(path: Path_, lines: dict[Path_, int]) -> int | None:
@@ -263,21 +294,13 @@ def _seconds(value: Any) -> float | None:
         return None  # the schema reports it
 
 
-def _blamed_param(params: dict[str, Any], message: str) -> str | None:
-    """The parameter a policy's error message is about: named in it, else whose value it
-    quotes (``could not convert string to float: 'high'``)."""
-    for key in params:
-        if re.search(rf"\b{re.escape(str(key))}\b", message):
-            return key
-    for key, value in params.items():
-        if repr(value) in message:
-            return key
-    return None
-
-
-def semantic_issues(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
+def semantic_issues(
+    data: dict[str, Any], base_dir: str | None = None
+) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
     """Problems the schema alone cannot see in scenario ``data`` (raw, so that they are found
-    even when other parts are invalid), and the policy's parameters in seconds."""
+    even when other parts are invalid), and the policy's parameters as it gets them
+    (durations in seconds). A user policy's relative path is looked up in ``base_dir``."""
+
     problems: list[tuple[Path_, str]] = []
     duration = _seconds(data.get("duration")) if "duration" in data else None
     ev = data.get("evaluation")
@@ -308,23 +331,32 @@ def semantic_issues(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Pa
     raw_params = policy.get("params", {})
     if not isinstance(name, str) or not isinstance(raw_params, dict):
         return {}, problems  # the schema reports it
-    params, param_problems = _policy_params(raw_params)
-    problems += param_problems
+    params, policy_problems = policy_issues(name, raw_params, base_dir)
+    return params, problems + policy_problems
+
+
+def policy_issues(
+    name: str, raw_params: dict[str, Any], base_dir: str | None = None
+) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
+    """The policy's parameters as it gets them, and every problem of the policy's name and
+    parameters: each at ``controller.policy.params.<parameter>`` when it is one's."""
+    where: Path_ = ("controller", "policy", "params")
     try:
-        resolve_policy_class(name)
+        cls = resolve_policy_class(name, base_dir)
     except PolicyLoadError as exc:
-        problems.append((("controller", "policy", "name"), str(exc)))
-        return params, problems
-    if not param_problems:
-        try:
-            load_policy(name, params)
-        except PolicyLoadError as exc:
-            where: Path_ = ("controller", "policy", "params")
-            cause = str(exc.__cause__ or exc)
-            key = _blamed_param(params, cause)
-            if key is not None:
-                where = (*where, key)
-            problems.append((where, str(exc)))
+        return dict(raw_params), [(("controller", "policy", "name"), str(exc))]
+    params, problems = dict(raw_params), []
+    if params_model(cls) is None:  # a user policy without a model: `*_s` take durations
+        params, problems = _policy_params(raw_params)
+        if problems:
+            return params, problems
+    try:
+        params = check_params(name, cls, params)
+        load_policy(name, params, base_dir)  # what the constructor itself refuses
+    except PolicyParamsInvalid as exc:
+        problems += [((*where, key) if key else where, msg) for key, msg in exc.problems]
+    except PolicyLoadError as exc:
+        problems.append((where, str(exc)))
     return params, problems
 
 
@@ -346,9 +378,10 @@ def _from_override(path: Path_, override: dict[str, Any], err_type: str = "") ->
 
 
 def check_data(
-    data: Any, lines: dict[Path_, int]
+    data: Any, lines: dict[Path_, int], base_dir: str | None = None
 ) -> tuple[Scenario | None, list[ResolvedVariant], list[ScenarioIssue]]:
-    """Validate scenario ``data``: every issue found, mapped to ``lines``.
+    """Validate scenario ``data``: every issue found, mapped to ``lines`` (``base_dir``: where
+    a user policy's relative path is looked up, the scenario file's folder).
 
     The base must be a valid scenario on its own, and so must every variant (the base with its
     overrides). An error in a variant is reported at the override's path and line when the
@@ -374,7 +407,7 @@ def check_data(
             add(path, msg)
             base_paths.add(path)
     base = {k: v for k, v in data.items() if k not in _NOT_IN_VARIANTS}
-    base_params, problems = semantic_issues(base)
+    base_params, problems = semantic_issues(base, base_dir)
     for path, msg in problems:
         add(path, msg)
         base_paths.add(path)
@@ -385,7 +418,8 @@ def check_data(
         return scenario, [], issues
     if not raw_variants and scenario is not None and not issues:
         core = ScenarioCore.model_validate(base)
-        variants.append(ResolvedVariant("base", core, {}, base_params, tuple(eval_times_s(core))))
+        times = tuple(eval_times_s(core))
+        variants.append(ResolvedVariant("base", core, {}, base_params, times, base_dir))
 
     for vname, override in raw_variants.items():
         vpath: Path_ = ("variants", vname)
@@ -402,7 +436,7 @@ def check_data(
             core = ScenarioCore.model_validate(merged)
         except ValidationError as exc:
             found += issues_from_validation(exc, merged)
-        params, problems = semantic_issues(merged)
+        params, problems = semantic_issues(merged, base_dir)
         found += [(p, m, "") for p, m in problems]
         for path, msg, err_type in found:
             if _from_override(path, override, err_type):
@@ -410,9 +444,8 @@ def check_data(
             elif path not in base_paths:  # a base value that no longer fits the override
                 add(vpath, f"{'.'.join(map(str, path))}: {msg}")
         if core is not None and not found and not bad:
-            variants.append(
-                ResolvedVariant(str(vname), core, override, params, tuple(eval_times_s(core)))
-            )
+            times = tuple(eval_times_s(core))
+            variants.append(ResolvedVariant(str(vname), core, override, params, times, base_dir))
     return scenario, variants, issues
 
 
@@ -421,12 +454,14 @@ def sort_issues(issues: list[ScenarioIssue]) -> list[ScenarioIssue]:
     return sorted(issues, key=lambda i: i.line or 0)
 
 
-def check_text(text: str) -> tuple[LoadedScenario | None, list[ScenarioIssue]]:
-    """Parse and check scenario YAML ``text``."""
+def check_text(
+    text: str, base_dir: str | None = None
+) -> tuple[LoadedScenario | None, list[ScenarioIssue]]:
+    """Parse and check scenario YAML ``text`` (``base_dir``: see :func:`check_data`)."""
     data, lines, issues = parse_yaml(text)
     if data is None and issues:
         return None, issues
-    scenario, variants, more = check_data(data, lines)
+    scenario, variants, more = check_data(data, lines, base_dir)
     issues = issues + more
     if scenario is None or issues:
         return None, issues
@@ -434,12 +469,14 @@ def check_text(text: str) -> tuple[LoadedScenario | None, list[ScenarioIssue]]:
 
 
 def load_scenario(
-    source: str | Path | dict[str, Any], variant: str | None = None
+    source: str | Path | dict[str, Any], variant: str | None = None, base_dir: str | None = None
 ) -> LoadedScenario:
     """A validated scenario from a file path or a mapping; raises :class:`ScenarioInvalid`
-    listing every problem. ``variant`` keeps only that variant."""
+    listing every problem. ``variant`` keeps only that variant. A user policy's relative path
+    is looked up in the file's folder (``base_dir`` for a mapping), then the working
+    directory."""
     if isinstance(source, dict):
-        scenario, variants, issues = check_data(source, {})
+        scenario, variants, issues = check_data(source, {}, base_dir)
         name = "<scenario>"
         loaded = None if scenario is None or issues else LoadedScenario(scenario, variants, source)
     else:
@@ -449,7 +486,7 @@ def load_scenario(
         except OSError as exc:
             issue = ScenarioIssue((), f"cannot read the file: {exc}")
             raise ScenarioInvalid([issue], name) from exc
-        loaded, issues = check_text(text)
+        loaded, issues = check_text(text, str(Path(source).resolve().parent))
     if loaded is None or issues:
         raise ScenarioInvalid(sort_issues(issues), name)
     loaded.source = name

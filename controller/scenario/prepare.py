@@ -33,8 +33,8 @@ class PolicyInfo:
     wakeup_interval_s: float | None  # None: the policy never wakes the monitor on a period
 
     @classmethod
-    def of(cls, name: str, params: dict[str, Any]) -> PolicyInfo:
-        policy = load_policy(name, params)
+    def of(cls, name: str, params: dict[str, Any], base_dir: str | None = None) -> PolicyInfo:
+        policy = load_policy(name, params, base_dir)
         interval = getattr(policy, "interval_s", None) or getattr(policy, "base_interval_s", None)
         return cls(getattr(policy, "compensation", None), interval)
 
@@ -80,9 +80,9 @@ def prepare_variant(v: ResolvedVariant, cache: dict[str, MappedNetwork]) -> Prep
     test = load_dataset(wl.dataset, core.training.digital.split_seed).test
     if core.workload.test_images is not None:
         test = test.head(core.workload.test_images)
+    policy = PolicyInfo.of(core.controller.policy.name, v.policy_params, v.policy_dir)
     return PreparedVariant(v, cache[key], test, chip_config, trained.test_accuracy,
-                           trained.train_seconds, trained.cached,
-                           PolicyInfo.of(core.controller.policy.name, v.policy_params))  # fmt: skip
+                           trained.train_seconds, trained.cached, policy)  # fmt: skip
 
 
 def describe_variant(prep: PreparedVariant) -> dict[str, Any]:

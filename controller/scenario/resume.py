@@ -64,7 +64,9 @@ def plan_resume(run_dir: Path, checkpoint: Checkpoint | None = None) -> ResumePl
     ckpt = checkpoint if checkpoint is not None else Checkpoint(run_dir)
     meta = ckpt.load()
     name = f"{meta['source']} (as checkpointed in {run_dir})"
-    loaded, issues = check_text(meta["scenario_text"])
+    source = meta["source"]
+    base_dir = None if source.startswith("<") else str(Path(source).resolve().parent)
+    loaded, issues = check_text(meta["scenario_text"], base_dir)
     if loaded is None or issues:
         raise ScenarioInvalid(sort_issues(issues), name)
     loaded.source = meta["source"]

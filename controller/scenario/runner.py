@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controller.scenario.loader import LoadedScenario
 from controller.scenario.plots import plot_run
 from controller.scenario.pool import run_all
@@ -53,6 +51,7 @@ from controller.scenario.results import (
 )
 from controller.scenario.resume import ResumePlan, plan_resume, refuse_unresumable, tasks_of
 from controller.scenario.seed_run import NOT_CORRECTION_KINDS, chip_seed
+from controller.scenario.yamlio import dump_yaml
 
 
 @dataclass
@@ -91,7 +90,7 @@ def _scenario_text(loaded: LoadedScenario) -> str:
     try:
         return Path(loaded.source).read_text(encoding="utf-8")
     except OSError:
-        return yaml.safe_dump(loaded.raw, sort_keys=False)
+        return dump_yaml(loaded.raw)
 
 
 def run_to_folder(

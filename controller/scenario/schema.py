@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from controller.firmware.config import ControllerConfig
+from controller.firmware.policies import PARAMS
 from controller.scenario.durations import format_duration, parse_duration_s
 from controller.workloads.mapping import fit_chip
 from controller.workloads.network import NetworkDescription
@@ -240,8 +241,10 @@ ChipSpec = create_model(
 class PolicySpec(Strict):
     """A correction policy: a built-in name (``none``, ``gdc``, ``periodic_refresh``,
     ``threshold``, ``drift_aware``, ``adaptive``, ``budget``) or a user policy's dotted path
-    ``package.module:Class``, and the keyword arguments of its constructor. Parameters whose
-    name ends in ``_s`` may be written as durations (``interval_s: 1h``)."""
+    ``package.module:Class`` (or ``path/to/file.py:Class``, relative to the scenario file's
+    folder), and its parameters. A built-in's parameters are checked by its parameter model
+    (``controller.firmware.policies.params``; ``pcm-twin policies`` lists them, the JSON
+    Schema holds them); durations (``interval_s: 1h``) are seconds."""
 
     name: str = "none"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -448,6 +451,31 @@ def scenario_json_schema() -> dict[str, Any]:
         "description": "a quantiser name, or a mapping with kind and its parameters",
     }
     defs["PulseModelConfig"].pop("required", None)
+    _policy_schemas(defs)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "pcm-twin scenario"
     return schema
+
+
+def _policy_schemas(defs: dict[str, Any]) -> None:
+    """A policy's ``params`` by its ``name``: each built-in's parameter model (types, units,
+    defaults, limits, meanings), selected with if/then so that a variant may override single
+    parameters; a user policy's params stay free (its own constructor checks them)."""
+    spec = defs["PolicySpec"]
+    spec["properties"]["name"] = {
+        "anyOf": [
+            {"enum": list(PARAMS)},
+            {"type": "string", "pattern": ":", "description": "module:Class or file.py:Class"},
+        ],
+        "default": "none",
+        "description": "a built-in policy or a user policy's dotted path",
+    }  # fmt: skip
+    spec["allOf"] = []
+    for name, model in PARAMS.items():
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        spec["allOf"].append({
+            "if": {"properties": {"name": {"const": name}}, "required": ["name"]},
+            "then": {"properties": {"params": {"$ref": f"#/$defs/{model.__name__}"}}},
+        })  # fmt: skip

@@ -111,7 +111,8 @@ def run_seed(
         env = make_environment()
         model = ChipModel(
             env, client, chip_id, mapped,
-            load_policy(core.controller.policy.name, v.policy_params),  # this run's own policy
+            # this run's own policy
+            load_policy(core.controller.policy.name, v.policy_params, v.policy_dir),
             config=core.controller.controller_config(), evaluator=evaluator,
             chip_config=chip_config,  # GDC: the model's default, one factor per tile
         )  # fmt: skip

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from controller.scenario.loader import ScenarioInvalid, ScenarioIssue, load_scenario
 from controller.scenario.plots import plot_front
 from controller.scenario.results import atomic_write_text, content_hash, dumps_json, is_complete
 from controller.scenario.runner import run_to_folder
+from controller.scenario.yamlio import dump_yaml, load_yaml
 
 #: A run function: (scenario mapping, run folder, twin address or None) -> run folder.
 RunFn = Callable[[dict[str, Any], str, "str | None"], str]
@@ -55,7 +55,7 @@ def parse_grid(spec: str) -> GridAxis:
         raise ValueError(f"--grid {spec!r}: expected KEY=V1,V2,... (e.g. duration=1d,1w)")
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
         raise ValueError(f"--grid {spec!r}: KEY must be a dotted path such as seeds or a.b.c")
-    values = tuple(yaml.safe_load(v.strip()) if v.strip() else "" for v in rest.split(","))
+    values = tuple(load_yaml(v.strip()) if v.strip() else "" for v in rest.split(","))
     return GridAxis(key, values)
 
 
@@ -155,7 +155,7 @@ def plan_sweep(raw: dict[str, Any], axes: Sequence[GridAxis], out_dir: Path) -> 
 def run_point(scenario: dict[str, Any], out_dir: str, twin_address: str | None = None) -> str:
     """Run one grid point's scenario into ``out_dir`` (in a worker process or on Dask)."""
     run_to_folder(load_scenario(scenario), Path(out_dir), twin_address=twin_address,
-                  scenario_text=yaml.safe_dump(scenario, sort_keys=False), progress=False,
+                  scenario_text=dump_yaml(scenario), progress=False,
                   complete_key=content_hash(scenario))  # fmt: skip
     return out_dir
 
@@ -244,7 +244,7 @@ def run_sweep(
     if isinstance(source, dict):
         raw = source
     else:
-        raw = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        raw = load_yaml(Path(source).read_text(encoding="utf-8"))
         load_scenario(source)  # the file itself, with its line numbers, first
     name = str(raw.get("name", "sweep"))
     out = Path(out_dir) if out_dir is not None else Path("results") / f"{name}-sweep"

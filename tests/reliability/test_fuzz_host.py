@@ -233,6 +233,7 @@ GOOD_POLICIES = st.one_of(
               st.sampled_from((3600.0, 86400.0, 6 * 3600.0)), st.sampled_from((0.02, 0.05, 0.2))),
     st.builds(lambda i: _policy("periodic_refresh", interval_s=i), st.sampled_from((3600.0, 86400.0))),
     st.just(_policy("adaptive", base_interval_s=3600.0)),
+    st.just(_policy("threshold", interval_s="1h")),  # durations as in a scenario file
 )  # fmt: skip
 BAD_POLICIES = st.one_of(
     st.sampled_from((
@@ -240,7 +241,7 @@ BAD_POLICIES = st.one_of(
         _policy("tests.controller.user_policies:NegativeInterval"),
         _policy("/tmp/evil.py:Policy"), _policy("builtins:eval"), _policy("no_such_policy"),
         _policy("threshold", interval_s=-1), _policy("threshold", interval_s=0),
-        _policy("threshold", interval_s="1h"), _policy("threshold", nope=1),
+        _policy("threshold", interval_s="1 fortnight"), _policy("threshold", nope=1),
         _policy("threshold", interval_s=math.inf), _policy("gdc", compensation="x"),
         host_pb2.PolicySpec(name="threshold", params_json="[1]"),
         host_pb2.PolicySpec(name="threshold", params_json="{"),

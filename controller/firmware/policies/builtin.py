@@ -17,9 +17,11 @@
                     worst devices first.
 =================== ===========================================================================
 
-Every correction policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, or
-None), the pulse scheme's ``tolerance`` (weight units) and ``method``, and ``rows_fraction``
-(share of rows probed per wake-up, round-robin).
+Each is built from its parameter model (:mod:`controller.firmware.policies.params`: types,
+units, defaults, limits and meanings; ``pcm-twin policies`` lists them). Every correction
+policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, or none) and the
+pulse scheme's ``tolerance`` (weight units); those that probe also ``method`` and
+``rows_fraction`` (share of rows probed per wake-up, round-robin).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,66 +43,67 @@ from controller.firmware.policies.base import (
     MonitorReport,
     ProbePlan,
     PulseScheme,
-    check_positive,
     expected_drift_factor,
     flat_indices,
 )
+from controller.firmware.policies.params import (
+    DAY_S,
+    AdaptiveParams,
+    BudgetParams,
+    DriftAwareParams,
+    GDCParams,
+    NoneParams,
+    PeriodicRefreshParams,
+    PolicyParams,
+    ThresholdParams,
+)
 
-DAY_S = 86400.0
+
+class _Configured(BasePolicy):
+    """A built-in policy built from its parameter model (``Params``): keyword arguments are
+    validated by it (a ``pydantic.ValidationError``, a ``ValueError``, names every bad one)."""
+
+    Params: ClassVar[type[PolicyParams]] = NoneParams
+
+    def __init__(self, **params: Any) -> None:
+        self.params = self.Params.model_validate(params)
+        self.compensation = self.params.compensation  # type: ignore[attr-defined]
 
 
-def _check_compensation(value: str | None) -> str | None:
-    if value in (None, "none", ""):
-        return None
-    if value != "gdc":
-        raise ValueError(f"compensation must be 'gdc' or None, got {value!r}")
-    return value
-
-
-class NonePolicy(BasePolicy):
+class NonePolicy(_Configured):
     """No monitoring, no correction, no compensation."""
 
     name = "none"
-
-    def __init__(self, compensation: str | None = None) -> None:
-        self.compensation = _check_compensation(compensation)
+    Params = NoneParams
 
 
-class GDCPolicy(BasePolicy):
+class GDCPolicy(_Configured):
     """No correction; global drift compensation at inference."""
 
     name = "gdc"
-
-    def __init__(self, compensation: str | None = "gdc") -> None:
-        self.compensation = _check_compensation(compensation)
+    Params = GDCParams
 
 
-class _CorrectingPolicy(BasePolicy):
-    """Shared parameters of the policies that pulse: interval, pulse scheme, compensation."""
+class _CorrectingPolicy(_Configured):
+    """What the policies that pulse share: a wake-up interval, the pulse scheme, and for those
+    that probe, the share of rows probed."""
 
-    def __init__(
-        self,
-        interval_s: float = 3600.0,
-        tolerance: float = 0.05,
-        method: Literal["auto", "pulse", "program"] = "auto",
-        max_iterations: int = 2,
-        verify_reads: int = 1,
-        rows_fraction: float | None = None,
-        compensation: str | None = "gdc",
-    ) -> None:
-        self.interval_s = check_positive("interval_s", interval_s)
-        if method not in ("auto", "pulse", "program"):
-            raise ValueError(f"method must be auto, pulse or program, got {method!r}")
+    Params: ClassVar[type[PolicyParams]] = ThresholdParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: Any = self.params
+        self.interval_s = float(self._interval_s(p))
         self.scheme = PulseScheme(
-            method=method,
-            tolerance=check_positive("tolerance", tolerance),
-            max_iterations=int(max_iterations),
-            verify_reads=int(verify_reads),
+            method=getattr(p, "method", "program"),
+            tolerance=p.tolerance,
+            max_iterations=p.max_iterations,
+            verify_reads=p.verify_reads,
         )
-        if rows_fraction is not None and not 0 < float(rows_fraction) <= 1:
-            raise ValueError(f"rows_fraction must be in (0, 1], got {rows_fraction!r}")
-        self.rows_fraction = None if rows_fraction is None else float(rows_fraction)
-        self.compensation = _check_compensation(compensation)
+        self.rows_fraction = getattr(p, "rows_fraction", None)
+
+    def _interval_s(self, p: Any) -> float:
+        return p.interval_s
 
     def next_wake_s(self, view: ChipView) -> float | None:
         return self.interval_s
@@ -125,10 +128,10 @@ class PeriodicRefreshPolicy(_CorrectingPolicy):
     """Every ``interval_s`` (default daily), re-program every device of the network."""
 
     name = "periodic_refresh"
+    Params = PeriodicRefreshParams
 
-    def __init__(self, interval_s: float = DAY_S, **kw) -> None:
-        kw.setdefault("method", "program")
-        super().__init__(interval_s=interval_s, **kw)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         self.scheme = PulseScheme(
             method="program",
             tolerance=self.scheme.tolerance,
@@ -161,21 +164,14 @@ class ThresholdPolicy(_CorrectingPolicy):
     """
 
     name = "threshold"
+    Params = ThresholdParams
 
-    def __init__(
-        self,
-        interval_s: float = 3600.0,
-        threshold: float = 0.05,
-        scope: Literal["device", "tile"] = "device",
-        expected_drift: bool = False,
-        **kw,
-    ) -> None:
-        super().__init__(interval_s=interval_s, **kw)
-        self.threshold = check_positive("threshold", threshold)
-        if scope not in ("device", "tile"):
-            raise ValueError(f"scope must be 'device' or 'tile', got {scope!r}")
-        self.scope = scope
-        self.expected_drift = bool(expected_drift)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: Any = self.params
+        self.threshold = p.threshold
+        self.scope = p.scope
+        self.expected_drift = p.expected_drift
 
     def deviations(self, view: ChipView, report: MonitorReport, tile: int) -> dict[int, np.ndarray]:
         """Signed deviation per device from its level, drift-corrected if ``expected_drift``."""
@@ -231,10 +227,7 @@ class DriftAwarePolicy(ThresholdPolicy):
     """``threshold`` on reads divided by the drift expected for each device's age and level."""
 
     name = "drift_aware"
-
-    def __init__(self, interval_s: float = 3600.0, threshold: float = 0.05, **kw) -> None:
-        kw.setdefault("expected_drift", True)
-        super().__init__(interval_s=interval_s, threshold=threshold, **kw)
+    Params = DriftAwareParams
 
 
 class AdaptivePolicy(ThresholdPolicy):
@@ -247,21 +240,16 @@ class AdaptivePolicy(ThresholdPolicy):
     """
 
     name = "adaptive"
+    Params = AdaptiveParams
 
-    def __init__(
-        self,
-        base_interval_s: float = 3600.0,
-        max_interval_s: float = 30 * DAY_S,
-        growth: float = 1.0,
-        threshold: float = 0.05,
-        **kw,
-    ) -> None:
-        kw.setdefault("expected_drift", True)
-        super().__init__(interval_s=base_interval_s, threshold=threshold, **kw)
-        self.max_interval_s = check_positive("max_interval_s", max_interval_s)
-        if not math.isfinite(float(growth)) or growth < 0:
-            raise ValueError(f"growth must be a finite number >= 0, got {growth!r}")
-        self.growth = float(growth)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: Any = self.params
+        self.max_interval_s = p.max_interval_s
+        self.growth = p.growth
+
+    def _interval_s(self, p: Any) -> float:
+        return p.base_interval_s
 
     def next_wake_s(self, view: ChipView) -> float | None:
         base = self.interval_s
@@ -284,18 +272,13 @@ class BudgetPolicy(ThresholdPolicy):
     """
 
     name = "budget"
+    Params = BudgetParams
 
-    def __init__(
-        self,
-        budget_pj_per_day: float = 1e6,
-        interval_s: float = 3600.0,
-        threshold: float = 0.05,
-        initial_pj_per_device: float = 200.0,
-        **kw,
-    ) -> None:
-        super().__init__(interval_s=interval_s, threshold=threshold, **kw)
-        self.budget_pj_per_day = check_positive("budget_pj_per_day", budget_pj_per_day)
-        self.pj_per_device = check_positive("initial_pj_per_device", initial_pj_per_device)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: Any = self.params
+        self.budget_pj_per_day = p.budget_pj_per_day
+        self.pj_per_device = p.initial_pj_per_device
         self._spent: deque[tuple[float, float]] = deque()
         self._energy_pj = 0.0
         self._devices = 0

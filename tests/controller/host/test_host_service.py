@@ -370,3 +370,18 @@ def test_a_stream_ends_with_aborted_when_its_network_is_replaced(servers):
     again = servers.stub.StreamEvents(host_pb2.StreamEventsRequest(after_seq=0))
     assert next(again).seq >= 1
     again.cancel()
+
+
+def test_a_misspelt_policy_parameter_is_named_with_the_closest_one(servers):
+    """A policy parameter the policy does not have is refused (INVALID_ARGUMENT) with a field
+    violation naming it and the closest parameter; durations take the scenario's strings."""
+    from tests.pcmtwin.test_status import field_violations
+
+    with pytest.raises(grpc.RpcError) as err:
+        _load(servers.stub, "threshold", {"treshold": 0.1, "interval_s": "1h"})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == [
+        ("policy.params_json", "treshold: unknown parameter; did you mean 'threshold'?")]  # fmt: skip
+    _load(servers.stub, "threshold", {"threshold": 0.1, "interval_s": "1h"})
+    status = servers.stub.GetStatus(host_pb2.GetStatusRequest())
+    assert json.loads(status.policy_json)["interval_s"] == 3600.0

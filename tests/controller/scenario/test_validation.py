@@ -46,8 +46,8 @@ CASES = [
     ("ambiguous unit", edit("times: [1s, 1h, 1d]", "times: [1s, 5m, 1d]"), "evaluation.times.1", 6, "ambiguous"),
     ("negative interval", edit("interval_s: 6h,", "interval_s: -6h,"),
      "controller.policy.params.interval_s", 14, "negative"),
-    ("zero interval (the policy refuses it)", edit("interval_s: 6h,", "interval_s: 0,"),
-     "controller.policy.params.interval_s", 14, "interval_s must be"),
+    ("zero interval (the parameter model refuses it)", edit("interval_s: 6h,", "interval_s: 0,"),
+     "controller.policy.params.interval_s", 14, "greater than 0"),
     ("unknown policy path", edit("name: threshold", "name: no_such_pkg.policies:Mine"),
      "controller.policy.name", 13, "cannot import"),
     ("unknown built-in policy", edit("name: threshold", "name: thresold"),
@@ -55,11 +55,24 @@ CASES = [
     ("policy path to a missing class", edit("name: threshold", "name: tests.controller.scenario.user_policy:Nope"),
      "controller.policy.name", 13, "has no"),
     ("unknown policy parameter", edit("threshold: 0.05}", "threshold: 0.05, gain: 2}"),
-     "controller.policy.params.gain", 14, "unexpected keyword"),
+     "controller.policy.params.gain", 14, "unknown parameter; the parameters are interval_s, threshold"),
+    ("misspelt policy parameter", edit("threshold: 0.05}", "treshold: 0.05}"),
+     "controller.policy.params.treshold", 14, "did you mean 'threshold'?"),
+    ("misspelt built-in policy", edit("name: threshold", "name: treshold"),
+     "controller.policy.name", 13, "did you mean 'threshold'?"),
+    ("policy parameter out of its range", edit("threshold: 0.05}", "threshold: 0.05, rows_fraction: 2}"),
+     "controller.policy.params.rows_fraction", 14, "less than or equal to 1"),
+    ("policy parameter not one of its choices", edit("threshold: 0.05}", "threshold: 0.05, scope: chip}"),
+     "controller.policy.params.scope", 14, "'device' or 'tile'"),
+    ("user policy parameter it does not take", edit("name: threshold\n    params: {interval_s: 6h, threshold: 0.05}",
+     "name: tests.controller.scenario.user_policy:DailyCheck\n    params: {intervall_s: 6h}"),
+     "controller.policy.params.intervall_s", 14, "did you mean 'interval_s'?"),
+    ("missing closing brace", edit("threshold: 0.05}", "threshold: 0.05"), "<scenario>", 14,
+     "'{' at column 13 is never closed"),
     ("bad variant override: unknown quantiser", edit("    controller: {policy: {name: gdc}}",
      "    mapping: {quantiser: fancy}"), "variants.quiet.mapping.quantiser", 17, "does not match"),
     ("bad variant override: wrong type", edit("params: {interval_s: 1h}", "params: {interval_s: 1h, threshold: high}"),
-     "variants.busy.controller.policy.params.threshold", 19, "threshold"),
+     "variants.busy.controller.policy.params.threshold", 19, "valid number"),
     ("variant overrides the name", edit("  quiet:\n", "  quiet:\n    name: other\n"),
      "variants.quiet.name", 17, "cannot override"),
     ("wrong type", edit("seeds: 2", "seeds: two"), "seeds", 3, "valid integer"),
@@ -145,3 +158,50 @@ def test_log_spaced_evaluation_times() -> None:
         edit("  times: [1s, 1h, 1d]", "  log_spaced: {start: 1s, stop: 2d, points: 4}")
     )
     assert bad is None and [i.dotted for i in issues] == ["evaluation.log_spaced.stop"]
+
+
+def test_exponent_floats_are_numbers() -> None:
+    """YAML 1.2 exponent floats (2.0e5, 1e6), strings to PyYAML's YAML 1.1 rules, are read
+    as numbers, and the budget policy gets a number."""
+    text = edit("name: threshold\n    params: {interval_s: 6h, threshold: 0.05}",
+                "name: budget\n    params: {budget_pj_per_day: 2.0e5, initial_pj_per_device: 1e2}")  # fmt: skip
+    loaded, issues = check_text(text.split("variants:")[0])
+    assert issues == [] and loaded is not None
+    assert loaded.raw["controller"]["policy"]["params"] == {
+        "budget_pj_per_day": 200000.0, "initial_pj_per_device": 100.0}  # fmt: skip
+    assert loaded.variants[0].policy_params["budget_pj_per_day"] == 200000.0
+
+
+def test_a_user_policy_path_is_the_scenario_folders(tmp_path, monkeypatch) -> None:
+    """A relative file path or module of a user policy is looked up in the scenario file's
+    folder, whatever the working directory, and the runs get that folder."""
+    from controller.firmware.policies import load_policy
+
+    folder = tmp_path / "study"
+    (folder / "firmware").mkdir(parents=True)
+    policy = "from controller.firmware.policies import BasePolicy\n\nclass Mine(BasePolicy):\n"
+    policy += "    name = 'mine'\n\n    def __init__(self, interval_s: float = 1.0) -> None:\n"
+    policy += "        self.interval_s = interval_s\n"
+    (folder / "mine.py").write_text(policy)
+    (folder / "firmware" / "__init__.py").write_text("")
+    (folder / "firmware" / "guard_x1.py").write_text(policy)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    for name in ("mine.py:Mine", "firmware.guard_x1:Mine"):
+        text = BASE.split("variants:")[0].replace("name: threshold", f"name: {name}")
+        text = text.replace("{interval_s: 6h, threshold: 0.05}", "{interval_s: 6h}")
+        (folder / "s.yaml").write_text(text)
+        loaded = load_scenario(folder / "s.yaml")
+        v = loaded.variants[0]
+        assert v.policy_dir == str(folder.resolve()) and v.policy_params == {"interval_s": 21600.0}
+        assert load_policy(name, v.policy_params, v.policy_dir).interval_s == 21600.0
+    text = BASE.split("variants:")[0].replace("name: threshold", "name: nothere.py:Mine")
+    with pytest.raises(ScenarioInvalid, match=r"cannot import 'nothere.py'.*no such file"):
+        load_scenario(_write(folder / "bad.yaml", text))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
