@@ -220,7 +220,7 @@ class _Run:
                 config=ControllerConfig(pulse_channels=4), chip_config=cfg,
             )  # fmt: skip
             self.model.start()  # program every tile at t = 0, calibrate GDC, start monitoring
-            self.model.run(until_s=SETTLE_S)
+            self.model.advance(SETTLE_S)
         except BaseException:
             twin.delete_chip(self.chip_id)
             raise
@@ -231,7 +231,7 @@ class _Run:
         """Run the next wake-up (to ``SETTLE_S`` after it); its wall time."""
         s = self.slice
         t0, c0 = time.perf_counter(), time.process_time()
-        self.model.run(until_s=(s.wakes + 1) * s.interval_s + SETTLE_S)
+        self.model.advance((s.wakes + 1) * s.interval_s + SETTLE_S)
         s.wake_wall_s.append(time.perf_counter() - t0)
         s.wake_cpu_s.append(time.process_time() - c0)
         return s.wake_wall_s[-1]

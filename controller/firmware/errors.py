@@ -1,4 +1,4 @@
-"""Errors of the chip model: a policy that misbehaves, a model that cannot go on."""
+"""Errors of the chip model: a policy that misbehaves."""
 
 from __future__ import annotations
 
@@ -38,7 +38,3 @@ class PolicyError(RuntimeError):
             msg = f"policy {policy!r}: {method}() {problem}"
         super().__init__(msg)
         self.args = (msg,)
-
-
-class ModelStopped(RuntimeError):
-    """The model stopped after an error (see ``ChipModel.error``) and cannot advance."""

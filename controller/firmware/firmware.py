@@ -124,6 +124,16 @@ class FirmwareView:
         return self._fw.tiles
 
     @property
+    def rows_in_use(self) -> dict[int, np.ndarray]:
+        """Per tile of the network, the rows that hold weights (sorted)."""
+        return {t: _readonly(r) for t, r in self._fw.rows_in_use.items()}
+
+    @property
+    def col_span(self) -> dict[int, tuple[int, int]]:
+        """Per tile of the network, (first column, number of columns) spanning its weights."""
+        return dict(self._fw.col_span)
+
+    @property
     def now_s(self) -> float:
         return float(self._now())
 

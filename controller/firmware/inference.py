@@ -1,25 +1,21 @@
 """The inference path: host requests queue, wait for busy tiles, run on the twin.
 
-Requests are served one at a time in arrival order. A request waits until no tile of the
-network is under correction, probing or programming, then runs the network's forward pass with
-every analog MVM on the twin at that instant, and holds the tiles for the latency the twin
-reported (the sum over MVMs: the tiles of a layer chain work one after the other). The
-recorded latency of a request runs from its arrival to its end, queueing included.
+Requests are served one at a time in arrival order, once the network is programmed. A request
+runs as a forward pass of :class:`~controller.firmware.onchip.OnChip` (it waits until no tile
+of the network is under correction, probing or programming). The recorded latency of a
+request runs from its arrival to its end, queueing included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
-if TYPE_CHECKING:
-    from controller.firmware.model import ChipModel
-
-#: What runs on the chip: gets an MVM function and the compensation object (or None).
-ChipFn = Callable[[Callable[..., Any], Any], Any]
+from controller.firmware.onchip import ChipFn, OnChip
+from controller.firmware.quantities import INFERENCE
 
 
 @dataclass
@@ -41,15 +37,17 @@ class InferenceStats:
 
 
 class InferenceQueue:
-    """Host inference requests, first come first served."""
+    """Host inference requests, first come first served, on ``on_chip`` once ``programmed``
+    has happened."""
 
-    def __init__(self, model: ChipModel) -> None:
-        self.model = model
-        self.env = model.env
-        self.store: simpy.Store = simpy.Store(model.env)
+    def __init__(self, env: simpy.Environment, on_chip: OnChip, programmed: simpy.Event) -> None:
+        self.env = env
+        self.on_chip = on_chip
+        self.programmed = programmed
+        self.store: simpy.Store = simpy.Store(env)
         self.stats = InferenceStats()
         self._pending: list[tuple[float, simpy.Event]] = []
-        self.process = model.env.process(self._serve())
+        self.process = env.process(self._serve())
 
     def submit(self, fn: ChipFn, label: str = "") -> simpy.Event:
         """Queue a request; the returned event's value is an :class:`InferenceResult` holding
@@ -66,14 +64,13 @@ class InferenceQueue:
         return [d for t, d in self._pending if t <= at_s]
 
     def _serve(self) -> Generator[simpy.Event, Any, None]:
-        m = self.model
         while True:
             fn, label, submitted_s, done = yield self.store.get()
-            if not m.programmed.triggered:
-                yield m.programmed
-            info = {"label": label, "submitted_s": submitted_s}
+            if not self.programmed.triggered:
+                yield self.programmed
+            detail = {"label": label, "submitted_s": submitted_s}
             try:
-                value = yield from m._on_chip(fn, "inference", info)
+                ran = yield from self.on_chip.run(fn, INFERENCE, detail, submitted_s)
             except Exception as exc:  # a bad request fails alone; the queue goes on
                 done.fail(exc)
                 continue
@@ -82,8 +79,5 @@ class InferenceQueue:
             s.requests += 1
             s.latency_s_sum += latency
             s.latency_s_max = max(s.latency_s_max, latency)
-            done.succeed(
-                InferenceResult(
-                    value, submitted_s, info["measured_s"], self.env.now, info["energy_pj"]
-                )
-            )
+            done.succeed(InferenceResult(ran.value, submitted_s, ran.start_s, ran.end_s,
+                                         ran.energy_pj))  # fmt: skip

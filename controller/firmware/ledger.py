@@ -5,7 +5,11 @@ wake-up, a correction job, an inference, an evaluation. Its ``energy_pj`` is the
 energies the twin reported for the operations it made (the same numbers as the twin's own
 ledger; ``twin_energy_by_op`` keeps them by operation kind too); ``controller_energy_pj`` is the
 controller's own digital work (:mod:`controller.firmware.config`). Events are numbered in the order
-they end (``seq``), which is also the order of ``t_s``, the device time they ended at.
+they end (``seq``), which is also the order of ``end_s``, the device time they ended at.
+
+Every event is tagged with the policy running when it was recorded (``Ledger.policy``, set by
+the model when it installs a policy). Its kind is one of
+:data:`~controller.firmware.quantities.EVENT_KINDS`.
 
 Subscribers (``subscribe``) are called with each new event, in order, on the thread that runs
 the simulation.
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from controller.firmware.quantities import EVENT_KINDS
 from device_twin.chip import OpResult
 
 
@@ -25,14 +30,14 @@ class Event:
     """One action of the firmware."""
 
     seq: int
-    t_s: float  # device time the action ended
-    kind: str  # program | probe | correction | inference | evaluation | policy_error | ...
+    kind: str  # one of controller.firmware.quantities.EVENT_KINDS
+    start_s: float  # device time the action began (got its tiles)
+    end_s: float  # device time the action ended
     tile: int  # -1: not one tile
     devices: int
     pulses: int
     energy_pj: float  # twin energy of the action's operations
-    controller_energy_pj: float
-    start_s: float
+    controller_energy_pj: float  # the controller's digital work
     policy: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -40,9 +45,9 @@ class Event:
         # by hand: dataclasses.asdict deep-copies every detail value, a real cost over the
         # tens of thousands of events of a year
         return {
-            "seq": self.seq, "t_s": self.t_s, "kind": self.kind, "tile": self.tile,
-            "devices": self.devices, "pulses": self.pulses, "energy_pj": self.energy_pj,
-            "controller_energy_pj": self.controller_energy_pj, "start_s": self.start_s,
+            "seq": self.seq, "kind": self.kind, "start_s": self.start_s, "end_s": self.end_s,
+            "tile": self.tile, "devices": self.devices, "pulses": self.pulses,
+            "energy_pj": self.energy_pj, "controller_energy_pj": self.controller_energy_pj,
             "policy": self.policy, "detail": dict(self.detail),
         }  # fmt: skip
 
@@ -85,6 +90,8 @@ class Ledger:
 
     def __init__(self, keep_events: bool = True) -> None:
         self.keep_events = keep_events
+        #: the name of the policy running: every new event is tagged with it
+        self.policy = ""
         self.events: list[Event] = []
         self.totals: dict[str, KindTotals] = {}
         self.twin_energy_by_op: dict[str, float] = {}
@@ -109,14 +116,15 @@ class Ledger:
         devices: int = 0,
         ops: OpAccumulator | None = None,
         controller_energy_pj: float = 0.0,
-        policy: str = "",
         detail: dict[str, Any] | None = None,
     ) -> Event:
         """Record a finished action; its twin energy and pulses come from ``ops``."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}: add it to quantities.EVENT_KINDS")
         self._seq += 1
         ev = Event(
             seq=self._seq,
-            t_s=float(end_s),
+            end_s=float(end_s),
             kind=kind,
             tile=int(tile),
             devices=int(devices),
@@ -124,7 +132,7 @@ class Ledger:
             energy_pj=ops.energy_pj if ops else 0.0,
             controller_energy_pj=float(controller_energy_pj),
             start_s=float(start_s),
-            policy=policy,
+            policy=self.policy,
             detail=detail or {},
         )
         t = self.totals.setdefault(kind, KindTotals())
@@ -133,7 +141,7 @@ class Ledger:
         t.pulses += ev.pulses
         t.energy_pj += ev.energy_pj
         t.controller_energy_pj += ev.controller_energy_pj
-        t.duration_s += ev.t_s - ev.start_s
+        t.duration_s += ev.end_s - ev.start_s
         if self.keep_events:
             self.events.append(ev)
         for fn in list(self._subscribers):

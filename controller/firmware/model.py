@@ -1,22 +1,40 @@
 """The chip model: the emulated firmware of one chip, as SimPy processes over a twin.
 
-A :class:`ChipModel` ties together the firmware state (:mod:`~controller.firmware.firmware`),
-the drift monitor (:mod:`~controller.firmware.monitor`), the correction trigger
-(:mod:`~controller.firmware.trigger`), the pulse generator
-(:mod:`~controller.firmware.pulsegen`), the inference queue
-(:mod:`~controller.firmware.inference`), tile availability (:mod:`~controller.firmware.tiles`)
-and the ledger (:mod:`~controller.firmware.ledger`). The SimPy clock
-is device time in seconds; every twin call carries ``at_s = env.now``.
+A :class:`ChipModel` builds the firmware state (:mod:`~controller.firmware.firmware`) and the
+context every process shares (:mod:`~controller.firmware.context`: clock, twin, ledger, tile
+locks, read-only view, configuration), then wires the processes to each other and to its
+callbacks: the drift monitor (:mod:`~controller.firmware.monitor`) hands reports to the
+correction trigger (:mod:`~controller.firmware.trigger`), which hands jobs to the pulse
+generator (:mod:`~controller.firmware.pulsegen`); forward passes on the chip
+(:mod:`~controller.firmware.onchip`) serve the inference queue
+(:mod:`~controller.firmware.inference`), the scheduled evaluations
+(:mod:`~controller.firmware.evaluations`) and drift compensation's calibration. No process
+sees the model. The SimPy clock is device time in seconds; every twin call carries
+``at_s = env.now``. What it measures is named in :mod:`~controller.firmware.quantities`.
 
-How a scenario runner drives a run::
+One lifecycle (desmod's build -> elaborate -> run -> post-simulate), the same for a scenario
+run and for ChipHost:
+
+1. build: ``ChipModel(env, twin, chip_id, mapped, policy, ...)``, then
+   ``schedule_evaluations(times)``;
+2. ``start()``: program the network now, calibrate drift compensation, start the policy and
+   the monitor; returns once the network is programmed;
+3. ``advance(until_s)`` (to a device time; ``wall_s``: within a wall-time budget, for a
+   server) and ``wait(event)`` (an inference, a triggered correction), as often as wanted;
+4. ``finish()``: the work begun by now runs to its end (evaluations due, the monitor wake-up
+   under way: its corrections and the evaluations after them); returns the results.
+
+``simulate(until_s)`` is 2-4 in one call (a scenario run)::
 
     env = make_environment()                       # or make_environment(realtime=1.0)
     model = ChipModel(env, twin, chip_id, mapped, load_policy("threshold"),
                       evaluator=my_accuracy)        # evaluator(mvm, compensation) -> dict
     model.schedule_evaluations([1, 3600, 86400, 2.6e6, 3.156e7])
-    model.start()                                   # program the network now, then monitor
-    model.run(until_s=3.156e7, progress=lambda now_s, until_s: ...)
-    res = model.results()      # res.timeline (rows), res.events (ledger), res.totals
+    res = model.simulate(until_s=3.156e7, progress=lambda now_s, until_s: ...)
+    # res.timeline (rows), res.events (ledger), res.totals
+
+A failure (a policy's, the twin's, an evaluator's) stops the run: it is recorded on the ledger
+and in ``error``, and ``advance``/``wait`` raise it until ``set_policy`` installs a new policy.
 
 Order of events at one instant T (documented contract):
 
@@ -24,7 +42,8 @@ Order of events at one instant T (documented contract):
    the chip as it is before any correction scheduled at T (the worst point of the cycle);
 2. then the monitor wake-up at T probes and the trigger starts the corrections it decides;
 3. when those corrections have finished, every evaluation scheduled at T runs again and is
-   recorded with ``phase="after_correction"`` (its ``t_s`` is the time the corrections ended).
+   recorded with ``phase="after_correction"`` (its ``measured_s`` is the time the
+   corrections ended).
 
 An evaluation always waits for tiles under correction (tiles are unavailable meanwhile), so an
 evaluation at T that meets a job started before T sees the chip after that job.
@@ -35,29 +54,37 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
 import simpy.rt
-from simpy.core import StopSimulation
 
 from controller.firmware.config import ControllerConfig
+from controller.firmware.context import ChipContext
 from controller.firmware.errors import PolicyError
+from controller.firmware.evaluations import Evaluations, Evaluator, ScheduledEvaluation
 from controller.firmware.firmware import Firmware, FirmwareView
 from controller.firmware.guard import GuardedPolicy
-from controller.firmware.inference import ChipFn, InferenceQueue
-from controller.firmware.ledger import Event, Ledger, OpAccumulator
+from controller.firmware.inference import InferenceQueue
+from controller.firmware.ledger import Event, Ledger
 from controller.firmware.monitor import DriftMonitor
-from controller.firmware.policies.base import JobOutcome, Policy, PulseScheme
+from controller.firmware.onchip import OnChip
+from controller.firmware.policies.base import JobOutcome, Policy
 from controller.firmware.pulsegen import PulseGenerator
+from controller.firmware.quantities import (
+    CALIBRATION,
+    ERROR,
+    POLICY,
+    POLICY_ERROR,
+    counters,
+    timeline_row,
+)
+from controller.firmware.stepping import advance_to, step_until
 from controller.firmware.tiles import TileLocks
 from controller.firmware.trigger import CorrectionTrigger
 
-#: An evaluator measures the chip: gets an MVM function and the compensation (or None,
-#: calibrated right after programming: measure it first, as workloads' ``evaluate`` does).
-Evaluator = Callable[[Callable[..., np.ndarray], Any], dict[str, float]]
 #: Builds a drift compensation object for a mapped network (e.g. "gdc" -> GDC object).
 CompensationFactory = Callable[[str, Any], Any]
 Progress = Callable[[float, float], None]
@@ -78,20 +105,14 @@ def make_environment(
 
 
 @dataclass
-class ScheduledEvaluation:
-    at_s: float
-    label: str
-    done: simpy.Event
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
 class RunResults:
     """What a run produced: ``timeline`` rows (one per evaluation, flat dicts of scalars),
-    ``events`` (the ledger, in order) and ``totals`` (counts and energy so far)."""
+    ``events`` (the ledger, in order), ``counters`` (numbers only) and ``totals`` (the
+    counters and more), at the end."""
 
     timeline: list[dict[str, Any]]
     events: list[Event]
+    counters: dict[str, float]
     totals: dict[str, Any]
 
 
@@ -121,56 +142,94 @@ class ChipModel:
         chip_config: Any = None,
     ) -> None:
         self.env = env
-        self.twin = twin
         self.chip_id = chip_id
         self.mapped = mapped
         self.config = config or ControllerConfig()
-        self.chip_config = (
-            chip_config if chip_config is not None else twin.chip_info(chip_id).config
-        )
-        cc = self.chip_config
+        cc = chip_config if chip_config is not None else twin.chip_info(chip_id).config
+        self.chip_config = cc
         self.firmware = Firmware(cc.n_tiles, cc.tile_rows, cc.tile_cols, cc.g_max_us)
         self.firmware.load(mapped)
         self.ledger = Ledger(keep_events=self.config.keep_events)
         self.locks = TileLocks(env)
-        self.evaluator = evaluator
         self.compensation_factory = compensation_factory
         self.compensation: Any = None
         self.error: Exception | None = None
-        self.corrections = 0
-        self.devices_corrected = 0
-        self.failed_devices = 0
         self.programmed_at_s = float("nan")
         self.programmed = env.event()
-        self.timeline: list[dict[str, Any]] = []
-        self._evals: list[ScheduledEvaluation] = []
-        self._stop = env.event()
+        self.guard = GuardedPolicy(policy)
+        self.ledger.policy = self.guard.name
         self.view = FirmwareView(
             self.firmware,
             now=lambda: self.env.now,
             t0_s=cc.device.t0_s,
             energy=self.ledger.energy_by_kind_pj,
-            corrections=lambda: self.corrections,
+            corrections=lambda: self.pulses.stats.jobs,
             programmed_at=lambda: self.programmed_at_s,
         )
-        self.guard = GuardedPolicy(policy)
-        self.pulses = PulseGenerator(self, self.config.pulse_channels)
-        self.trigger = CorrectionTrigger(self)
-        self.monitor = DriftMonitor(self)
-        self.inference = InferenceQueue(self)
+        # wiring: each process gets the shared context and the collaborators it uses
+        ctx = ChipContext(env, twin, chip_id, self.view, self.ledger, self.locks, self.config)
+        self.on_chip = OnChip(ctx, self._compensation_now)
+        self.pulses = PulseGenerator(ctx, self.firmware, cc.pulse, self.config.pulse_channels)
+        self.trigger = CorrectionTrigger(ctx, self.pulses)
+        self.inference = InferenceQueue(env, self.on_chip, self.programmed)
+        self.evaluations = Evaluations(
+            env, self.on_chip, self.programmed, self._row, self.fail, evaluator
+        )
+        self.monitor = DriftMonitor(
+            ctx, self.trigger, self._before_probe, self.evaluations.after_correction, self.fail
+        )
         self._started = False
 
-    # --- lifecycle ------------------------------------------------------------------------
     @property
     def policy_name(self) -> str:
         return self.guard.name
 
-    def start(self) -> simpy.Process:
-        """Program the network now, calibrate drift compensation, then start monitoring."""
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        return self.evaluations.timeline
+
+    # --- callbacks of the processes ---------------------------------------------------------
+    def _compensation_now(self) -> Any:
+        return self.compensation if self.guard.compensation == "gdc" else None
+
+    def _before_probe(self, at_s: float) -> Generator[simpy.Event, Any, None]:
+        """The evaluations due at or before ``at_s`` and the host inferences that arrived by
+        then: they see the chip before the corrections of this instant."""
+        due = self.evaluations.due(at_s) + self.inference.pending_before(at_s)
+        if due:
+            yield self.env.all_of(due)
+
+    def _row(
+        self, scheduled_s: float, measured_s: float, label: str, phase: str,
+        metrics: dict[str, float],
+    ) -> dict[str, Any]:  # fmt: skip
+        """A timeline row: the counters now and the latest drift metrics."""
+        return timeline_row(
+            scheduled_s=scheduled_s, measured_s=measured_s, label=label, phase=phase,
+            policy=self.policy_name, metrics=metrics, counts=self.counters(),
+            tile_metrics=self.monitor.tile_metrics,
+        )  # fmt: skip
+
+    def fail(self, exc: Exception) -> None:
+        """Stop the run after an error (policy, twin, evaluator): record it; ``advance`` and
+        ``wait`` stop and raise it until ``set_policy``."""
+        self.error = exc
+        kind = POLICY_ERROR if isinstance(exc, PolicyError) else ERROR
+        self.ledger.add(kind, self.env.now, self.env.now, detail={"message": str(exc)})
+
+    def _failed(self) -> bool:
+        return self.error is not None
+
+    # --- lifecycle: start ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Program the network now, calibrate drift compensation, start the policy and the
+        monitor; returns once the network is programmed (a policy that fails to start stops
+        the run: see ``error``)."""
         if self._started:
             raise RuntimeError("the model has already been started")
         self._started = True
-        return self.env.process(self._startup())
+        self.env.process(self._startup())
+        self.wait(self.programmed)
 
     def _startup(self) -> Generator[simpy.Event, Any, None]:
         self.programmed_at_s = self.env.now
@@ -179,29 +238,97 @@ class ChipModel:
             comp = self.compensation_factory("gdc", self.mapped)
             calibrate = getattr(comp, "calibrate", None)
             if calibrate is not None:
-                yield from self._on_chip(lambda mvm, _c: calibrate(mvm), "calibration", {})
+                yield from self.on_chip.run(lambda mvm, _c: calibrate(mvm), CALIBRATION, {})
             self.compensation = comp
         self.programmed.succeed()
         try:
             self.guard.start(self.view)
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
-        self.monitor.start(anchor_s=self.programmed_at_s)
+        self.monitor.start(self.guard, anchor_s=self.programmed_at_s)
 
-    def _fail(self, exc: Exception) -> None:
-        """Stop the run after an error (policy or twin): record it, stop monitoring."""
-        self.error = exc
-        self.ledger.add(
-            "policy_error" if isinstance(exc, PolicyError) else "error",
-            self.env.now,
-            self.env.now,
-            policy=self.policy_name,
-            detail={"message": str(exc)},
-        )
-        if not self._stop.triggered:
-            self._stop.succeed()
+    # --- lifecycle: run -------------------------------------------------------------------------
+    def _check_advance(self, until_s: float) -> float:
+        if self.error is not None:
+            raise self.error
+        target = float(until_s)
+        if not math.isfinite(target) or target < self.env.now:
+            raise ValueError(f"until_s={until_s!r} is before the current time {self.env.now}")
+        return target
 
+    def advance(
+        self,
+        until_s: float,
+        *,
+        inclusive: bool = True,
+        wall_s: float | None = None,
+        progress: Progress | None = None,
+        resync: bool = True,
+    ) -> bool:
+        """Advance to device time ``until_s``: every event due before it is processed, and
+        those due at it too when ``inclusive`` (``inclusive=False``: work requested at
+        ``until_s`` comes first, as a host's AdvanceTime wants).
+
+        ``wall_s``: give up after about that many seconds of wall time and return False
+        (call again to go on): a server advances far without holding its lock for minutes or
+        missing a deadline. ``progress(now_s, until_s)`` is called ``config.progress_steps``
+        times on the way. In realtime mode each call paces from the moment it is made
+        (``resync``); a driver that runs back to back passes ``resync=False`` so that its own
+        overhead is made up for. Raises the error that stopped the run, if any."""
+        target = self._check_advance(until_s)
+        if resync and isinstance(self.env, simpy.rt.RealtimeEnvironment):
+            self.env.sync()  # pace from now: time spent between runs is not made up for
+        deadline = None if wall_s is None else time.monotonic() + wall_s
+        steps = self.config.progress_steps if progress is not None else 1
+        begin = self.env.now
+        for i in range(1, steps + 1):
+            last = i == steps
+            t = target if last else begin + (target - begin) * i / steps
+            reached = advance_to(self.env, t, inclusive or not last, self._failed, deadline)
+            if self.error is not None:
+                raise self.error
+            if progress is not None:
+                progress(self.env.now, target)
+            if not reached:
+                return False
+        return True
+
+    def wait(self, event: simpy.Event) -> Any:
+        """Advance until ``event`` has been processed (an inference, a triggered correction);
+        its value, or its failure raised."""
+        if not event.processed:
+            step_until(self.env, event, self._failed)
+        if not event.triggered and self.error is not None:
+            raise self.error
+        if not event.triggered:
+            raise RuntimeError("the simulation ran out of events before the awaited one")
+        if not event.ok:
+            raise event.value
+        return event.value
+
+    # --- lifecycle: post-simulate ---------------------------------------------------------------
+    def finish(self) -> RunResults:
+        """Let the work begun by now run to its end, then the results: evaluations due by now
+        (an evaluation at the very end takes its MVMs' latency) and the monitor wake-up under
+        way (its corrections and the evaluations after them: their cost belongs to the run;
+        ``advance`` stops at its target, in the middle of them)."""
+        due = self.evaluations.due(self.env.now)
+        if due:
+            self.wait(self.env.all_of(due))
+        done = self.monitor.cycle_done
+        if done is not None and not done.processed and self.error is None:
+            self.wait(done)
+        return self.results()
+
+    def simulate(self, until_s: float, progress: Progress | None = None) -> RunResults:
+        """The whole lifecycle of a batch run: start, advance to ``until_s``, finish."""
+        if not self._started:
+            self.start()
+        self.advance(until_s, progress=progress)
+        return self.finish()
+
+    # --- what the firmware is asked to do -------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:
         """Replace the policy: monitoring restarts, anchored at the current time. The new
         policy is started first: one that fails to start raises ``PolicyError`` and leaves the
@@ -209,34 +336,18 @@ class ChipModel:
         guard = GuardedPolicy(policy)
         if self.programmed.triggered:
             guard.start(self.view)
-        self.monitor.stop()
-        self.monitor = DriftMonitor(self)
         old = self.policy_name
         self.guard = guard
+        self.ledger.policy = guard.name
         self.error = None
-        self._stop = self.env.event()
-        self.ledger.add(
-            "policy",
-            self.env.now,
-            self.env.now,
-            policy=self.policy_name,
-            detail={"previous": old, "policy": self.guard.describe()},
-        )
+        now = self.env.now
+        self.ledger.add(POLICY, now, now, detail={"previous": old, "policy": guard.describe()})
         if self.programmed.triggered:
-            self.monitor.start(anchor_s=self.env.now)
+            self.monitor.start(guard, anchor_s=now)
 
-    # --- evaluations ----------------------------------------------------------------------
     def schedule_evaluation(self, at_s: float, label: str | None = None) -> ScheduledEvaluation:
         """Measure the chip at device time ``at_s`` (see the module docstring for the order)."""
-        at = float(at_s)
-        if not math.isfinite(at) or at < self.env.now:
-            raise ValueError(
-                f"evaluation time {at_s!r} is not a finite time >= now ({self.env.now})"
-            )
-        ev = ScheduledEvaluation(at, label if label is not None else f"{at:g} s", self.env.event())
-        self._evals.append(ev)
-        self.env.process(self._scheduled_evaluation(ev))
-        return ev
+        return self.evaluations.schedule(at_s, label)
 
     def schedule_evaluations(
         self, times_s: Iterable[float], labels: Iterable[str] | None = None
@@ -244,110 +355,6 @@ class ChipModel:
         times = list(times_s)
         names = list(labels) if labels is not None else [None] * len(times)
         return [self.schedule_evaluation(t, n) for t, n in zip(times, names, strict=True)]
-
-    def _scheduled_evaluation(self, ev: ScheduledEvaluation) -> Generator[simpy.Event, Any, None]:
-        if ev.at_s > self.env.now:
-            yield self.env.timeout(ev.at_s - self.env.now)
-        if not self.programmed.triggered:
-            yield self.programmed
-        try:
-            row = yield from self._evaluate(ev.at_s, ev.label, "scheduled")
-            ev.rows.append(row)
-        except Exception as exc:  # an evaluator or twin failure stops the run, reported
-            self._fail(exc)
-        finally:
-            ev.done.succeed()
-
-    def _evaluations_due(self, at_s: float) -> Generator[simpy.Event, Any, None]:
-        """Wait for the evaluations due at or before ``at_s`` and the host inferences that
-        arrived by then: they see the chip before the corrections of this instant."""
-        due = [e.done for e in self._evals if e.at_s <= at_s and not e.done.triggered]
-        due += self.inference.pending_before(at_s)
-        if due:
-            yield self.env.all_of(due)
-
-    def _evaluations_after_correction(self, at_s: float) -> Generator[simpy.Event, Any, None]:
-        for e in self._evals:
-            if abs(e.at_s - at_s) <= 1e-9 * max(1.0, abs(at_s)):
-                row = yield from self._evaluate(e.at_s, e.label, "after_correction")
-                e.rows.append(row)
-
-    def _evaluate(
-        self, scheduled_s: float, label: str, phase: str
-    ) -> Generator[simpy.Event, Any, dict[str, Any]]:
-        metrics: dict[str, float] = {}
-        if self.evaluator is not None:
-            evaluator = self.evaluator
-
-            def fn(mvm: Callable[..., np.ndarray], comp: Any) -> dict[str, float]:
-                return dict(evaluator(mvm, comp))
-
-            info = {"label": label, "phase": phase}
-            metrics = yield from self._on_chip(fn, "evaluation", info)
-            measured_s = info.get("measured_s", self.env.now)
-        else:
-            measured_s = self.env.now
-        row = self._timeline_row(scheduled_s, label, phase, metrics, measured_s)
-        self.timeline.append(row)
-        return row
-
-    # --- running work on the chip ---------------------------------------------------------------
-    def _mvm_fn(self, ops: OpAccumulator, at_s: float) -> Callable[..., np.ndarray]:
-        twin, chip = self.twin, self.chip_id
-
-        def mvm(
-            tile: int, x: Any, row_start: int = 0, col_start: int = 0, col_count: int | None = None
-        ) -> np.ndarray:
-            if hasattr(x, "detach"):
-                x = x.detach().cpu().numpy()
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            r = ops.add(
-                twin.mvm(
-                    chip,
-                    int(tile),
-                    x,
-                    at_s,
-                    int(row_start),
-                    int(col_start),
-                    None if col_count is None else int(col_count),
-                )
-            )
-            return r.values
-
-        return mvm
-
-    def _on_chip(
-        self, fn: ChipFn, kind: str, detail: dict[str, Any]
-    ) -> Generator[simpy.Event, Any, Any]:
-        """Run ``fn(mvm, compensation)`` on every tile of the network at one instant, holding
-        the tiles for the latency the twin reports."""
-        holds = self.locks.hold_many(self.firmware.tiles, kind)
-        try:
-            yield self.env.all_of([h.request for h in holds])
-            start = self.env.now
-            detail["measured_s"] = start
-            ops = self.ledger.action()
-            comp = self.compensation if self.guard.compensation == "gdc" else None
-            if kind == "calibration":
-                comp = None
-            value = fn(self._mvm_fn(ops, start), comp)
-            yield self.env.timeout(ops.latency_s)
-        finally:
-            for h in holds:
-                h.release()
-        queued = start - detail.get("submitted_s", start)
-        detail_out = {**detail, "mvm_calls": ops.ops, "queued_s": queued}
-        detail["energy_pj"] = ops.energy_pj
-        self.ledger.add(
-            kind,
-            start,
-            self.env.now,
-            devices=0,
-            ops=ops,
-            policy=self.policy_name,
-            detail=detail_out,
-        )
-        return value
 
     def infer(self, x: np.ndarray, label: str = "") -> simpy.Event:
         """Queue a host inference on a batch ``x``; the event's value is an
@@ -390,161 +397,13 @@ class ChipModel:
         if not self.programmed.triggered:
             yield self.programmed
         try:
-            return (
-                yield from self.monitor.cycle(self.env.now, scheduled=False, mode=mode, tiles=tiles)
-            )
+            return (yield from self.monitor.cycle(self.guard, self.env.now, scheduled=False,
+                                                  mode=mode, tiles=tiles))  # fmt: skip
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return []
 
-    def _job_done(self, o: JobOutcome, ops: OpAccumulator, kind: str, s: PulseScheme) -> None:
-        self.corrections += 1
-        self.devices_corrected += o.job.devices
-        self.failed_devices += o.n_failed
-        self.ledger.add(
-            kind,
-            o.start_s,
-            o.end_s,
-            tile=o.job.tile,
-            devices=o.job.devices,
-            ops=ops,
-            controller_energy_pj=o.controller_energy_pj,
-            policy=self.policy_name,
-            detail={
-                "reason": o.job.reason,
-                "converged": o.n_converged,
-                "failed": o.n_failed,
-                "reprograms": o.reprograms,
-                "iterations": o.iterations,
-                "method": s.method,
-                "tolerance": s.tolerance,
-            },
-        )
-
-    # --- running ----------------------------------------------------------------------------
-    def run(
-        self,
-        until_s: float,
-        progress: Progress | None = None,
-        resync: bool = True,
-        inclusive: bool = True,
-    ) -> None:
-        """Advance to device time ``until_s``: every event due at or before it is processed
-        (``inclusive=False``: only those due before it, so that work requested at ``until_s``
-        comes first, as a host's AdvanceTime wants).
-
-        Raises the :class:`PolicyError` (or twin error) that stopped the run, if any; the model
-        can go on after ``set_policy``. In realtime mode each call paces from the moment it is
-        made (``resync``); a driver that runs back to back passes ``resync=False`` so that its
-        own overhead is made up for.
-        """
-        if self.error is not None:
-            raise self.error
-        target = float(until_s)
-        if not math.isfinite(target) or target < self.env.now:
-            raise ValueError(f"until_s={until_s!r} is before the current time {self.env.now}")
-        if resync and isinstance(self.env, simpy.rt.RealtimeEnvironment):
-            self.env.sync()  # pace from now: time spent between runs is not made up for
-        steps = self.config.progress_steps if progress is not None else 1
-        begin = self.env.now
-        for i in range(1, steps + 1):
-            last = i == steps
-            t = target if last else begin + (target - begin) * i / steps
-            self._advance(t, inclusive or not last)
-            if progress is not None:
-                progress(self.env.now, target)
-
-    def _run_to(self, until: simpy.Event) -> None:
-        """``env.run()`` until ``until`` is processed or the model fails (``_stop``).
-
-        Both events stop the run through SimPy's ``StopSimulation.callback``; whichever did not
-        fire gets its callback back, so that no stale stop is left for a later run."""
-        env = self.env
-        watched = [until, self._stop]
-        if any(ev.processed for ev in watched):
-            return
-        for ev in watched:
-            ev.callbacks.append(StopSimulation.callback)
-        try:
-            env.run()
-        finally:
-            for ev in watched:
-                if ev.callbacks is not None and StopSimulation.callback in ev.callbacks:
-                    ev.callbacks.remove(StopSimulation.callback)
-
-    def _advance(self, t: float, inclusive: bool = True) -> None:
-        env = self.env
-        if t > env.now and not self._stop.triggered:
-            # like env.run(until=t): an urgent event at t, so events due exactly at t wait
-            until = env.event()
-            until._ok, until._value = True, None
-            env.schedule(until, simpy.events.URGENT, t - env.now)
-            self._run_to(until)
-        while inclusive and self.error is None and env.peek() <= t:
-            env.step()
-        if self.error is not None:
-            raise self.error
-
-    def advance_bounded(self, until_s: float, wall_s: float, inclusive: bool = True) -> bool:
-        """Like :meth:`run`, but give up after about ``wall_s`` seconds of wall time.
-
-        Returns True once device time ``until_s`` is reached (events due at it processed too
-        when ``inclusive``), False when the wall-time budget ran out first; call again to go
-        on. This is how a server advances far without holding its lock for minutes and
-        without missing a deadline."""
-        if self.error is not None:
-            raise self.error
-        env = self.env
-        target = float(until_s)
-        if not math.isfinite(target) or target < env.now:
-            raise ValueError(f"until_s={until_s!r} is before the current time {env.now}")
-        stop_at = time.monotonic() + wall_s
-        if target > env.now:
-            # an urgent event at the target, as env.run(until=target) makes: events due exactly
-            # at the target come after it
-            until = env.event()
-            until._ok, until._value = True, None
-            env.schedule(until, simpy.events.URGENT, target - env.now)
-            n = 0
-            while not until.processed:
-                if n % 32 == 0 and time.monotonic() > stop_at:
-                    until.callbacks = []  # left in the queue, harmless: a later call makes its own
-                    return False
-                env.step()
-                n += 1
-                if self.error is not None:
-                    raise self.error
-        n = 0
-        while inclusive and self.error is None and env.peek() <= target:
-            if n % 32 == 0 and time.monotonic() > stop_at:
-                return False
-            env.step()
-            n += 1
-        if self.error is not None:
-            raise self.error
-        return True
-
-    def finish_cycle(self) -> None:
-        """Let a monitor wake-up that has begun (at or before now) run to its end: its
-        corrections and the evaluations after them. ``run(until_s)`` stops at ``until_s``, in
-        the middle of the corrections of a wake-up due then; their cost belongs to the run."""
-        done = self.monitor.cycle_done
-        if done is not None and not done.processed and self.error is None:
-            self.run_until_event(done)
-
-    def run_until_event(self, event: simpy.Event) -> Any:
-        """Advance until ``event`` has been processed (an inference, a triggered correction)."""
-        if not event.processed:
-            self._run_to(event)
-        if not event.triggered and self.error is not None:
-            raise self.error
-        if not event.triggered:
-            raise RuntimeError("the simulation ran out of events before the awaited one")
-        if not event.ok:
-            raise event.value
-        return event.value
-
-    # --- results ----------------------------------------------------------------------------
+    # --- results --------------------------------------------------------------------------------
     def availability(self) -> float:
         """Share of the network's tile-time since programming not lost to corrections,
         probes and programming (1.0 before programming)."""
@@ -558,69 +417,27 @@ class ChipModel:
         """The latest probe metrics per tile."""
         return dict(self.monitor.tile_metrics)
 
+    def counters(self) -> dict[str, float]:
+        """The cumulative counters (:func:`~controller.firmware.quantities.counters`)."""
+        return counters(self.ledger, self.pulses.stats, self.monitor.wakeups, self.availability())
+
     def totals(self) -> dict[str, Any]:
-        led = self.ledger
-        corr = led.totals.get("correction")
-        inf = self.inference.stats
+        """The counters, and what else a status wants: time, policy, error, the ledger's
+        totals by kind and the twin's energy by operation, inference latency."""
+        led, inf = self.ledger, self.inference.stats
         return {
-            "t_s": self.env.now,
+            "sim_time_s": self.env.now,
             "policy": self.guard.describe(),
-            "corrections": self.corrections,
-            "devices_corrected": self.devices_corrected,
-            "failed_devices": self.failed_devices,
-            "correction_pulses": corr.pulses if corr else 0,
-            "correction_energy_pj": (corr.energy_pj + corr.controller_energy_pj) if corr else 0.0,
+            **self.counters(),
             "energy_by_kind_pj": led.energy_by_kind_pj(),
-            "twin_energy_pj": led.twin_energy_pj,
-            "controller_energy_pj": led.controller_energy_pj,
             "twin_energy_by_op_pj": dict(sorted(led.twin_energy_by_op.items())),
             "ledger": led.totals_dict(),
-            "availability": self.availability(),
-            "monitor_wakeups": self.monitor.wakeups,
             "inferences": inf.requests,
             "inference_latency_s_mean": inf.latency_s_sum / inf.requests if inf.requests else 0.0,
             "inference_latency_s_max": inf.latency_s_max,
             "error": None if self.error is None else str(self.error),
         }
 
-    def _timeline_row(
-        self,
-        scheduled_s: float,
-        label: str,
-        phase: str,
-        metrics: dict[str, float],
-        measured_s: float,
-    ) -> dict[str, Any]:
-        """One timeline row: when the chip was measured (``t_s``), what was scheduled, the
-        evaluator's metrics, and the chip's counters at the end of the measurement."""
-        led = self.ledger
-        corr = led.totals.get("correction")
-        tm = self.monitor.tile_metrics
-        row: dict[str, Any] = {
-            "t_s": measured_s,
-            "end_s": self.env.now,
-            "scheduled_s": scheduled_s,
-            "age_s": scheduled_s - self.programmed_at_s,
-            "label": label,
-            "phase": phase,
-            "policy": self.policy_name,
-            **metrics,
-            "corrections": self.corrections,
-            "devices_corrected": self.devices_corrected,
-            "failed_devices": self.failed_devices,
-            "correction_pulses": corr.pulses if corr else 0,
-            "correction_energy_pj": (corr.energy_pj + corr.controller_energy_pj) if corr else 0.0,
-            "energy_total_pj": led.twin_energy_pj + led.controller_energy_pj,
-            "availability": self.availability(),
-            "drift_metric": float(np.mean([v["drift_metric"] for v in tm.values()]))
-            if tm
-            else float("nan"),
-        }
-        for kind, e in led.energy_by_kind_pj().items():
-            row[f"energy_{kind}_pj"] = e
-        for t, v in sorted(tm.items()):
-            row[f"drift_metric_tile{t}"] = v["drift_metric"]
-        return row
-
     def results(self) -> RunResults:
-        return RunResults(list(self.timeline), list(self.ledger.events), self.totals())
+        return RunResults(list(self.timeline), list(self.ledger.events), self.counters(),
+                          self.totals())  # fmt: skip

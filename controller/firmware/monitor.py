@@ -15,30 +15,37 @@ numpy over the whole block:
 
 Wake-ups are anchored at the time the network was programmed: with an hourly interval they
 fall at exactly 1 h, 2 h, ... so that evaluations scheduled at those times meet the chip at
-the worst point of the cycle. A wake-up first lets every evaluation due at that instant run
-(see :class:`~controller.firmware.model.ChipModel`), then probes, then hands the report to the
-correction trigger and waits until the corrections it asked for are done.
+the worst point of the cycle. A wake-up first waits for the work that must see the chip before
+the corrections of that instant (``before_probe``: the model's evaluations and host inferences
+due then), then probes, then hands the report and its policy to the correction trigger, waits
+until the corrections it asked for are done, and lets the work that measures the chip after
+them run (``after_correction``). The monitor lives as long as the chip: a new policy restarts
+it (``start``) and its counters, round-robin cursors and latest metrics carry on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import simpy
 
-from controller.firmware.firmware import Firmware
+from controller.firmware.context import ChipContext, OnError
+from controller.firmware.firmware import FirmwareView
+from controller.firmware.guard import GuardedPolicy
 from controller.firmware.policies.base import DIFF, NEG, POS, MonitorReport, ProbePlan, TileReading
+from controller.firmware.quantities import PROBE
+from controller.firmware.trigger import CorrectionTrigger
 from device_twin.chip import Array
 
-if TYPE_CHECKING:
-    from controller.firmware.model import ChipModel
+#: Work to wait for at an instant (``at_s``): a generator of SimPy events.
+AtInstant = Callable[[float], Generator[simpy.Event, Any, None]]
 
 
 def tile_reading(
-    fw: Firmware, tile: int, rows: np.ndarray, g_us: dict[int, np.ndarray]
+    fw: FirmwareView, tile: int, rows: np.ndarray, g_us: dict[int, np.ndarray]
 ) -> TileReading:
     """Drift metrics of one probed block of rows (see the module docstring)."""
     g_max = fw.g_max_us
@@ -76,20 +83,38 @@ def _full_width(codes: np.ndarray, scale_us: float, tile_cols: int, c0: int) -> 
 
 
 class DriftMonitor:
-    """The monitoring process of a chip model (see the module docstring)."""
+    """The monitoring process of a chip (see the module docstring).
 
-    def __init__(self, model: ChipModel) -> None:
-        self.model = model
-        self.env = model.env
-        self.cursor = np.zeros(model.firmware.n_tiles, np.int64)
+    ``trigger`` gets each wake-up's report; ``before_probe(at_s)`` and
+    ``after_correction(at_s)`` are waited for around the corrections of a scheduled wake-up;
+    ``on_error`` is told about a failure that stops monitoring."""
+
+    def __init__(
+        self,
+        ctx: ChipContext,
+        trigger: CorrectionTrigger,
+        before_probe: AtInstant,
+        after_correction: AtInstant,
+        on_error: OnError,
+    ) -> None:
+        self.ctx = ctx
+        self.env = ctx.env
+        self.trigger = trigger
+        self.before_probe = before_probe
+        self.after_correction = after_correction
+        self.on_error = on_error
+        self.cursor = np.zeros(ctx.view.n_tiles, np.int64)
         self.tile_metrics: dict[int, dict[str, float]] = {}
         self.wakeups = 0
         self.process: simpy.Process | None = None
         #: succeeds when the latest wake-up (probe, corrections, evaluations after them) ends
         self.cycle_done: simpy.Event | None = None
 
-    def start(self, anchor_s: float) -> simpy.Process:
-        self.process = self.env.process(self._run(anchor_s))
+    def start(self, policy: GuardedPolicy, anchor_s: float) -> simpy.Process:
+        """Wake up on ``policy``'s schedule, counted from ``anchor_s`` (stops any earlier
+        schedule first)."""
+        self.stop()
+        self.process = self.env.process(self._run(policy, anchor_s))
         return self.process
 
     def stop(self) -> None:
@@ -97,65 +122,71 @@ class DriftMonitor:
             self.process.interrupt("stop")
         self.process = None
 
-    def _run(self, anchor_s: float) -> Generator[simpy.Event, Any, None]:
-        m, env = self.model, self.env
+    def _run(self, policy: GuardedPolicy, anchor_s: float) -> Generator[simpy.Event, Any, None]:
+        env, view = self.env, self.ctx.view
         wake_s = anchor_s
         try:
-            interval = m.guard.next_wake_s(m.view)
+            interval = policy.next_wake_s(view)
             while interval is not None:
                 wake_s += interval
                 if wake_s > env.now:
                     yield env.timeout(wake_s - env.now)
                 else:  # the last cycle overran its interval: wake now, keep the anchor
                     wake_s = env.now
-                yield from self.cycle(at_s=env.now, scheduled=True)
-                interval = m.guard.next_wake_s(m.view)
+                yield from self.cycle(policy, at_s=env.now, scheduled=True)
+                interval = policy.next_wake_s(view)
         except simpy.Interrupt:
             return
         except Exception as exc:
-            m._fail(exc)
+            self.on_error(exc)
 
     def cycle(
         self,
+        policy: GuardedPolicy,
         at_s: float,
         scheduled: bool,
         mode: str = "policy",
         tiles: tuple[int, ...] | None = None,
     ) -> Generator[simpy.Event, Any, list]:
-        """One wake-up: evaluations due first, then probe, decide, correct, and the
-        post-correction evaluations. ``mode="all"`` corrects every device outside the pulse
+        """One wake-up: the work due first, then probe, decide, correct, and the
+        post-correction work. ``mode="all"`` corrects every device outside the pulse
         tolerance, whatever the policy says (a host-triggered correction)."""
         done = self.cycle_done = self.env.event()
         try:
-            return (yield from self._cycle(at_s, scheduled, mode, tiles))
+            return (yield from self._cycle(policy, at_s, scheduled, mode, tiles))
         finally:
             if not done.triggered:
                 done.succeed()
 
     def _cycle(
-        self, at_s: float, scheduled: bool, mode: str, tiles: tuple[int, ...] | None
+        self,
+        policy: GuardedPolicy,
+        at_s: float,
+        scheduled: bool,
+        mode: str,
+        tiles: tuple[int, ...] | None,
     ) -> Generator[simpy.Event, Any, list]:
-        m = self.model
-        yield from m._evaluations_due(at_s)
+        view = self.ctx.view
+        yield from self.before_probe(at_s)
         if mode == "all":
             plan: ProbePlan | None = ProbePlan(tiles=tiles, arrays=(POS, NEG), rows_fraction=1.0)
         else:
-            plan = m.guard.probe_plan(m.view)
+            plan = policy.probe_plan(view)
             if plan is not None and tiles is not None:
                 plan = ProbePlan(tiles=tiles, arrays=plan.arrays, rows_fraction=plan.rows_fraction)
         report = None
         if plan is not None:
             report = yield from self.probe(plan)
-            m.view.last_report = report
+            view.last_report = report
         self.wakeups += 1
-        outcomes = yield m.trigger.submit(report, mode)
+        outcomes = yield self.trigger.submit(report, policy, mode)
         if outcomes and scheduled:
-            yield from m._evaluations_after_correction(at_s)
+            yield from self.after_correction(at_s)
         return outcomes
 
     def _next_rows(self, tile: int, fraction: float) -> np.ndarray:
         """The next share of the tile's rows that hold weights (round-robin), sorted."""
-        in_use = self.model.firmware.rows_in_use.get(tile)
+        in_use = self.ctx.view.rows_in_use.get(tile)
         if in_use is None or in_use.size == 0:
             return np.zeros(0, np.int64)
         n = min(in_use.size, max(1, math.ceil(fraction * in_use.size)))
@@ -166,37 +197,37 @@ class DriftMonitor:
         return rows
 
     def probe(self, plan: ProbePlan) -> Generator[simpy.Event, Any, MonitorReport]:
-        m, env = self.model, self.env
-        fw = m.firmware
-        fraction = plan.rows_fraction if plan.rows_fraction is not None else m.config.rows_fraction
+        ctx, env = self.ctx, self.env
+        fw, twin, chip = ctx.view, ctx.twin, ctx.chip_id
+        fraction = ctx.config.rows_fraction if plan.rows_fraction is None else plan.rows_fraction
         report = MonitorReport(at_s=env.now, tiles={})
         tiles = fw.tiles if plan.tiles is None else tuple(int(t) for t in plan.tiles)
         for t in tiles:
             rows = self._next_rows(t, fraction)
             if rows.size == 0:
                 continue
-            with m.locks.hold(t, "probe") as lk:
+            with ctx.locks.hold(t, PROBE) as lk:
                 yield lk
                 start = env.now
-                ops = m.ledger.action()
+                ops = ctx.ledger.action()
                 c0, nc = fw.col_span[t]
                 g: dict[int, np.ndarray] = {}
 
                 arrays = [int(a) for a in plan.arrays]
                 if POS in arrays and NEG in arrays:  # both arrays in one call
-                    r = ops.add(m.twin.probe(m.chip_id, t, rows, Array.BOTH, env.now, c0, nc))
+                    r = ops.add(twin.probe(chip, t, rows, Array.BOTH, env.now, c0, nc))
                     g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
                     g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
                     arrays = [a for a in arrays if a not in (POS, NEG)]
                     yield env.timeout(r.latency_s)
                 for a in arrays:
-                    r = ops.add(m.twin.probe(m.chip_id, t, rows, a, env.now, c0, nc))
+                    r = ops.add(twin.probe(chip, t, rows, a, env.now, c0, nc))
                     g[a] = _full_width(r.values, r.scale_us, fw.tile_cols, c0)
                     yield env.timeout(r.latency_s)
                 tr = tile_reading(fw, t, rows, g)
                 report.tiles[t] = tr
                 devices = rows.size * nc * len(plan.arrays)
-                ctrl = m.config.digital_energy.check_pj(devices)
+                ctrl = ctx.config.digital_energy.check_pj(devices)
                 report.energy_pj += ops.energy_pj + ctrl
                 self.tile_metrics[t] = {
                     "at_s": start,
@@ -204,15 +235,14 @@ class DriftMonitor:
                     "max_distance": tr.max_distance,
                     "rows": int(rows.size),
                 }
-                m.ledger.add(
-                    "probe",
+                ctx.ledger.add(
+                    PROBE,
                     start,
                     env.now,
                     tile=t,
                     devices=devices,
                     ops=ops,
                     controller_energy_pj=ctrl,
-                    policy=m.policy_name,
                     detail={
                         "rows": int(rows.size),
                         "drift_metric": tr.drift_metric,

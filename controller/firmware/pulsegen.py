@@ -17,21 +17,27 @@ spread): the count whose nominal end point lies closest to the target, at most
 ``max_pulses_per_step``. With ``method="auto"`` a device is pulsed only when that plan is
 predicted to land within tolerance (its nominal miss and the cycle-to-cycle noise of the
 pulses, root-sum-square); otherwise it is re-programmed.
+
+The pulse generator is the one process that writes the firmware's state (each device's last
+write time), so besides the chip's :class:`~controller.firmware.context.ChipContext` it gets
+the :class:`~controller.firmware.firmware.Firmware` itself. It records each job on the ledger
+and counts jobs in ``stats``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import simpy
 
+from controller.firmware.context import ChipContext
+from controller.firmware.firmware import Firmware
+from controller.firmware.ledger import OpAccumulator
 from controller.firmware.policies.base import NEG, POS, CorrectionJob, JobOutcome, PulseScheme
+from controller.firmware.quantities import CORRECTION, PROGRAM, JobStats
 from device_twin.chip import Array
-
-if TYPE_CHECKING:
-    from controller.firmware.model import ChipModel
 
 SET, RESET = 0, 1
 
@@ -95,18 +101,21 @@ class NominalPulseResponse:
 class PulseGenerator:
     """Correction jobs on ``channels`` channels (see the module docstring)."""
 
-    def __init__(self, model: ChipModel, channels: int) -> None:
-        self.model = model
-        self.env = model.env
-        self.channels = simpy.Resource(model.env, capacity=channels)
-        self.response = NominalPulseResponse(model.chip_config.pulse)
+    def __init__(
+        self, ctx: ChipContext, firmware: Firmware, pulse_config: Any, channels: int
+    ) -> None:
+        self.ctx = ctx
+        self.env = ctx.env
+        self.firmware = firmware
+        self.channels = simpy.Resource(ctx.env, capacity=channels)
+        self.response = NominalPulseResponse(pulse_config)
         self.jobs_running = 0
+        self.stats = JobStats()
 
     def submit(
         self,
         job: CorrectionJob,
         scheme: PulseScheme,
-        kind: str = "correction",
         first_read_us: dict[int, np.ndarray] | None = None,
     ) -> simpy.Process:
         """Start a job; the process's value is its :class:`JobOutcome`.
@@ -114,7 +123,7 @@ class PulseGenerator:
         ``first_read_us`` (per array, one value per device of the job) stands in for the
         loop's first read: the drift monitor has just read these devices, and reading them
         again at the same instant would only cost time and energy."""
-        return self.env.process(self._job(job, scheme, kind, first_read_us or {}))
+        return self.env.process(self._job(job, scheme, first_read_us or {}))
 
     def program_tile(self, tile: int) -> simpy.Process:
         """Program a whole tile from RESET to the firmware's targets."""
@@ -122,44 +131,37 @@ class PulseGenerator:
 
     # --- processes --------------------------------------------------------------------------
     def _program_tile(self, tile: int) -> Generator[simpy.Event, Any, None]:
-        m = self.model
+        ctx, fw = self.ctx, self.firmware
         with self.channels.request() as ch:
             yield ch
-            with m.locks.hold(tile, "program") as lk:
+            with ctx.locks.hold(tile, PROGRAM) as lk:
                 yield lk
                 start = self.env.now
-                ops = m.ledger.action()
-                g_pos, g_neg = m.firmware.program_targets(tile)
-                r = ops.add(m.twin.program(m.chip_id, tile, g_pos, g_neg, at_s=self.env.now))
-                m.firmware.record_tile_write(tile, self.env.now)
+                ops = ctx.ledger.action()
+                g_pos, g_neg = fw.program_targets(tile)
+                r = ops.add(ctx.twin.program(ctx.chip_id, tile, g_pos, g_neg, at_s=self.env.now))
+                fw.record_tile_write(tile, self.env.now)
                 yield self.env.timeout(r.latency_s)
-                m.ledger.add(
-                    "program",
-                    start,
-                    self.env.now,
-                    tile=tile,
-                    devices=r.devices,
-                    ops=ops,
-                    policy=m.policy_name,
-                    detail={"iterations": r.iterations},
-                )
+                ctx.ledger.add(PROGRAM, start, self.env.now, tile=tile, devices=r.devices,
+                               ops=ops, detail={"iterations": r.iterations})  # fmt: skip
 
     def _job(
-        self, job: CorrectionJob, s: PulseScheme, kind: str, first_read: dict[int, np.ndarray]
+        self, job: CorrectionJob, s: PulseScheme, first_read: dict[int, np.ndarray]
     ) -> Generator[simpy.Event, Any, JobOutcome]:
-        m, env = self.model, self.env
-        fw, de = m.firmware, m.config.digital_energy
+        ctx, env = self.ctx, self.env
+        twin, chip = ctx.twin, ctx.chip_id
+        fw, de = self.firmware, ctx.config.digital_energy
         g_max = fw.g_max_us
         tol_us = s.tolerance * g_max
         tile = job.tile
         n_arr = fw.tile_rows * fw.tile_cols
         with self.channels.request() as ch:
             yield ch
-            with m.locks.hold(tile, "correction") as lk:
+            with ctx.locks.hold(tile, CORRECTION) as lk:
                 yield lk
                 self.jobs_running += 1
                 start = env.now
-                ops = m.ledger.action()
+                ops = ctx.ledger.action()
                 ctrl_pj = 0.0
                 reprograms = 0
                 steps = 0
@@ -204,8 +206,8 @@ class PulseGenerator:
 
                 if s.rewrite_all and st:
                     r = ops.add(
-                        m.twin.program_devices(
-                            m.chip_id, tile, Array.BOTH, st["flat"], st["target"], at_s=env.now
+                        twin.program_devices(
+                            chip, tile, Array.BOTH, st["flat"], st["target"], at_s=env.now
                         )
                     )
                     record(st["flat"])
@@ -273,8 +275,8 @@ class PulseGenerator:
                     if np.any(reprog):
                         idx = st["flat"][reprog]
                         r = ops.add(
-                            m.twin.program_devices(
-                                m.chip_id, tile, Array.BOTH, idx, st["target"][reprog], at_s=env.now
+                            twin.program_devices(
+                                chip, tile, Array.BOTH, idx, st["target"][reprog], at_s=env.now
                             )
                         )
                         record(idx)
@@ -285,8 +287,8 @@ class PulseGenerator:
                     if np.any(pulse):
                         idx = st["flat"][pulse]
                         r = ops.add(
-                            m.twin.apply_pulses(
-                                m.chip_id, tile, Array.BOTH, idx, SET, counts[pulse], at_s=env.now
+                            twin.apply_pulses(
+                                chip, tile, Array.BOTH, idx, SET, counts[pulse], at_s=env.now
                             )
                         )
                         record(idx)
@@ -319,17 +321,41 @@ class PulseGenerator:
                     controller_energy_pj=ctrl_pj,
                 )
                 self.jobs_running -= 1
-                m._job_done(outcome, ops, kind, s)
+                self._record(outcome, ops, s)
                 return outcome
 
+    def _record(self, o: JobOutcome, ops: OpAccumulator, s: PulseScheme) -> None:
+        st = self.stats
+        st.jobs += 1
+        st.devices += o.job.devices
+        st.failed_devices += o.n_failed
+        self.ctx.ledger.add(
+            CORRECTION,
+            o.start_s,
+            o.end_s,
+            tile=o.job.tile,
+            devices=o.job.devices,
+            ops=ops,
+            controller_energy_pj=o.controller_energy_pj,
+            detail={
+                "reason": o.job.reason,
+                "converged": o.n_converged,
+                "failed": o.n_failed,
+                "reprograms": o.reprograms,
+                "iterations": o.iterations,
+                "method": s.method,
+                "tolerance": s.tolerance,
+            },
+        )
+
     def _read(
-        self, ops: Any, tile: int, flat: np.ndarray, n_reads: int
+        self, ops: OpAccumulator, tile: int, flat: np.ndarray, n_reads: int
     ) -> Generator[simpy.Event, Any, np.ndarray]:
         """Sum of ``n_reads`` reads of devices of both arrays (one twin call per read)."""
-        m, env = self.model, self.env
+        ctx, env = self.ctx, self.env
         g = np.zeros(flat.size)
         for _ in range(n_reads):
-            r = ops.add(m.twin.read_devices(m.chip_id, tile, Array.BOTH, flat, at_s=env.now))
+            r = ops.add(ctx.twin.read_devices(ctx.chip_id, tile, Array.BOTH, flat, at_s=env.now))
             g += r.values
             yield env.timeout(r.latency_s)
         return g

@@ -1,40 +1,44 @@
 """The correction trigger: turns monitor reports into correction jobs, as the policy says.
 
-The trigger is a process fed with reports through a SimPy store. For each report it asks the
-policy which jobs to run (``decide``) and how (``pulse_scheme``), hands them to the pulse
-generator (with the monitor's reads of the job's devices standing in for the first read of
-each program-and-verify loop, unless ``ControllerConfig.reuse_probe_reads`` is off), and when
-every job of that report has finished it tells the policy
-(``on_job_done``) and answers the monitor with the list of outcomes.
+The trigger is a process fed with reports through a SimPy store, each report with the policy
+that asked for it (the drift monitor's). For each report it asks that policy which jobs to
+run (``decide``) and how (``pulse_scheme``), hands them to the pulse generator (with the
+monitor's reads of the job's devices standing in for the first read of each
+program-and-verify loop, unless ``ControllerConfig.reuse_probe_reads`` is off), and when every
+job of that report has finished it tells the policy (``on_job_done``) and answers the monitor
+with the list of outcomes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import simpy
 
+from controller.firmware.context import ChipContext
+from controller.firmware.guard import GuardedPolicy
 from controller.firmware.policies.base import NEG, POS, CorrectionJob, MonitorReport, PulseScheme
-
-if TYPE_CHECKING:
-    from controller.firmware.model import ChipModel
+from controller.firmware.pulsegen import PulseGenerator
 
 
 class CorrectionTrigger:
-    """Reports in, jobs out (see the module docstring)."""
+    """Reports in, jobs out to ``pulses`` (see the module docstring)."""
 
-    def __init__(self, model: ChipModel) -> None:
-        self.model = model
-        self.env = model.env
-        self.inbox: simpy.Store = simpy.Store(model.env)
-        self.process = model.env.process(self._run())
+    def __init__(self, ctx: ChipContext, pulses: PulseGenerator) -> None:
+        self.ctx = ctx
+        self.env = ctx.env
+        self.pulses = pulses
+        self.inbox: simpy.Store = simpy.Store(ctx.env)
+        self.process = ctx.env.process(self._run())
 
-    def submit(self, report: MonitorReport | None, mode: str = "policy") -> simpy.Event:
+    def submit(
+        self, report: MonitorReport | None, policy: GuardedPolicy, mode: str = "policy"
+    ) -> simpy.Event:
         """Queue a report; the returned event's value is the list of job outcomes."""
         done = self.env.event()
-        self.inbox.put((report, mode, done))
+        self.inbox.put((report, policy, mode, done))
         return done
 
     def jobs_for_all(self, report: MonitorReport | None) -> list[CorrectionJob]:
@@ -42,13 +46,13 @@ class CorrectionTrigger:
         if report is None:
             return []
         tol = PulseScheme().tolerance
-        m = self.model
+        cols = self.ctx.view.tile_cols
         jobs = []
         for t, tr in report.tiles.items():
             idx = {}
             for a in (POS, NEG):
                 r, c = np.nonzero((np.abs(tr.deviation[a]) > tol) & tr.used)
-                idx[a] = tr.rows[r] * m.firmware.tile_cols + c
+                idx[a] = tr.rows[r] * cols + c
             if idx[POS].size + idx[NEG].size:
                 jobs.append(CorrectionJob(t, idx[POS], idx[NEG], reason="triggered by host"))
         return jobs
@@ -60,8 +64,8 @@ class CorrectionTrigger:
         if report is None or job.tile not in report.tiles:
             return None
         tr = report.tiles[job.tile]
-        cols = self.model.firmware.tile_cols
-        where = np.full(self.model.firmware.tile_rows, -1, np.int64)
+        cols = self.ctx.view.tile_cols
+        where = np.full(self.ctx.view.tile_rows, -1, np.int64)
         where[tr.rows] = np.arange(tr.rows.size)
         out = {}
         for a, idx in ((POS, job.pos), (NEG, job.neg)):
@@ -73,19 +77,19 @@ class CorrectionTrigger:
         return out
 
     def _run(self) -> Generator[simpy.Event, Any, None]:
-        m = self.model
+        view = self.ctx.view
         while True:
-            report, mode, done = yield self.inbox.get()
+            report, policy, mode, done = yield self.inbox.get()
             try:
                 if mode == "all":
                     jobs = self.jobs_for_all(report)
                     schemes = [PulseScheme() for _ in jobs]
                 else:
-                    jobs = m.guard.decide(m.view, report)
-                    schemes = [m.guard.pulse_scheme(m.view, j) for j in jobs]
-                reuse = m.config.reuse_probe_reads
+                    jobs = policy.decide(view, report)
+                    schemes = [policy.pulse_scheme(view, j) for j in jobs]
+                reuse = self.ctx.config.reuse_probe_reads
                 procs = [
-                    m.pulses.submit(
+                    self.pulses.submit(
                         j, s, first_read_us=self.probed_values(report, j) if reuse else None
                     )
                     for j, s in zip(jobs, schemes, strict=True)
@@ -94,7 +98,7 @@ class CorrectionTrigger:
                 for p in procs:
                     outcomes.append((yield p))
                 for o in outcomes:
-                    m.guard.on_job_done(m.view, o)
+                    policy.on_job_done(view, o)
             except Exception as exc:
                 done.fail(exc)
                 continue

@@ -5,6 +5,10 @@
 service offers (load a network, infer, status, advance time, set the policy, trigger a
 correction, stream events), in numpy and plain Python; the servicer only translates messages.
 
+The model goes through the same lifecycle as a scenario run (``ChipModel``: build, ``start``,
+then ``advance`` and ``wait``); a server never reaches ``finish``, its network runs until it
+is replaced or the host closes.
+
 Threads: gRPC calls arrive on many threads, the SimPy model is single threaded. Every touch of
 the model happens under one lock. As fast as possible (the default), time moves only inside
 calls: ``advance`` runs the model in slices (so that status and inference can get in between,
@@ -236,8 +240,7 @@ class ChipHost:
                 env = make_environment(self.realtime)
                 model = ChipModel(env, self.twin, chip_id, mapped, pol,
                                   config=controller_config, chip_config=cfg)  # fmt: skip
-                model.start()
-                model.run_until_event(model.programmed)
+                model.start()  # returns once the network is programmed
             except BaseException:
                 self._discard_chip(chip_id)
                 raise
@@ -346,7 +349,7 @@ class ChipHost:
                 # what is due exactly at the target waits: a request made now (at the
                 # target) sees the chip before the corrections due then
                 try:
-                    reached = model.advance_bounded(target, ADVANCE_SLICE_WALL_S, inclusive=False)
+                    reached = model.advance(target, inclusive=False, wall_s=ADVANCE_SLICE_WALL_S)
                 except PolicyError:
                     self._check_running(model)
                     raise
@@ -390,13 +393,13 @@ class ChipHost:
                     return
                 if model.error is None:
                     try:
-                        model.run(model.env.now + slice_s, resync=False)
+                        model.advance(model.env.now + slice_s, resync=False)
                     except PolicyError:
                         pass  # model.error holds it: status reports it until SetPolicy
                     except Exception as exc:  # e.g. the twin went away: stop, and say why
                         log.warning("realtime run stopped: %s", exc)
                         if model.error is None:
-                            model._fail(exc)
+                            model.fail(exc)
                 stopped = model.error is not None
             if stopped:
                 stop.wait(REALTIME_SLICE_WALL_S)
@@ -406,7 +409,7 @@ class ChipHost:
         if self.realtime is None:
             with self._lock:
                 try:
-                    return model.run_until_event(ev)
+                    return model.wait(ev)
                 except PolicyError:
                     self._check_running(model)
                     raise
@@ -501,11 +504,10 @@ class ChipHost:
             return {"loaded": False, "policy": self._policy[0], "sim_time_s": 0.0,
                     "realtime_factor": self.realtime or 0.0}  # fmt: skip
         m = self._loaded.model
-        tot = m.totals()
+        tot = m.totals()  # sim_time_s, the counters (controller.firmware.quantities), ...
         return {
             **tot,
             "loaded": True,
-            "sim_time_s": m.env.now,
             "network": self._loaded.name,
             "chip_id": self._loaded.chip_id,
             "policy": m.policy_name,

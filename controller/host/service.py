@@ -76,6 +76,7 @@ def status_to_proto(s: dict[str, Any]) -> host_pb2.ChipStatus:
         error=s.get("error") or "",
         realtime_factor=float(s.get("realtime_factor", 0.0)),
         last_event_seq=int(s.get("last_event_seq", 0)),
+        upkeep_energy_pj=float(s.get("upkeep_energy_pj", 0.0)),
     )
     for tile, d in sorted(s.get("drift", {}).items()):
         msg.drift.add(tile=int(tile), at_s=float(d["at_s"]), drift_metric=float(d["drift_metric"]),
@@ -85,7 +86,7 @@ def status_to_proto(s: dict[str, Any]) -> host_pb2.ChipStatus:
 
 def event_to_proto(ev: Event) -> host_pb2.LedgerEvent:
     return host_pb2.LedgerEvent(
-        seq=ev.seq, t_s=ev.t_s, start_s=ev.start_s, kind=ev.kind, tile=ev.tile,
+        seq=ev.seq, end_s=ev.end_s, start_s=ev.start_s, kind=ev.kind, tile=ev.tile,
         devices=ev.devices, pulses=ev.pulses, energy_pj=ev.energy_pj,
         controller_energy_pj=ev.controller_energy_pj, policy=ev.policy,
         detail_json=json.dumps(ev.detail, default=str),

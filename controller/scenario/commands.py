@@ -321,7 +321,7 @@ def sweep_command(
                   f"{len(report.skipped)} already complete)", title_justify="left")  # fmt: skip
         keys = [a for a in axes]
         for col in [k.rsplit(".", 1)[-1] for k in keys] + ["variant", "final acc. (%)",
-                                                           "loss (pts)", "corr. energy",
+                                                           "loss (pts)", "upkeep energy",
                                                            "corrections"]:  # fmt: skip
             t.add_column(col, justify="right")
         for _, row in table.iterrows():
@@ -329,7 +329,7 @@ def sweep_command(
                       f"{100 * row['accuracy_final_mean']:.1f} ± "
                       f"{100 * row['accuracy_final_std']:.1f}",
                       f"{100 * row['accuracy_loss']:.2f}",
-                      format_energy_pj(row["correction_energy_pj"]),
+                      format_energy_pj(row["upkeep_energy_pj"]),
                       f"{row['corrections']:.0f}")  # fmt: skip
         console.print(t)
     for name, err in report.failed.items():

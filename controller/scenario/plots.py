@@ -2,10 +2,10 @@
 
 - ``accuracy.png``: test accuracy versus device time (log axis), mean ± std band over seeds,
   one line per variant;
-- ``correction_energy.png``: cumulative correction energy versus device time (log-log), from
-  the event ledger, mean over seeds; variants that never corrected are named in the title
-  instead (log axes cannot show zero);
-- ``front.png`` (sweeps): correction energy versus accuracy loss, one point per run and
+- ``upkeep_energy.png``: cumulative upkeep energy (probes + correction jobs) versus device
+  time (log-log), from the event ledger, mean over seeds; variants that spent none are named
+  in the title instead (log axes cannot show zero);
+- ``front.png`` (sweeps): upkeep energy versus accuracy loss, one point per run and
   variant, the Pareto front (no other point has both less energy and less loss) marked.
 """
 
@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from controller.firmware.quantities import UPKEEP_KINDS  # noqa: E402
 from controller.scenario.durations import format_duration  # noqa: E402
 
 _DPI = 110
@@ -65,14 +66,14 @@ def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None)
 
 
 def cumulative_energy_curve(
-    events: Sequence[dict[str, Any]], kinds_excluded: frozenset[str], grid_s: np.ndarray
+    events: Sequence[dict[str, Any]], kinds: Sequence[str], grid_s: np.ndarray
 ) -> np.ndarray:
-    """Cumulative energy (twin + controller, pJ) of the events not in ``kinds_excluded``,
+    """Cumulative energy (twin + controller, pJ) of the events of the given ``kinds``,
     sampled at ``grid_s`` (an event counts from the time it ended)."""
-    ev = [e for e in events if e["kind"] not in kinds_excluded]
+    ev = [e for e in events if e["kind"] in kinds]
     if not ev:
         return np.zeros(len(grid_s))
-    t = np.asarray([e["t_s"] for e in ev], dtype=float)
+    t = np.asarray([e["end_s"] for e in ev], dtype=float)
     e = np.asarray([e["energy_pj"] + e["controller_energy_pj"] for e in ev], dtype=float)
     order = np.argsort(t, kind="stable")
     cum = np.cumsum(e[order])
@@ -80,11 +81,8 @@ def cumulative_energy_curve(
     return np.where(idx > 0, cum[np.maximum(idx - 1, 0)], 0.0)
 
 
-def plot_correction_energy(
-    results: Sequence[Any], summary: dict[str, Any], path: Path,
-    kinds_excluded: frozenset[str] = frozenset(),
-) -> Path:  # fmt: skip
-    """Cumulative correction energy (pJ) versus time from the event ledger, mean over seeds,
+def plot_upkeep_energy(results: Sequence[Any], summary: dict[str, Any], path: Path) -> Path:
+    """Cumulative upkeep energy (pJ) versus time from the event ledger, mean over seeds,
     per variant (``results``: the run's ``SeedResult`` objects)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     idle: list[str] = []
@@ -92,7 +90,7 @@ def plot_correction_energy(
     end = max(v["duration_s"] for v in summary["variants"].values())
     grid = np.geomspace(min(times[0], 1.0) if times else 1.0, end, 400)
     for name in summary["variants"]:
-        curves = [cumulative_energy_curve(r.events, kinds_excluded, grid)
+        curves = [cumulative_energy_curve(r.events, UPKEEP_KINDS, grid)
                   for r in results if r.variant == name]  # fmt: skip
         if not curves:
             continue
@@ -105,10 +103,10 @@ def plot_correction_energy(
     if ax.get_lines():
         ax.set_yscale("log")
         ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
-    ax.set_ylabel("cumulative correction energy (pJ)")
-    title = f"{summary['scenario']}: correction energy (probes + corrections, mean over seeds)"
+    ax.set_ylabel("cumulative upkeep energy (pJ)")
+    title = f"{summary['scenario']}: upkeep energy (probes + corrections, mean over seeds)"
     if idle:
-        title += "\nno correction energy: " + ", ".join(idle)
+        title += "\nno upkeep energy: " + ", ".join(idle)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
@@ -130,12 +128,12 @@ def pareto_front(energy: Sequence[float], loss: Sequence[float]) -> list[int]:
 
 
 def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """Correction energy versus accuracy loss (points), with the Pareto front marked.
+    """Upkeep energy versus accuracy loss (points), with the Pareto front marked.
 
-    ``table`` needs ``correction_energy_pj``, ``accuracy_loss`` and ``label`` columns.
+    ``table`` needs ``upkeep_energy_pj``, ``accuracy_loss`` and ``label`` columns.
     """
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    energy = table["correction_energy_pj"].to_numpy(dtype=float)
+    energy = table["upkeep_energy_pj"].to_numpy(dtype=float)
     loss = 100 * table["accuracy_loss"].to_numpy(dtype=float)
     # log axes cannot show zero energy: draw such runs at the bottom edge, hollow
     positive = energy[energy > 0]
@@ -146,7 +144,7 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
     zero = energy <= 0
     if zero.any():
         ax.scatter(loss[zero], shown[zero], s=40, facecolors="none", edgecolors="tab:gray",
-                   label="no correction energy")  # fmt: skip
+                   label="no upkeep energy")  # fmt: skip
     if front:
         ax.plot(loss[front], shown[front], "-o", color="tab:red", ms=6, lw=1.5,
                 label="Pareto front")  # fmt: skip
@@ -155,7 +153,7 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
                         xytext=(4, 4), textcoords="offset points")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("accuracy loss, first to last evaluation (points of %)")
-    ax.set_ylabel("correction energy over the run (pJ)")
+    ax.set_ylabel("upkeep energy over the run (pJ)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -165,14 +163,9 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def plot_run(
-    out_dir: Path, results: Sequence[Any], summary: dict[str, Any],
-    kinds_excluded: frozenset[str] = frozenset(),
-) -> list[Path]:  # fmt: skip
+def plot_run(out_dir: Path, results: Sequence[Any], summary: dict[str, Any]) -> list[Path]:
     """Both plots of a run folder."""
     return [
         plot_accuracy(summary, out_dir / "accuracy.png"),
-        plot_correction_energy(
-            results, summary, out_dir / "correction_energy.png", kinds_excluded
-        ),  # fmt: skip
+        plot_upkeep_energy(results, summary, out_dir / "upkeep_energy.png"),
     ]

@@ -18,9 +18,11 @@ A run folder (``results/<scenario name>/`` by default) holds:
 give a byte-identical file; anything wall-clock goes to ``run_info.json``. Standard deviations
 are over device-noise seeds, with Bessel's correction (0 for a single seed).
 
-"Correction energy" is what keeping the weights in place costs: the monitor's probes and the
-correction jobs (twin pulses, reads and programming, plus the controller's digital work). The
-initial programming and inference are reported by kind but not counted in it.
+Every column and field is named and derived in the firmware layer
+(:mod:`controller.firmware.quantities`; the README's table says what each means). "Upkeep
+energy" is what keeping the weights in place costs: the monitor's probes and the correction
+jobs (twin pulses, reads and programming, plus the controller's digital work); the initial
+programming, evaluations and inference are reported by kind but are not upkeep.
 
 Checkpoints (``checkpoint/``, see :class:`Checkpoint`): ``run.json``, written when the run
 starts, holds the scenario text, its source, the variants chosen and the run's content key;
@@ -50,12 +52,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from controller.firmware.quantities import BEFORE_CORRECTION, UPKEEP_KINDS
 from controller.scenario.durations import format_duration
 
-#: Event kinds whose energy counts as correction energy.
-CORRECTION_KINDS: tuple[str, ...] = ("probe", "correction")
 COMPLETE_MARKER = "COMPLETE"
-SUMMARY_VERSION = 1
+#: 2: the firmware's vocabulary (upkeep_energy_pj, correction_pulses, upkeep_energy_kinds)
+SUMMARY_VERSION = 2
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -64,10 +66,9 @@ CHECKPOINT_VERSION = 1
 class SeedResult:
     """What one variant did on one device-noise seed.
 
-    ``timeline``: one dict per evaluation with at least ``t_s`` (the scheduled time),
-    ``phase`` (``scheduled``: before any correction due at that instant;
-    ``after_correction``: once those corrections finished), ``accuracy`` and the cumulative
-    counters at that time (``correction_energy_pj``, ``corrections``, ``pulses``,
+    ``timeline``: the model's rows, one per evaluation (``scheduled_s``, ``measured_s``,
+    ``label``, ``phase``: ``before_correction`` or ``after_correction``, ``accuracy``, and
+    the cumulative counters then: ``upkeep_energy_pj``, ``corrections``, ``correction_pulses``,
     ``availability``, ``energy_<kind>_pj`` ...). ``totals``: the same counters at the end of
     the duration. ``events``: the controller's ledger events as dicts.
     """
@@ -133,7 +134,7 @@ def content_hash(obj: Any) -> str:
 
 
 def _phase(r: SeedResult, phase: str) -> list[dict[str, Any]]:
-    return [row for row in r.timeline if row.get("phase", "scheduled") == phase]
+    return [row for row in r.timeline if row["phase"] == phase]
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -142,22 +143,15 @@ def timeline_frame(results: Iterable[SeedResult]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for r in results:
         for row in r.timeline:
-            rows.append(
-                {
-                    "variant": r.variant,
-                    "seed": r.seed_index,
-                    "chip_seed": r.chip_seed,
-                    "t_label": format_duration(row["t_s"]),
-                    **row,
-                }
-            )
+            rows.append({"variant": r.variant, "seed": r.seed_index, "chip_seed": r.chip_seed,
+                         **row})  # fmt: skip
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     # an event kind that never happened in one run cost nothing there
     energy = [c for c in frame.columns if c.startswith("energy_") and c.endswith("_pj")]
     frame[energy] = frame[energy].fillna(0.0)
-    first = ["variant", "seed", "chip_seed", "t_s", "t_label", "phase", "accuracy"]
+    first = ["variant", "seed", "chip_seed", "scheduled_s", "label", "phase", "accuracy"]
     first = [c for c in first if c in frame.columns]
     rest = sorted(c for c in frame.columns if c not in first)
     return frame[first + rest]
@@ -168,7 +162,7 @@ def summarise(
     results: Sequence[SeedResult],
 ) -> dict[str, Any]:  # fmt: skip
     """The study's summary: per variant (in scenario order), mean and std over seeds of the
-    accuracy at each evaluation time (the ``scheduled`` phase: the chip as it is before any
+    accuracy at each evaluation time (the ``before_correction`` phase: the chip before any
     correction due at that instant, the worst point of the cycle; the accuracy once those
     corrections are done is ``accuracy_after_correction_mean``, None where there were none),
     the accuracy loss (first minus last evaluation), and of the end-of-run totals.
@@ -180,19 +174,19 @@ def summarise(
         "version": SUMMARY_VERSION,
         "scenario": scenario_name,
         "seed": seed,
-        "correction_energy_counts": list(CORRECTION_KINDS),
+        "upkeep_energy_kinds": list(UPKEEP_KINDS),
         "variants": {},
     }
     for name, described in variants:
         mine = sorted((r for r in results if r.variant == name), key=lambda r: r.seed_index)
         if not mine:
             continue
-        times = [row["t_s"] for row in _phase(mine[0], "scheduled")]
-        acc = [[row["accuracy"] for row in _phase(r, "scheduled")] for r in mine]
+        times = [row["scheduled_s"] for row in _phase(mine[0], BEFORE_CORRECTION)]
+        acc = [[row["accuracy"] for row in _phase(r, BEFORE_CORRECTION)] for r in mine]
         stats = [mean_std([a[i] for a in acc]) for i in range(len(times))]
         after = [
             mean_std([row["accuracy"] for r in mine for row in _phase(r, "after_correction")
-                      if row["t_s"] == t])[0]
+                      if row["scheduled_s"] == t])[0]
             for t in times
         ]  # fmt: skip
         totals_keys = sorted({k for r in mine for k in r.totals})
@@ -209,7 +203,7 @@ def summarise(
             "accuracy_loss": (stats[0][0] - stats[-1][0]) if stats else math.nan,
             "accuracy_after_correction_mean": after,
         }
-        for key in ("correction_energy_pj", "corrections", "pulses", "availability"):
+        for key in ("upkeep_energy_pj", "corrections", "correction_pulses", "availability"):
             m, s = totals.get(key, (math.nan, math.nan))
             entry[key] = m
             entry[f"{key}_std"] = s
@@ -419,13 +413,13 @@ class Checkpoint:
 # --- the terminal table --------------------------------------------------------------------------
 def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the paper-style table: accuracy (mean ± std, %) per evaluation time,
-    then the correction energy, corrections, pulses, and the time a tile was unavailable to
+    then the upkeep energy, corrections, correction pulses, and the time a tile was unavailable to
     inference ((1 - availability) x duration: availability itself is 99.99999... %)."""
     variants = summary["variants"]
     if not variants:
         return ["variant"], []
     labels = next(iter(variants.values()))["eval_labels"]
-    header = ["variant", *labels, "corr. energy", "corrections", "pulses", "tile downtime"]
+    header = ["variant", *labels, "upkeep energy", "corrections", "pulses", "tile downtime"]
     rows = []
     for name, v in variants.items():
         accs = [
@@ -436,9 +430,9 @@ def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[st
             [
                 name,
                 *accs,
-                format_energy_pj(v["correction_energy_pj"]),
+                format_energy_pj(v["upkeep_energy_pj"]),
                 f"{v['corrections']:.0f}",
-                format_count(v["pulses"]),
+                format_count(v["correction_pulses"]),
                 format_downtime(v["availability"], v.get("duration_s")),
             ]
         )

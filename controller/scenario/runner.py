@@ -50,7 +50,7 @@ from controller.scenario.results import (
     write_run_folder,
 )
 from controller.scenario.resume import ResumePlan, plan_resume, refuse_unresumable, tasks_of
-from controller.scenario.seed_run import NOT_CORRECTION_KINDS, chip_seed
+from controller.scenario.seed_run import chip_seed
 from controller.scenario.yamlio import dump_yaml
 
 
@@ -230,7 +230,7 @@ def _run_checkpointed(
     write_run_folder(out_dir, scenario_text=meta["scenario_text"],
                      resolved=resolved_scenario(loaded), results=ordered, summary=summary,
                      run_info=info)  # fmt: skip
-    plot_run(out_dir, ordered, summary, NOT_CORRECTION_KINDS)
+    plot_run(out_dir, ordered, summary)
     mark_complete(out_dir, meta["complete_key"])
     ckpt.remove()
     return RunOutput(out_dir, summary, ordered, wall)

@@ -221,8 +221,8 @@ def combined_table(runs: Sequence[SweepRun]) -> pd.DataFrame:
             row["accuracy_first_mean"] = v["accuracy_mean"][0]
             row["accuracy_final_mean"] = v["accuracy_mean"][-1]
             row["accuracy_final_std"] = v["accuracy_std"][-1]
-            for key in ("accuracy_loss", "correction_energy_pj", "correction_energy_pj_std",
-                        "corrections", "pulses", "availability"):  # fmt: skip
+            for key in ("accuracy_loss", "upkeep_energy_pj", "upkeep_energy_pj_std",
+                        "corrections", "correction_pulses", "availability"):  # fmt: skip
                 row[key] = v.get(key)
             rows.append(row)
     return pd.DataFrame(rows)

@@ -80,11 +80,11 @@ def test_a_misbehaving_policy_stops_the_run_with_a_message(method, value, messag
     """The error names the policy, the method and what it returned; time stops there."""
     model = _model(Bad(method, value, threshold=0.01))
     if message is None:
-        model.run(2 * HOUR)
-        assert model.error is None and model.corrections > 0
+        model.advance(2 * HOUR)
+        assert model.error is None and model.counters()["corrections"] > 0
         return
     with pytest.raises(PolicyError, match=message):
-        model.run(10 * HOUR)
+        model.advance(10 * HOUR)
     assert model.error is not None
     assert model.env.now < 2 * HOUR  # stopped at the first bad answer, not at the end
     ev = model.ledger.events[-1]
@@ -92,18 +92,18 @@ def test_a_misbehaving_policy_stops_the_run_with_a_message(method, value, messag
     assert "bad" in ev.detail["message"]
     # the same error again until the policy is replaced
     with pytest.raises(PolicyError):
-        model.run(10 * HOUR)
+        model.advance(10 * HOUR)
 
 
 def test_after_a_policy_error_another_policy_takes_over():
     """set_policy clears the error and monitoring resumes from the current time."""
     model = _model(Bad("decide", RuntimeError("boom")))
     with pytest.raises(PolicyError):
-        model.run(3 * HOUR)
+        model.advance(3 * HOUR)
     stopped = model.env.now
     model.set_policy(load_policy("threshold", {"interval_s": HOUR}))
-    model.run(stopped + 2 * HOUR + 1)
-    assert model.error is None and model.corrections > 0
+    model.advance(stopped + 2 * HOUR + 1)
+    assert model.error is None and model.counters()["corrections"] > 0
     assert model.ledger.totals["policy"].events == 1
 
 
@@ -117,13 +117,13 @@ def test_a_replacement_policy_failing_at_start_leaves_the_running_one():
             raise KeyError("levels")
 
     model = _model(load_policy("threshold", {"interval_s": HOUR}))
-    model.run(2 * HOUR + 1)
-    before = (model.policy_name, len(model.ledger.events), model.corrections)
+    model.advance(2 * HOUR + 1)
+    before = (model.policy_name, len(model.ledger.events), model.counters()["corrections"])
     with pytest.raises(PolicyError, match=r"policy 'broken': start\(\) raised KeyError"):
         model.set_policy(Broken())
-    assert (model.policy_name, len(model.ledger.events), model.corrections) == before
-    model.run(5 * HOUR + 1)
-    assert model.error is None and model.corrections > before[2]
+    assert (model.policy_name, len(model.ledger.events), model.counters()["corrections"]) == before
+    model.advance(5 * HOUR + 1)
+    assert model.error is None and model.counters()["corrections"] > before[2]
 
 
 def test_a_policy_failing_at_start_is_reported_too():
@@ -137,7 +137,7 @@ def test_a_policy_failing_at_start_is_reported_too():
 
     model = _model(Broken())
     with pytest.raises(PolicyError, match=r"policy 'broken': start\(\) raised KeyError"):
-        model.run(HOUR)
+        model.advance(HOUR)
 
 
 def test_an_evaluator_failure_stops_the_run_and_is_recorded():
@@ -147,9 +147,9 @@ def test_an_evaluator_failure_stops_the_run_and_is_recorded():
         raise ValueError("no test images")
 
     model = _model(ThresholdPolicy())
-    model.evaluator = broken
+    model.evaluations.evaluator = broken
     model.schedule_evaluation(HOUR / 2)
     with pytest.raises(ValueError, match="no test images"):
-        model.run(3 * HOUR)
+        model.advance(3 * HOUR)
     assert model.env.now == HOUR / 2
     assert model.ledger.events[-1].kind == "error"

@@ -55,7 +55,7 @@ def test_corrected_devices_read_back_within_tolerance_or_are_reported_failed(met
     policy = ReadBack(twin, cid, threshold=0.05, tolerance=tol, method=method)
     model.set_policy(policy)
     model.start()
-    model.run(6 * HOUR + 1)
+    model.advance(6 * HOUR + 1)
     assert len(policy.checked) >= 6
     n_failed = n_ok = 0
     for outcome, reads in policy.checked:
@@ -72,7 +72,7 @@ def test_corrected_devices_read_back_within_tolerance_or_are_reported_failed(met
             n_failed += got.size - n_conv
             n_ok += n_conv
     assert n_ok > 0
-    assert model.failed_devices == n_failed
+    assert model.counters()["failed_devices"] == n_failed
     if method == "pulse":
         assert model.ledger.twin_calls_by_op.get("set_pulse", 0) > 0
 
@@ -87,7 +87,7 @@ def test_a_job_out_of_reprograms_fails_its_devices_without_writing_them():
 
     model, twin, cid, _ = _setup(NoRewrites())
     model.start()
-    model.run(HOUR + 1)
+    model.advance(HOUR + 1)
     ev = [e for e in model.ledger.events if e.kind == "correction"]
     assert ev and all(e.detail["failed"] == e.devices and e.pulses == 0 for e in ev)
     assert model.ledger.twin_calls_by_op["program"] == 2  # the initial programming only
@@ -109,14 +109,14 @@ def _accuracy_like(mapped):
 def test_ledger_energy_equals_the_twins_reported_energy():
     """The ledger's energy (per operation kind and in total) is what the twin reported."""
     model, twin, cid, mapped = _setup(ThresholdPolicy(), evaluator=None)
-    model.evaluator = _accuracy_like(mapped)
+    model.evaluations.evaluator = _accuracy_like(mapped)
     model.schedule_evaluations([1.0, HOUR, 5 * HOUR])
     model.start()
-    model.run(2 * HOUR + 10)
+    model.advance(2 * HOUR + 10)
     done = model.infer(np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32))
-    model.run_until_event(done)
-    model.run_until_event(model.trigger_correction(mode="all"))
-    model.run(6 * HOUR + 1)
+    model.wait(done)
+    model.wait(model.trigger_correction(mode="all"))
+    model.advance(6 * HOUR + 1)
     twin_ledger = twin.energy_ledger(cid)
     led = model.ledger
     assert set(led.twin_energy_by_op) == set(twin_ledger)
@@ -151,22 +151,23 @@ def test_an_evaluation_at_a_wake_up_sees_the_chip_before_and_after_the_correctio
     """An evaluation at T sees the chip before the correction at T; a second row records the
     state right after it."""
     model, twin, cid, mapped = _setup(ThresholdPolicy(interval_s=HOUR))
-    model.evaluator = _weight_error_from_reads(model, twin, cid, mapped)
+    model.evaluations.evaluator = _weight_error_from_reads(model, twin, cid, mapped)
     model.schedule_evaluations([HOUR / 2, HOUR], ["half", "one"])
     model.start()
-    model.run(HOUR + 60)
+    model.advance(HOUR + 60)
     rows = {(r["label"], r["phase"]): r for r in model.timeline}
-    assert set(rows) == {("half", "scheduled"), ("one", "scheduled"), ("one", "after_correction")}
-    before, after = rows[("one", "scheduled")], rows[("one", "after_correction")]
-    assert before["t_s"] == HOUR and before["corrections"] == 0
-    assert after["t_s"] > HOUR and after["corrections"] > 0
+    b, a = "before_correction", "after_correction"
+    assert set(rows) == {("half", b), ("one", b), ("one", a)}
+    before, after = rows[("one", b)], rows[("one", a)]
+    assert before["measured_s"] == HOUR and before["corrections"] == 0
+    assert after["measured_s"] > HOUR and after["corrections"] > 0
     assert after["weight_error"] < 0.5 * before["weight_error"]
-    assert rows[("half", "scheduled")]["weight_error"] < before["weight_error"]
+    assert rows[("half", b)]["weight_error"] < before["weight_error"]
     # and in the ledger: the evaluation at T ended before the first probe at T began
     ev = model.ledger.events
     first_eval = next(e for e in ev if e.kind == "evaluation" and e.start_s == HOUR)
     first_probe = next(e for e in ev if e.kind == "probe")
-    assert first_eval.t_s <= first_probe.start_s
+    assert first_eval.end_s <= first_probe.start_s
 
 
 def test_a_host_inference_at_a_wake_up_runs_before_its_correction():
@@ -174,14 +175,14 @@ def test_a_host_inference_at_a_wake_up_runs_before_its_correction():
     the correction scheduled at T."""
     model, *_ = _setup(ThresholdPolicy(interval_s=HOUR))
     model.start()
-    model.run(HOUR, inclusive=False)
+    model.advance(HOUR, inclusive=False)
     assert model.env.now == HOUR and "probe" not in model.ledger.totals
     x = np.ones((2, 32), np.float32)
-    res = model.run_until_event(model.infer(x))
-    model.run(HOUR + 60)
+    res = model.wait(model.infer(x))
+    model.advance(HOUR + 60)
     first_probe = next(e for e in model.ledger.events if e.kind == "probe")
     assert res.start_s == HOUR and res.end_s <= first_probe.start_s
-    assert model.corrections > 0
+    assert model.counters()["corrections"] > 0
 
 
 def test_inference_waits_for_tiles_under_correction_and_records_its_latency():
@@ -189,26 +190,26 @@ def test_inference_waits_for_tiles_under_correction_and_records_its_latency():
     correction of a tile; it waits for them, and its latency counts the wait."""
     model, _, _, mapped = _setup(ThresholdPolicy(interval_s=DAY))
     model.start()
-    model.run(HOUR)
+    model.advance(HOUR)
     job = model.trigger_correction(mode="all")
     while model.pulses.jobs_running == 0:  # until a correction job holds its tile
         model.env.step()
     x = np.random.default_rng(1).normal(size=(3, 32)).astype(np.float32)
     done = [model.infer(x, label=f"host{i}") for i in range(3)]
-    outs = [model.run_until_event(d).y for d in done]
-    model.run_until_event(job)
+    outs = [model.wait(d).y for d in done]
+    model.wait(job)
     assert all(o.shape == (3, 8) and np.all(np.isfinite(o)) for o in outs)
     busy = [e for e in model.ledger.events if e.kind in ("correction", "probe")]
     inf = [e for e in model.ledger.events if e.kind == "inference"]
     assert len(inf) == 3 and any(e.kind == "correction" for e in busy)
     for i in inf:
         for b in busy:
-            assert i.t_s <= b.start_s or i.start_s >= b.t_s, (i, b)
+            assert i.end_s <= b.start_s or i.start_s >= b.end_s, (i, b)
     assert all(i.detail["queued_s"] > 0 for i in inf)
-    assert inf[0].start_s >= min(b.t_s for b in busy if b.kind == "correction")
+    assert inf[0].start_s >= min(b.end_s for b in busy if b.kind == "correction")
     stats = model.inference.stats
     assert stats.requests == 3
-    assert stats.latency_s_max >= max(i.t_s - i.detail["submitted_s"] for i in inf) - 1e-12
+    assert stats.latency_s_max >= max(i.end_s - i.detail["submitted_s"] for i in inf) - 1e-12
 
 
 def test_ledger_subscribers_get_every_event_in_order():
@@ -217,10 +218,10 @@ def test_ledger_subscribers_get_every_event_in_order():
     seen = []
     model.ledger.subscribe(seen.append)
     model.start()
-    model.run(3 * HOUR + 1)
+    model.advance(3 * HOUR + 1)
     assert [e.seq for e in seen] == list(range(1, len(model.ledger.events) + 1))
     assert seen == model.ledger.events
-    assert all(a.t_s <= b.t_s for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a.end_s <= b.end_s for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_realtime_mode_paces_simulated_time_against_the_wall_clock():
@@ -235,7 +236,7 @@ def test_realtime_mode_paces_simulated_time_against_the_wall_clock():
                           compensation_factory=None)  # fmt: skip
         model.start()
         t0 = time.monotonic()
-        model.run(sim_s)
+        model.advance(sim_s)
         wall = time.monotonic() - t0
         expected = sim_s / factor
         assert wall >= 0.97 * expected  # pacing never runs ahead of the wall clock

@@ -17,7 +17,7 @@ def test_readme_controller_example_runs_a_day_under_threshold():
     exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - our own README
     res = ns["res"]
     rows = [(r["label"], r["phase"]) for r in res.timeline]
-    assert ("86400 s", "scheduled") in rows and ("86400 s", "after_correction") in rows
+    assert ("86400 s", "before_correction") in rows and ("86400 s", "after_correction") in rows
     assert all(0.3 < r["accuracy"] <= 1.0 for r in res.timeline)
     assert res.totals["corrections"] > 0 and res.totals["monitor_wakeups"] == 24
     assert [e.seq for e in res.events] == list(range(1, len(res.events) + 1))

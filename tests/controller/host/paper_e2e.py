@@ -53,11 +53,12 @@ def run_policy(stub: Any, network: Any, x: np.ndarray, y: np.ndarray, policy: st
         acc_after = _accuracy(stub, x, y, f"{label} (after correction)")
         s = stub.GetStatus(host_pb2.GetStatusRequest())
         rows.append({
-            "time": label, "t_s": t_s, "accuracy": acc, "accuracy_after": acc_after,
+            "time": label, "scheduled_s": t_s, "accuracy": acc, "accuracy_after": acc_after,
             "corrections": s.corrections, "devices_corrected": s.devices_corrected,
             "failed_devices": s.failed_devices, "correction_pulses": s.correction_pulses,
-            "correction_energy_pj": s.energy_by_kind_pj.get("correction", 0.0),
-            "probe_energy_pj": s.energy_by_kind_pj.get("probe", 0.0),
+            "upkeep_energy_pj": s.upkeep_energy_pj,
+            "energy_correction_pj": s.energy_by_kind_pj.get("correction", 0.0),
+            "energy_probe_pj": s.energy_by_kind_pj.get("probe", 0.0),
             "availability": s.availability, "error": s.error,
         })  # fmt: skip
     return {"policy": policy, "seed": seed, "rows": rows, "wall_s": time.perf_counter() - t0}
@@ -119,7 +120,7 @@ def main() -> None:
         for i, label in enumerate(TIMES_S):
             acc = [r["rows"][i]["accuracy"] for r in runs]
             after = [r["rows"][i]["accuracy_after"] for r in runs]
-            e = np.mean([r["rows"][i]["correction_energy_pj"] for r in runs])
+            e = np.mean([r["rows"][i]["energy_correction_pj"] for r in runs])
             print(
                 f"  {label:>8}: {100 * np.mean(acc):5.1f} % (+-{100 * np.std(acc):.1f})  "
                 f"after correction {100 * np.mean(after):5.1f} %  correction energy {e / 1e6:8.2f} uJ"

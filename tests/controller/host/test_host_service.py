@@ -72,12 +72,12 @@ def test_the_event_stream_delivers_every_ledger_event_in_order(servers):
     assert [e.seq for e in got[: len(ledger)]] == list(range(1, len(ledger) + 1))
     assert len(got) >= last == len(ledger)
     for sent, kept in zip(got, ledger, strict=False):
-        assert (sent.kind, sent.tile, sent.devices, sent.pulses, sent.t_s, sent.energy_pj) == (
+        assert (sent.kind, sent.tile, sent.devices, sent.pulses, sent.end_s, sent.energy_pj) == (
             kept.kind,
             kept.tile,
             kept.devices,
             kept.pulses,
-            kept.t_s,
+            kept.end_s,
             kept.energy_pj,
         )
     kinds = {e.kind for e in got}
@@ -179,14 +179,17 @@ def test_bad_requests_get_clear_codes_and_change_nothing(servers):
 
 
 def test_status_reports_time_policy_corrections_energy_and_drift(servers):
-    """GetStatus: sim time, policy, corrections, energy by kind, drift metrics per tile."""
+    """GetStatus: sim time, policy, corrections, energy by kind and upkeep energy, drift
+    metrics per tile."""
     stub = servers.stub
     _load(stub, "threshold", {"interval_s": HOUR})
     s = stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=2 * HOUR + 1))
     assert s.loaded and s.network == "tiny" and s.policy == "threshold"
     assert s.sim_time_s == 2 * HOUR + 1 and s.monitor_wakeups == 2
     assert s.corrections > 0 and s.correction_pulses > 0
-    assert {"program", "probe", "correction"} <= set(s.energy_by_kind_pj)
+    by_kind = s.energy_by_kind_pj
+    assert {"program", "probe", "correction"} <= set(by_kind)
+    assert s.upkeep_energy_pj == by_kind["probe"] + by_kind["correction"]
     assert [d.tile for d in s.drift] == [0, 1]
     assert all(d.drift_metric > 0 and d.at_s == pytest.approx(2 * HOUR) for d in s.drift)
     assert json.loads(s.policy_json)["interval_s"] == HOUR

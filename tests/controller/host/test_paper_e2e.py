@@ -31,5 +31,5 @@ def test_paper_cnn_one_year_threshold_versus_none(tmp_path):
     assert _acc(none["1 year"]) < _acc(th["1 year"]) - 0.02
     # corrections happened every hour and cost energy; `none` never pulsed
     assert th["1 year"]["corrections"] >= 3 * 8766 * 0.9
-    assert th["1 year"]["correction_energy_pj"] > th["1 month"]["correction_energy_pj"] > 0
-    assert none["1 year"]["corrections"] == 0 and none["1 year"]["correction_energy_pj"] == 0
+    assert th["1 year"]["energy_correction_pj"] > th["1 month"]["energy_correction_pj"] > 0
+    assert none["1 year"]["corrections"] == 0 and none["1 year"]["energy_correction_pj"] == 0

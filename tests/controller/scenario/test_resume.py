@@ -29,15 +29,19 @@ def test_checkpointed_results_round_trip_exactly() -> None:
     for bit (NaN and infinities included), numpy scalars as Python numbers."""
     r = SeedResult(
         variant="v", seed_index=1, chip_seed=2**62 + 3,
-        timeline=[{"t_s": 0.1 + 0.2, "accuracy": np.float64(1 / 3), "drift_metric": math.nan,
-                   "corrections": np.int64(7), "phase": "scheduled", "x": None}],
+        timeline=[{"scheduled_s": 0.1 + 0.2, "accuracy": np.float64(1 / 3), "drift_metric": math.nan,
+                   "corrections": np.int64(7), "phase": "before_correction", "x": None}],
         totals={"a": 1e-300, "b": -math.inf},
         events=[{"kind": "probe", "detail": {"rows": (1, 2), "tolerance": np.float32(0.05)}}],
         info={"wall_s": 1.5, "error": None},
     )  # fmt: skip
     back = seed_result_from_json(json.loads(json.dumps(seed_result_to_json(r))))
     row = back.timeline[0]
-    assert row["t_s"] == 0.1 + 0.2 and row["accuracy"] == 1 / 3 and math.isnan(row["drift_metric"])
+    assert (
+        row["scheduled_s"] == 0.1 + 0.2
+        and row["accuracy"] == 1 / 3
+        and math.isnan(row["drift_metric"])
+    )
     assert type(row["corrections"]) is int and row["corrections"] == 7 and row["x"] is None
     assert back.totals == {"a": 1e-300, "b": -math.inf} and back.chip_seed == 2**62 + 3
     assert back.events[0]["detail"] == {"rows": [1, 2], "tolerance": float(np.float32(0.05))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from controller.cli import app
 from controller.scenario.loader import load_scenario
 from controller.scenario.runner import run_to_folder
-from tests.controller.scenario.conftest import SMOKE
+from tests.controller.scenario.conftest import REPO, SMOKE
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -24,12 +25,12 @@ def test_smoke_run_writes_the_run_folder_and_is_reproducible(tmp_path: Path) -> 
     args = ["run", str(SMOKE), "--out", str(first), "--no-progress", "--workers", "2"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "mult_threshold" in res.output and "corr. energy" in res.output
+    assert "mult_threshold" in res.output and "upkeep energy" in res.output
     for name in ("scenario.yaml", "scenario.resolved.yaml", "timeline.csv", "timeline.parquet",
                  "events.jsonl", "summary.json", "run_info.json", "accuracy.png",
-                 "correction_energy.png", "COMPLETE"):  # fmt: skip
+                 "upkeep_energy.png", "COMPLETE"):  # fmt: skip
         assert (first / name).is_file(), name
-    for png in ("accuracy.png", "correction_energy.png"):
+    for png in ("accuracy.png", "upkeep_energy.png"):
         assert (first / png).read_bytes()[:8] == PNG
 
     summary = json.loads((first / "summary.json").read_text())
@@ -39,15 +40,16 @@ def test_smoke_run_writes_the_run_folder_and_is_reproducible(tmp_path: Path) -> 
         assert v["seeds"] == 2 and len(v["accuracy_mean"]) == len(v["accuracy_std"]) == 4
         assert all(0.5 < a <= 1.0 for a in v["accuracy_mean"])
         assert 0.0 < v["availability"] <= 1.0
-    assert gdc["correction_energy_pj"] == 0 and gdc["corrections"] == 0 and gdc["pulses"] == 0
-    assert thr["correction_energy_pj"] > 0 and thr["corrections"] > 0 and thr["pulses"] > 0
+    for v, spent in ((gdc, False), (thr, True)):
+        assert (v["upkeep_energy_pj"] > 0, v["corrections"] > 0, v["correction_pulses"] > 0) == (
+            spent, spent, spent)  # fmt: skip
     # common random numbers: seed k is the same chip for every variant, so before the first
     # correction both variants see the same devices
     assert gdc["chip_seeds"] == thr["chip_seeds"]
     assert gdc["accuracy_per_seed"][0][0] == thr["accuracy_per_seed"][0][0]
 
     timeline = pd.read_csv(first / "timeline.csv")
-    assert len(timeline[timeline.phase == "scheduled"]) == 2 * 2 * 4
+    assert len(timeline[timeline.phase == "before_correction"]) == 2 * 2 * 4
     events = [json.loads(line) for line in (first / "events.jsonl").read_text().splitlines()]
     assert {"program", "evaluation", "probe", "correction"} <= {e["kind"] for e in events}
 
@@ -62,8 +64,37 @@ def test_another_seed_gives_another_summary(tmp_path: Path, tiny_scenario: dict)
     va, vb = a.summary["variants"]["base"], b.summary["variants"]["base"]
     assert va["chip_seeds"] != vb["chip_seeds"]
     assert va["accuracy_per_seed"] != vb["accuracy_per_seed"] or (
-        va["correction_energy_pj"] != vb["correction_energy_pj"]
+        va["upkeep_energy_pj"] != vb["upkeep_energy_pj"]
     )
+
+
+def _readme_names() -> list[re.Pattern]:
+    """The names in the first column of the README's table of what the numbers mean, as
+    patterns (``<kind>`` stands for any word)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("| name | in | meaning |")
+    rows = text[start : text.index("\n\n", start)].splitlines()[2:]
+    names = [n for row in rows for n in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
+    return [re.compile(re.sub(r"<[^>]+>", r"\\w+", re.escape(n))) for n in names]
+
+
+def test_every_column_and_field_of_a_run_folder_is_in_the_readme(
+    tmp_path: Path, tiny_scenario: dict
+) -> None:
+    """Each timeline column, event field and summary field a run writes is named in the
+    README's table of what the numbers mean."""
+    out = run_to_folder(load_scenario(tiny_scenario), tmp_path / "run", progress=False).out_dir
+    names = set(pd.read_csv(out / "timeline.csv").columns)
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    names |= {k for e in events for k in e}
+    summary = json.loads((out / "summary.json").read_text())
+    names |= set(summary)
+    for v in summary["variants"].values():
+        names |= set(v) | set(v["totals"])
+    patterns = _readme_names()
+    missing = sorted(n for n in names if not any(p.fullmatch(n) for p in patterns))
+    assert missing == []
+    assert {"upkeep_energy_pj", "measured_s", "energy_probe_pj", "drift_metric_tile0"} <= names
 
 
 def test_run_reports_an_invalid_scenario(tmp_path: Path) -> None:

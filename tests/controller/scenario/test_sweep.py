@@ -74,7 +74,7 @@ def test_sweep_on_dask_resumes_and_draws_the_front(
         assert (out / "sweep.csv").is_file() and (out / "sweep.parquet").is_file()
         assert (out / "front.png").read_bytes()[:8] == PNG
         tight, loose = (table.set_index("run").loc[n] for n in ("threshold=0.03", "threshold=0.3"))
-        assert tight["correction_energy_pj"] > loose["correction_energy_pj"]
+        assert tight["upkeep_energy_pj"] > loose["upkeep_energy_pj"]
         for name in report.ran:
             run = out / "runs" / name
             assert (run / COMPLETE_MARKER).is_file()
