@@ -3,7 +3,8 @@
 :class:`ChipHost` holds a twin client and, once a network is loaded, a
 :class:`~controller.firmware.ChipModel` on its own chip of the twin. Its methods are what the gRPC
 service offers (load a network, infer, status, advance time, set the policy, trigger a
-correction, stream events), in numpy and plain Python; the servicer only translates messages.
+correction, stream events: :mod:`~controller.host.streams`), in numpy and plain Python; the
+servicer only translates messages.
 
 The model goes through the same lifecycle as a scenario run (``ChipModel``: build, ``start``,
 then ``advance`` and ``wait``); a server never reaches ``finish``, its network runs until it
@@ -29,10 +30,9 @@ import contextlib
 import json
 import logging
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +40,14 @@ import numpy as np
 import pydantic
 import simpy
 
-from controller.firmware import ChipModel, ControllerConfig, Event, PolicyError, make_environment
+from controller.firmware import ChipModel, ControllerConfig, PolicyError, make_environment
 from controller.firmware.policies import (
     BUILTIN,
     PolicyLoadError,
     PolicyParamsInvalid,
     load_policy,
 )
+from controller.host.streams import Subscribers, Subscription
 from controller.workloads.mapping import fit_chip, map_network
 from device_twin.config import ChipConfig
 from device_twin.errors import (
@@ -69,8 +70,6 @@ ADVANCE_SLICE_WALL_S = 0.05
 MAX_DEVICE_TIME_S = 1e12
 #: Annealing moves per layer a LoadNetwork may ask for (the paper's schedule needs 150).
 MAX_ANNEALING_MOVES = 1_000_000
-#: Events a slow stream subscriber may fall behind by before its stream is ended.
-SUBSCRIBER_QUEUE = 100_000
 
 
 class PermissionDenied(TwinError):
@@ -83,47 +82,6 @@ class DeadlineExceeded(TwinError):
     """The call's deadline came first (time advanced as far as the message says)."""
 
     code = "DEADLINE_EXCEEDED"
-
-
-class Subscription:
-    """A live view of the ledger: kept events after ``after_seq``, then every new one."""
-
-    _END = object()
-
-    def __init__(self, host: ChipHost) -> None:
-        self.host = host
-        self.queue: queue.Queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
-        self.overflow = False
-        self.replaced = False  # ended because its network was replaced (LoadNetwork)
-        self.closed = threading.Event()
-
-    def push(self, ev: Event) -> None:
-        try:
-            self.queue.put_nowait(ev)
-        except queue.Full:
-            self.overflow = True
-            self.close()
-
-    def close(self) -> None:
-        self.closed.set()
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(self._END)
-
-    def events(self, poll_s: float = 0.25, alive: Any = None) -> Iterator[Event]:
-        """Events in order until closed; ``alive()`` False (a cancelled call) stops it too."""
-        try:
-            while True:
-                try:
-                    item = self.queue.get(timeout=poll_s)
-                except queue.Empty:
-                    if alive is not None and not alive():
-                        return
-                    continue
-                if item is self._END:
-                    return
-                yield item
-        finally:
-            self.host._unsubscribe(self)
 
 
 @dataclass
@@ -168,7 +126,7 @@ class ChipHost:
         self._lock = threading.RLock()
         self._loaded: _Loaded | None = None
         self._policy: tuple[str, dict[str, Any]] = ("none", {})
-        self._subs: list[Subscription] = []
+        self._streams = Subscribers(self._lock)
         # the realtime driver of the loaded model, and the event that stops it
         self._driver: tuple[threading.Thread, threading.Event] | None = None
         self._closed = False
@@ -246,7 +204,7 @@ class ChipHost:
                 raise
             # the new network is on its chip: only now does the old one go
             self._unload(replaced=True)
-            model.ledger.subscribe(self._publish)
+            model.ledger.subscribe(self._streams.publish)
             self._policy = (name, params)
             self._loaded = _Loaded(description.name, chip_id, model, mapped, output_shape)
             if self.realtime is not None:
@@ -295,9 +253,7 @@ class ChipHost:
             self._stop_driver()  # it stops before it touches the model again
             loaded, self._loaded = self._loaded, None
             self._discard_chip(loaded.chip_id)
-        for sub in list(self._subs):
-            sub.replaced = replaced
-            sub.close()
+        self._streams.end_all(replaced)
 
     def _model(self) -> ChipModel:
         if self._loaded is None:
@@ -520,21 +476,8 @@ class ChipHost:
     def subscribe(self, after_seq: int = 0) -> Subscription:
         """Kept events with seq > ``after_seq``, then every new one, in order."""
         with self._lock:
-            model = self._model()
-            sub = Subscription(self)
-            for ev in model.ledger.events_after(int(after_seq)):
-                sub.push(ev)
-            self._subs.append(sub)
-            return sub
-
-    def _publish(self, ev: Event) -> None:
-        for sub in self._subs:
-            sub.push(ev)
-
-    def _unsubscribe(self, sub: Subscription) -> None:
-        with self._lock:
-            if sub in self._subs:
-                self._subs.remove(sub)
+            events = self._model().ledger.events_after(int(after_seq))
+            return self._streams.add(events)
 
     def close(self) -> None:
         """Stop the driver, end every stream, delete the chip from the twin."""
