@@ -1,34 +1,95 @@
-"""The ``pcm-twin`` command line."""
+"""The ``pcm-twin`` command line.
+
+Help is written for a newcomer: every option that takes a value names it (``--out DIR``,
+``--workers N``), flags show no value type (typer labels them ``<bool>``, as if they took
+one: :class:`_Help` removes that), and an argument reads ``FILE`` when required and
+``[FILE]`` when not, in the usage line as in the argument list.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+
+class _Help:
+    """Help output fixes shared by commands and groups (see the module docstring)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""  # a flag takes no value: show no type
+            if isinstance(p, TyperArgument) and p.nargs != 1:
+                p.display_type_rich = lambda ctx: None  # FILE... says it: not <list[Path]>
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        for p in self.get_params(ctx):
+            if isinstance(p, TyperArgument):
+                name = p.display_name_raw
+                if p.nargs != 1 and not name.endswith("..."):
+                    name += "..."
+                typer_form = p._usage_display_name()
+                plain = name if p.required else f"[{name}]"
+                pieces = [plain if piece == typer_form else piece for piece in pieces]
+        return pieces
+
+
+class _Command(_Help, TyperCommand):
+    pass
+
+
+class _Group(_Help, TyperGroup):
+    pass
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"pcm-twin {version('pcm-twin')}")
+        raise typer.Exit(0)
+
 
 app = typer.Typer(help="pcm-twin: a PCM analog-AI chip emulator with a digital-twin service.",
-                  no_args_is_help=True, add_completion=False)  # fmt: skip
+                  no_args_is_help=True, add_completion=False, cls=_Group)  # fmt: skip
+
+
+def command(name: str | None = None, **kw: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``app.command`` with the help fixes."""
+    return app.command(name, cls=_Command, **kw)
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="print the version"),
+    ] = False,
+) -> None:
     """pcm-twin: study how often a PCM chip must correct its drifting weights, and at what cost."""
 
 
-@app.command()
-def demo(seed: int = typer.Option(0, help="seed of the chip and the weights")) -> None:
+@command()
+def demo(seed: int = typer.Option(0, metavar="N", help="seed of the chip and the weights")) -> None:
     """Program random weights on a tile and read them at 1 s, 1 h, 1 day, 1 year."""
     from controller.scenario.demo import print_demo, run_demo
 
     print_demo(run_demo(seed=seed))
 
 
-@app.command("pulse-curve")
+@command("pulse-curve")
 def pulse_curve_cmd(
-    pulses: str = typer.Option("1,5,10,20,50", help="comma-separated pulse counts"),
-    seed: int = typer.Option(0),
+    pulses: str = typer.Option(
+        "1,5,10,20,50", metavar="N,N,...", help="comma-separated pulse counts"
+    ),
+    seed: int = typer.Option(0, metavar="N", help="seed of the devices"),
 ) -> None:
     """Mean conductance after n SET pulses from RESET (aihwkit PCMPresetDevice, 102,400 devices)."""
     from rich.console import Console
@@ -51,16 +112,22 @@ def pulse_curve_cmd(
 # --- options both servers take (pcmtwin.serving, pcmtwin.credentials) ---------------------
 TokenFile = Annotated[
     Path | None,
-    typer.Option(help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"),
+    typer.Option(
+        metavar="FILE", help="file holding the bearer token (default: $PCM_TWIN_TOKEN, if set)"
+    ),
 ]
-TlsCert = Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS")]
-TlsKey = Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")]
+TlsCert = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="PEM certificate chain: serve TLS")
+]
+TlsKey = Annotated[Path | None, typer.Option(metavar="FILE", help="PEM private key of --tls-cert")]
 Insecure = Annotated[
     bool, typer.Option(help="allow a non-loopback bind without token or TLS (anyone can connect)")
 ]
-MaxMessageBytes = Annotated[int, typer.Option(help="largest message, either way")]
-PortFile = Annotated[Path | None, typer.Option(help="write the bound port here once bound")]
-LogLevel = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ...")]
+MaxMessageBytes = Annotated[int, typer.Option(metavar="BYTES", help="largest message, either way")]
+PortFile = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="write the bound port here once bound")
+]
+LogLevel = Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING, ...")]
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024**2  # pcmtwin.codec's (not imported here: it loads torch)
 
 
@@ -81,28 +148,33 @@ def _run_server(command: str, log_level: str, run: Callable[[], None]) -> None:
 
 
 twin_app = typer.Typer(help="The CrossbarTwin gRPC service (the device twin).",
-                       no_args_is_help=True)  # fmt: skip
+                       no_args_is_help=True, cls=_Group)  # fmt: skip
 app.add_typer(twin_app, name="twin")
 
 
-@twin_app.command("serve")
+@twin_app.command("serve", cls=_Command)
 def twin_serve(
-    address: Annotated[str, typer.Option(help="host:port to bind; port 0 picks one")] = (
-        "127.0.0.1:50051"
-    ),
+    address: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="host:port to bind; port 0 picks one")
+    ] = ("127.0.0.1:50051"),
     state_dir: Annotated[
-        Path | None, typer.Option(help="durable state (write-ahead log, snapshots)")
+        Path | None, typer.Option(metavar="DIR", help="durable state (write-ahead log, snapshots)")
     ] = None,
     token_file: TokenFile = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     insecure: Insecure = False,
     max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
-    max_chips: Annotated[int, typer.Option(help="chips this server holds at most")] = 64,
+    max_chips: Annotated[
+        int, typer.Option(metavar="N", help="chips this server holds at most")
+    ] = 64,
     state_budget_bytes: Annotated[
-        int, typer.Option(help="device-state memory (16 bytes per device) over all chips")
+        int,
+        typer.Option(
+            metavar="BYTES", help="device-state memory (16 bytes per device) over all chips"
+        ),
     ] = 4 * 1024**3,
-    max_workers: Annotated[int, typer.Option(help="threads serving calls")] = 8,
+    max_workers: Annotated[int, typer.Option(metavar="N", help="threads serving calls")] = 8,
     port_file: PortFile = None,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -125,16 +197,16 @@ def twin_serve(
 
 # --- chip: the ChipHost gRPC service (the emulated firmware, for host software) ------------
 chip_app = typer.Typer(help="The ChipHost gRPC service: one emulated chip for host software.",
-                       no_args_is_help=True)  # fmt: skip
+                       no_args_is_help=True, cls=_Group)  # fmt: skip
 app.add_typer(chip_app, name="chip")
 
 
-@chip_app.command("serve")
+@chip_app.command("serve", cls=_Command)
 def chip_serve(
-    twin: Annotated[str, typer.Option(help="CrossbarTwin address host:port")],
-    address: Annotated[str, typer.Option(help="host:port to bind; port 0 picks one")] = (
-        "127.0.0.1:50052"
-    ),
+    twin: Annotated[str, typer.Option(metavar="HOST:PORT", help="CrossbarTwin address")],
+    address: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="host:port to bind; port 0 picks one")
+    ] = ("127.0.0.1:50052"),
     realtime: Annotated[
         float | None,
         typer.Option(
@@ -147,10 +219,11 @@ def chip_serve(
     tls_key: TlsKey = None,
     insecure: Insecure = False,
     twin_token_file: Annotated[
-        Path | None, typer.Option(help="the twin's bearer token (default: the same as ours)")
+        Path | None,
+        typer.Option(metavar="FILE", help="the twin's bearer token (default: the same as ours)"),
     ] = None,
     twin_root_cert: Annotated[
-        Path | None, typer.Option(help="PEM root certificate of a TLS twin")
+        Path | None, typer.Option(metavar="FILE", help="PEM root certificate of a TLS twin")
     ] = None,
     allow_user_policies: Annotated[
         bool,
@@ -182,9 +255,11 @@ def chip_serve(
 
 
 # --- scenarios: schema, validate, run, sweep (controller/scenario/commands.py) -----------------
-@app.command("schema")
+@command("schema")
 def schema_cmd(
-    out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="write to this file instead of stdout")
+    ] = None,
 ) -> None:
     """Print the JSON Schema of scenario files."""
     from controller.scenario.commands import schema_command
@@ -192,10 +267,11 @@ def schema_cmd(
     raise typer.Exit(schema_command(out))
 
 
-@app.command("policies")
+@command("policies")
 def policies_cmd(
     names: Annotated[
-        list[str] | None, typer.Argument(help="only these policies (default: every built-in)")
+        list[str] | None,
+        typer.Argument(metavar="NAME...", help="only these policies (default: every built-in)"),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the parameters as JSON data")
@@ -207,9 +283,9 @@ def policies_cmd(
     raise typer.Exit(policies_command(names or [], as_json, make_console()))
 
 
-@app.command("validate")
+@command("validate")
 def validate_cmd(
-    files: Annotated[list[Path], typer.Argument(help="scenario files (YAML)")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="scenario files (YAML)")],
 ) -> None:
     """Check scenario files: every problem with its field path and line number."""
     from controller.scenario.commands import make_console, validate_command
@@ -217,63 +293,76 @@ def validate_cmd(
     raise typer.Exit(validate_command(files, make_console()))
 
 
-@app.command("run")
+@command("run")
 def run_cmd(
     file: Annotated[
-        Path | None, typer.Argument(help="scenario file (YAML); none with --resume")
+        Path | None, typer.Argument(metavar="FILE", help="scenario file (YAML); none with --resume")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="run folder (default: results/<scenario name>/)")
+        Path | None,
+        typer.Option(metavar="DIR", help="run folder (default: results/<scenario name>/)"),
     ] = None,
     twin: Annotated[
         str | None,
-        typer.Option(help="CrossbarTwin address host:port (default: an embedded twin)"),
+        typer.Option(metavar="HOST:PORT", help="CrossbarTwin address (default: an embedded twin)"),
     ] = None,
     variant: Annotated[
-        list[str] | None, typer.Option(help="run only this variant (repeatable)")
+        list[str] | None, typer.Option(metavar="NAME", help="run only this variant (repeatable)")
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bar over simulated time")] = True,
     workers: Annotated[
         int | None,
-        typer.Option(help="processes running (variant, seed) runs at once (default: CPUs)"),
+        typer.Option(
+            metavar="N", help="processes running (variant, seed) runs at once (default: CPUs)"
+        ),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
+            metavar="RUN_DIR",
             help="finish the interrupted run in this run folder from its checkpoint (the "
-            "(variant, seed) runs already done are kept, the others run from their start)"
+            "(variant, seed) runs already done are kept, the others run from their start)",
         ),
     ] = None,
 ) -> None:
     """Run a scenario: every variant and seed, then a summary table and the run folder.
 
-    Each (variant, seed) run is checkpointed in the run folder as it finishes; `pcm-twin run
-    --resume RUN_DIR` finishes an interrupted run with the same results."""
+    Each (variant, seed) run is checkpointed in the run folder as it finishes:
+    `pcm-twin run --resume RUN_DIR` finishes an interrupted run with the same results."""
     from controller.scenario.commands import make_console, run_command
 
     console = make_console()
     raise typer.Exit(run_command(file, out, twin, variant, console, progress, workers, resume))
 
 
-@app.command("sweep")
+@command("sweep")
 def sweep_cmd(
-    file: Annotated[Path, typer.Argument(help="scenario file (YAML)")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="scenario file (YAML)")],
     grid: Annotated[
         list[str] | None,
         typer.Option(
-            help="KEY=V1,V2,... dotted key into the scenario (repeatable; adds to or "
-            "replaces the file's sweep.grid)"
+            metavar="KEY=V1,V2,...",
+            help="a dotted key into the scenario and its values (repeatable; adds to or "
+            "replaces the file's sweep.grid)",
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="sweep folder (default: results/<name>-sweep/)")
+        Path | None,
+        typer.Option(metavar="DIR", help="sweep folder (default: results/<name>-sweep/)"),
     ] = None,
-    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="processes running grid points at once (default: CPUs)"),
+    ] = None,
     dask: Annotated[
-        str | None, typer.Option(help="Dask scheduler address: run the points on that cluster")
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Dask scheduler: run the points on that cluster"),
     ] = None,
     twin: Annotated[
-        str | None, typer.Option(help="CrossbarTwin address (default: one embedded per run)")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT", help="CrossbarTwin address (default: one embedded per run)"
+        ),
     ] = None,
 ) -> None:
     """Run every combination of a grid of scenario values (resumes: complete runs are kept)."""

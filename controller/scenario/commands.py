@@ -32,10 +32,10 @@ EXIT_FAILED = 2
 
 
 def make_console() -> Console:
-    """A console for the tables: a terminal's own width, else wide enough for the summary
-    table (piped output, ``make run`` logs, tests)."""
+    """A console for the tables: a terminal's own width (or ``$COLUMNS``), else wide enough
+    for the summary table (piped output, ``make run`` logs, tests)."""
     console = Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=200)
     return console
 
@@ -80,8 +80,7 @@ def policies_command(names: Sequence[str], as_json: bool, console: Console) -> i
         console.print(table)
         console.print()
     console.print("Durations (duration) take a number of seconds or 6h, 1d, 90min ...; g_max: "
-                  "weight units, a fraction of the largest conductance.",
-                  markup=False, soft_wrap=True)  # fmt: skip
+                  "weight units, a fraction of the largest conductance.", markup=False)  # fmt: skip
     return 0
 
 
@@ -273,9 +272,11 @@ def resume_command(
 
 
 def sweep_command(
-    file: Path, grid: Sequence[str], out: Path | None, workers: int, dask: str | None,
+    file: Path, grid: Sequence[str], out: Path | None, workers: int | None, dask: str | None,
     twin: str | None, console: Console,
 ) -> int:  # fmt: skip
+    """``pcm-twin sweep``: every grid point a run (``workers`` at once, default the CPUs, or
+    on Dask), then the combined table and front."""
     from controller.scenario.sweep import GridAxis, parse_grid, run_sweep
 
     try:
@@ -298,6 +299,7 @@ def sweep_command(
     points = 1
     for a in axes.values():
         points *= len(a.values)
+    workers = min(workers or default_workers(), max(points, 1))
     where = f"Dask at {dask}" if dask else f"{workers} local worker(s)"
     over = ", ".join(axes) or "(no grid)"
     console.print(f"{loaded.name}: sweep of {points} point(s) over {over} on {where}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -68,3 +69,45 @@ def test_shipped_scenarios_conform_to_the_json_schema() -> None:
         assert list(validator.iter_errors(data)) == [], path
         data["chip"]["colour"] = "blue"
         assert [list(e.absolute_path) for e in validator.iter_errors(data)] == [["chip"]]
+
+
+COMMANDS = [["run"], ["sweep"], ["validate"], ["schema"], ["policies"], ["demo"], ["pulse-curve"],
+            ["twin", "serve"], ["chip", "serve"], ["twin"], ["chip"], []]  # fmt: skip
+
+
+def test_help_names_values_not_python_types() -> None:
+    """No --help shows a flag as taking a <bool> or a list as <list[...]>; run and sweep name
+    their scenario FILE the same way (optional for run, which also resumes)."""
+    runner = CliRunner()
+    for cmd in COMMANDS:
+        res = runner.invoke(app, [*cmd, "--help"], terminal_width=100)
+        assert res.exit_code == 0, (cmd, res.output)
+        assert "<bool>" not in res.output and "<list[" not in res.output, (cmd, res.output)
+    run = runner.invoke(app, ["run", "--help"], terminal_width=100).output
+    sweep = runner.invoke(app, ["sweep", "--help"], terminal_width=100).output
+    assert re.search(r" run \[OPTIONS\] \[FILE\]\s*\n", run)
+    assert re.search(r" sweep \[OPTIONS\] FILE\s*\n", sweep)
+    for text in (run, sweep):
+        assert "--workers" in text and "N " in text and "(default: CPUs)" in text
+
+
+def test_version() -> None:
+    """`pcm-twin --version` prints the installed version."""
+    from importlib.metadata import version
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output == f"pcm-twin {version('pcm-twin')}\n"
+
+
+def test_policies_lists_parameters_with_units_and_defaults() -> None:
+    """`pcm-twin policies budget` shows its parameters with type, unit, default and meaning;
+    --json gives the catalogue's data; an unknown name exits 1."""
+    runner = CliRunner()
+    res = runner.invoke(app, ["policies", "budget"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+    row = next(ln for ln in res.output.splitlines() if ln.startswith("budget_pj_per_day"))
+    assert row.split()[:4] == ["budget_pj_per_day", "number", "(pJ/day)", "1e6"]
+    data = json.loads(runner.invoke(app, ["policies", "--json", "threshold"]).output)
+    assert [p["name"] for p in data] == ["threshold"]
+    assert runner.invoke(app, ["policies", "tresholdd"]).exit_code == 1
