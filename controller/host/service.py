@@ -310,6 +310,23 @@ class ChipHostServer(serving.GrpcServer):
         pace = f"realtime x{o.realtime}" if o.realtime else "as fast as possible"
         return f"{super().describe()}, twin at {o.twin_address}, {pace}"
 
+    def open(self) -> None:
+        super().open()
+        self.check_twin()
+
+    def check_twin(self, timeout_s: float = 3.0) -> bool:
+        """Whether the twin answers now; if not, say so in the log (the host serves anyway:
+        the twin may come up later, and every call that needs it says what went wrong)."""
+        try:
+            self.twin.wait_ready(timeout_s)
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            log.warning(
+                "the twin at %s does not answer (%s): ChipHost serves, but loading a network "
+                "will fail until it does", self.options.twin_address, exc,
+            )  # fmt: skip
+            return False
+        return True
+
     def before_stop(self) -> None:
         self.host.close()
 

@@ -388,3 +388,22 @@ def test_a_misspelt_policy_parameter_is_named_with_the_closest_one(servers):
     _load(servers.stub, "threshold", {"threshold": 0.1, "interval_s": "1h"})
     status = servers.stub.GetStatus(host_pb2.GetStatusRequest())
     assert json.loads(status.policy_json)["interval_s"] == 3600.0
+
+
+def test_chip_serve_warns_when_its_twin_does_not_answer(caplog):
+    """A ChipHost server started against a twin that does not answer logs a warning naming
+    the address, and serves anyway (a refused load says why)."""
+    import logging
+
+    from controller.host.service import ChipHostServer, HostServerOptions
+    from tests.device_twin.service.conftest import free_port
+
+    twin = f"127.0.0.1:{free_port()}"
+    server = ChipHostServer(HostServerOptions(twin_address=twin, address="127.0.0.1:0"))
+    with caplog.at_level(logging.WARNING, logger="controller.host.service"):
+        server.start()
+    try:
+        assert f"the twin at {twin} does not answer" in caplog.text
+        assert server.check_twin(timeout_s=0.2) is False
+    finally:
+        server.stop(grace_s=0)
