@@ -556,6 +556,24 @@ FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "json
 POLICY_LOADER = Path("controller/firmware/policies/__init__.py")
 
 
+def _safe_loader(tree: ast.Module, loader: ast.expr) -> bool:
+    """A ``Loader=`` argument is yaml's SafeLoader (or CSafeLoader), or a class of the same
+    module whose bases are (transitively) one of them."""
+    safe = {"SafeLoader", "CSafeLoader"}
+    name = loader.attr if isinstance(loader, ast.Attribute) else getattr(loader, "id", None)
+    if isinstance(loader, ast.Attribute) and ast.unparse(loader.value) == "yaml":
+        return name in safe
+    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    seen: set[str] = set()
+    while name in classes and name not in seen:
+        seen.add(name)
+        bases = classes[name].bases
+        if any(ast.unparse(b) in {f"yaml.{s}" for s in safe} for b in bases):
+            return True
+        name = next((b.id for b in bases if isinstance(b, ast.Name)), None)
+    return False
+
+
 def test_no_service_module_turns_data_into_code():
     """No module under controller/, device_twin/ or pcmtwin/ calls eval/exec/compile/
     __import__, unpickles, uses an unsafe YAML loader, torch.load or numpy allow_pickle;
@@ -583,7 +601,7 @@ def test_no_service_module_turns_data_into_code():
                         found.append(f"{where} calls {'.'.join(pair)}")
                     if pair == ("yaml", "load"):
                         loader = [k for k in node.keywords if k.arg == "Loader"]
-                        if not loader or "Safe" not in ast.unparse(loader[0].value):
+                        if not loader or not _safe_loader(tree, loader[0].value):
                             found.append(f"{where} calls yaml.load without SafeLoader")
                     if f.attr == "load" and any(k.arg == "allow_pickle" for k in node.keywords):
                         found.append(f"{where} loads with allow_pickle")
