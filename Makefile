@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 SCENARIO ?= scenarios/paper_mnist_selfcorrect.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format protos setup setup-dev clean
+.PHONY: run test bench lint format protos setup setup-dev data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,30 @@ $(VENV)/.stamp-dev: requirements-dev.lock $(VENV)/.stamp-runtime
 setup: $(VENV)/.stamp-runtime
 setup-dev: $(VENV)/.stamp-dev
 
-run: setup
+# Data sets from Debian packages (the resnet32 workload's Fashion-MNIST): installed when missing
+# and this runs as root with apt-get (CI does); otherwise a warning, and the workload's loader
+# names the package when it is used.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+data:
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's dataset-fashion-mnist (Fashion-MNIST for the resnet32 workload)"; \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+	    || echo "warning: apt-get could not install dataset-fashion-mnist" >&2; \
+	  else \
+	    echo "warning: Fashion-MNIST is missing: install Debian's dataset-fashion-mnist as root" \
+	         "(apt-get install dataset-fashion-mnist); the resnet32 workload needs it" >&2; \
+	  fi; \
+	fi
+
+run: setup data
 	$(BIN)/pcm-twin run $(SCENARIO)
 
-test: setup-dev
+test: setup-dev data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup-dev
+bench: setup-dev data
 	$(BIN)/python -m bench
 
 lint: setup-dev

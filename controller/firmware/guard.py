@@ -17,6 +17,7 @@ import numpy as np
 
 from controller.firmware.errors import PolicyError
 from controller.firmware.policies.base import (
+    COMPENSATIONS,
     DIFF,
     NEG,
     POS,
@@ -40,8 +41,9 @@ class GuardedPolicy:
     @property
     def compensation(self) -> str | None:
         comp = getattr(self.policy, "compensation", None)
-        if comp not in (None, "gdc"):
-            raise PolicyError(self.name, "compensation", "expected None or 'gdc'", comp)
+        if comp is not None and comp not in COMPENSATIONS:
+            expected = f"None or one of {', '.join(COMPENSATIONS)}"
+            raise PolicyError(self.name, "compensation", expected, comp)
         return comp
 
     def describe(self) -> dict[str, Any]:

@@ -117,13 +117,12 @@ class RunResults:
 
 
 def default_compensation_factory(kind: str, mapped: Any) -> Any:
-    """Drift compensation of the workloads package: "gdc" is one factor per tile from an
-    identity read (``DriftCompensation(mapped, "global", "identity")``, DESIGN.md §5)."""
-    from controller.workloads.compensation import DriftCompensation
+    """Drift compensation of the workloads package (``make_compensation``): "gdc" is one
+    factor per tile from an identity read (DESIGN.md §5). AdaBS needs calibration images: a
+    runner passes a factory that has them (the scenario runner does)."""
+    from controller.workloads.adabs import make_compensation
 
-    if kind == "gdc":
-        return DriftCompensation(mapped, "global", "identity")
-    raise ValueError(f"unknown drift compensation {kind!r}")
+    return make_compensation(kind, mapped)
 
 
 class ChipModel:
@@ -190,7 +189,7 @@ class ChipModel:
 
     # --- callbacks of the processes ---------------------------------------------------------
     def _compensation_now(self) -> Any:
-        return self.compensation if self.guard.compensation == "gdc" else None
+        return self.compensation if self.guard.compensation is not None else None
 
     def _before_probe(self, at_s: float) -> Generator[simpy.Event, Any, None]:
         """The evaluations due at or before ``at_s`` and the host inferences that arrived by
@@ -235,7 +234,8 @@ class ChipModel:
         self.programmed_at_s = self.env.now
         yield self.env.all_of([self.pulses.program_tile(t) for t in self.firmware.tiles])
         if self.compensation_factory is not None and hasattr(self.mapped, "forward"):
-            comp = self.compensation_factory("gdc", self.mapped)
+            # without compensation the GDC read is still taken (and booked), as it always was
+            comp = self.compensation_factory(self.guard.compensation or "gdc", self.mapped)
             calibrate = getattr(comp, "calibrate", None)
             if calibrate is not None:
                 yield from self.on_chip.run(lambda mvm, _c: calibrate(mvm), CALIBRATION, {})

@@ -3,14 +3,17 @@
 :func:`prepare_variant` trains (the trained-weights cache on disk makes a repeated recipe
 free), quantises and maps the network onto the variant's chip (variants that share the
 recipe, the mapping and the chip share one mapping), and builds once what the run needs to
-know of the variant's policy (:class:`PolicyInfo`). :func:`describe_variant` says what a
-variant is, for the summary.
+know of the variant's policy (:class:`PolicyInfo`), and, for a policy whose compensation is
+AdaBS, its calibration images (the first ``workload.calibration_images`` training images).
+:func:`describe_variant` says what a variant is, for the summary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from controller.firmware.policies import load_policy
 from controller.scenario.loader import ResolvedVariant
@@ -51,6 +54,7 @@ class PreparedVariant:
     train_seconds: float
     train_cached: bool
     policy: PolicyInfo
+    calibration_x: torch.Tensor | None = None  # AdaBS's calibration images
 
     def expected_wakeups(self) -> float:
         """Monitor wake-ups the variant's policy will have, roughly (its cost drivers)."""
@@ -77,12 +81,17 @@ def prepare_variant(v: ResolvedVariant, cache: dict[str, MappedNetwork]) -> Prep
     if key not in cache:
         cache[key] = map_network(desc, core.mapping.quantiser, chip_config)
     wl = get_workload(core.workload.network)
-    test = load_dataset(wl.dataset, core.training.digital.split_seed).test
+    data = load_dataset(wl.dataset, core.training.digital.split_seed)
+    test = data.test
     if core.workload.test_images is not None:
         test = test.head(core.workload.test_images)
     policy = PolicyInfo.of(core.controller.policy.name, v.policy_params, v.policy_dir)
+    calibration = None
+    if policy.compensation is not None and "adabs" in policy.compensation:
+        calibration = data.train.x[: core.workload.calibration_images].clone()
     return PreparedVariant(v, cache[key], test, chip_config, trained.test_accuracy,
-                           trained.train_seconds, trained.cached, policy)  # fmt: skip
+                           trained.train_seconds, trained.cached, policy,
+                           calibration)  # fmt: skip
 
 
 def describe_variant(prep: PreparedVariant) -> dict[str, Any]:
@@ -95,6 +104,7 @@ def describe_variant(prep: PreparedVariant) -> dict[str, Any]:
         "policy": core.controller.policy.name,
         "policy_params": prep.variant.policy_params,
         "compensation": prep.policy.compensation,
+        "calibration_images": None if prep.calibration_x is None else len(prep.calibration_x),
         "tiles": prep.chip_config.n_tiles,
         "weights_on_chip": int(prep.mapped.n_weights_on_chip()),
         "test_images": len(prep.test),

@@ -96,11 +96,18 @@ class Strict(BaseModel):
 class WorkloadSpec(Strict):
     """The network and its data set (built-in workloads: ``controller.workloads.zoo``)."""
 
-    network: str = Field(description="a built-in workload: paper_cnn, mnist_mlp, digits_mlp")
+    network: str = Field(
+        description="a built-in workload: paper_cnn, mnist_mlp, digits_mlp, resnet32"
+    )
     dataset: str | None = Field(None, description="must be the workload's own data set if given")
     test_images: int | None = Field(
         None, ge=1, description="evaluate on the first N held-out images (default: all)"
     )
+    calibration_images: int = Field(
+        256, ge=2, le=10000,
+        description="training images (the first N) on which the adabs compensations "
+        "re-estimate batch-norm statistics through the chip at each evaluation (Joshi 2020)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _known(self) -> WorkloadSpec:

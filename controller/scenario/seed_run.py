@@ -28,6 +28,7 @@ from controller.scenario.durations import format_duration
 from controller.scenario.prepare import PreparedVariant
 from controller.scenario.progress import ProgressFn
 from controller.scenario.results import SeedResult
+from controller.workloads.adabs import make_compensation
 from controller.workloads.mapping import evaluate
 
 
@@ -67,7 +68,8 @@ def run_seed(
             # this run's own policy
             load_policy(core.controller.policy.name, v.policy_params, v.policy_dir),
             config=core.controller.controller_config(), evaluator=evaluator,
-            chip_config=chip_config,  # GDC: the model's default, one factor per tile
+            compensation_factory=lambda kind, m: make_compensation(kind, m, prep.calibration_x),
+            chip_config=chip_config,
         )  # fmt: skip
         times = list(v.eval_times_s)
         model.schedule_evaluations(times, [format_duration(t) for t in times])

@@ -13,9 +13,8 @@ output is one weight) or ``ones`` (one all-ones input: column sums, cheaper but 
 weights cancel reads near 0). Reads go through the same ``MVMFn`` as inference, so on the twin
 they cost MVM energy and time like any other.
 
-Adaptive batch-norm statistics (Joshi 2020, "AdaBS"): where the network has BatchNorm2d and
-calibration images are given, ``measure`` also re-estimates every BN layer's mean and variance
-from the network's current (drifted) activations on those images.
+Adaptive batch-norm statistics (Joshi 2020, "AdaBS"), alone or on top of these factors, are
+:mod:`controller.workloads.adabs`, which also builds every compensation by name.
 """
 
 from __future__ import annotations
@@ -25,21 +24,19 @@ from typing import Literal
 import numpy as np
 import torch
 
-from controller.workloads.layers import BatchNorm2d
 from controller.workloads.mapping import MappedNetwork, MVMFn
 
 _MIN_READOUT = 1e-4  # aihwkit's clamp: a dead tile must not produce an infinite factor
 
 
 class DriftCompensation:
-    """Per-tile (or per-column) output scaling measured on the chip; optional AdaBS."""
+    """Per-tile (or per-column) output scaling measured on the chip."""
 
     def __init__(
         self,
         mapped: MappedNetwork,
         kind: Literal["global", "per_column"] = "global",
         read: Literal["identity", "ones"] = "identity",
-        batchnorm_x: torch.Tensor | None = None,
     ) -> None:
         if kind not in ("global", "per_column"):
             raise ValueError(f"unknown drift compensation {kind!r}: expected global or per_column")
@@ -48,11 +45,9 @@ class DriftCompensation:
         self.mapped = mapped
         self.kind = kind
         self.read = read
-        self.batchnorm_x = batchnorm_x
         self.reference: dict[int, np.ndarray] | None = None
         self.factors: dict[int, np.ndarray] = {}
-        self.bn_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.has_batchnorm = any(isinstance(la, BatchNorm2d) for la in mapped.description.layers)
+        self.bn_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # none: not AdaBS
 
     def readout(self, mvm: MVMFn) -> dict[int, np.ndarray]:
         """The compensation read of every tile: mean |y| (global: a scalar; per column: one
@@ -74,21 +69,15 @@ class DriftCompensation:
         """The reference read, taken right after programming; factors start at 1."""
         self.reference = self.readout(mvm)
         self.factors = {pos: np.ones_like(v) for pos, v in self.reference.items()}
-        self.bn_stats = {}
 
     def measure(self, mvm: MVMFn) -> None:
-        """Read again now and set the factors (reference / now); adapt batch-norm statistics
-        on ``batchnorm_x`` if the network has BatchNorm2d layers."""
+        """Read again now and set the factors (reference / now)."""
         if self.reference is None:
             raise RuntimeError(
                 "drift compensation is not calibrated: call calibrate(mvm) right after programming"
             )
         now = self.readout(mvm)
         self.factors = {pos: (self.reference[pos] / now[pos]).astype(np.float32) for pos in now}
-        if self.has_batchnorm and self.batchnorm_x is not None:
-            self.bn_stats = {}
-            with torch.no_grad():
-                self.mapped.forward(self.batchnorm_x, mvm, self, adapt_bn=True)
 
     def apply(self, pos: int, y: np.ndarray) -> np.ndarray:
         """Scale the outputs ``y`` (batch, block_cols) of ``mapped.tiles[pos]``."""

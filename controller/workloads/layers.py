@@ -1,7 +1,8 @@
 """The layers a network description may hold, each with its checks and its shape rule.
 
 Conv2d and Linear are the analog layers (their weights go on the crossbar); every other layer
-and every bias run digitally. Each layer checks its own parameters and weights' shapes, and
+and every bias run digitally. A ``Residual`` block holds layers of its own (ResNet's basic
+block: body and shortcut, added). Each layer checks its own parameters and weights' shapes, and
 ``output_shape`` gives the shape of one sample after it (torch's rules), raising ValueError
 when the input does not fit; :class:`~controller.workloads.network.NetworkDescription` chains
 them from its ``input_shape``.
@@ -13,7 +14,15 @@ import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from controller.workloads.tensor import FLOAT_DTYPES, Tensor
 
@@ -265,11 +274,105 @@ class LogSoftmax(BaseLayer):
         return shape
 
 
+#: How deep residual blocks may nest (a block inside a block inside ...): far more than any
+#: ResNet needs, few enough that a hostile description cannot exhaust the stack.
+MAX_NESTING = 8
+
+
+class Residual(BaseLayer):
+    """A residual block: ``body(x) + shortcut(x)`` on the same input, as in ResNet's basic block.
+
+    An empty ``shortcut`` is the identity. The layers inside are validated like the network's
+    own (their names unique across the whole network) and may be analog: a projection shortcut
+    (1x1 Conv2d) goes on the crossbar like any convolution. The sum is digital.
+    """
+
+    kind: Literal["Residual"] = "Residual"
+    body: list[Layer] = Field(min_length=1)
+    shortcut: list[Layer] = Field(default_factory=list)
+
+    @field_validator("body", "shortcut", mode="before")
+    @classmethod
+    def _validate_each_layer(cls, raw: Any) -> Any:
+        return validate_layer_list(raw)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        out = chain_shapes(self.body, shape, "body: ")[-1]
+        skip = chain_shapes(self.shortcut, shape, "shortcut: ")[-1] if self.shortcut else shape
+        if out != skip:
+            raise ValueError(
+                f"body gives {out} but shortcut gives {skip}: they must match to be added"
+            )
+        return out
+
+
 LAYER_TYPES: dict[str, type[BaseLayer]] = {
     c.model_fields["kind"].default: c
-    for c in (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d, LogSoftmax)
-}
+    for c in (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d, LogSoftmax,
+              Residual)
+}  # fmt: skip
 Layer = Annotated[
-    Conv2d | Linear | ReLU | MaxPool2d | AvgPool2d | Flatten | BatchNorm2d | LogSoftmax,
+    Conv2d | Linear | ReLU | MaxPool2d | AvgPool2d | Flatten | BatchNorm2d | LogSoftmax | Residual,
     Field(discriminator="kind"),
 ]
+Residual.model_rebuild()
+
+
+def describe_errors(err: ValidationError) -> str:
+    """A pydantic error as one line: ``loc: message; ...``."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def validate_layer_list(raw: Any) -> Any:
+    """Validate layer by layer so that every message names the layer (index and name)."""
+    if not isinstance(raw, list | tuple):
+        return raw
+    out: list[BaseLayer] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, BaseLayer):
+            out.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ValueError(f"layer {i}: expected a mapping, got {type(item).__name__}")
+        name = item.get("name", "")
+        kind = item.get("kind")
+        if kind not in LAYER_TYPES:
+            raise ValueError(
+                f"layer {i} ({name!r}): unknown layer kind {kind!r}; "
+                f"known kinds: {', '.join(LAYER_TYPES)}"
+            )
+        try:
+            out.append(LAYER_TYPES[kind].model_validate(item))
+        except ValidationError as err:
+            raise ValueError(f"layer {i} ({name!r}, {kind}): {describe_errors(err)}") from None
+    return out
+
+
+def chain_shapes(layers: list[Any], shape: Shape, where: str = "") -> list[Shape]:
+    """Output shape (one sample) after each of ``layers``, propagated from ``shape``."""
+    out: list[Shape] = []
+    for i, layer in enumerate(layers):
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as err:
+            raise ValueError(f"{where}layer {i} ({layer.name!r}, {layer.kind}): {err}") from None
+        out.append(shape)
+    return out
+
+
+def walk_layers(layers: list[Any], depth: int = 0) -> list[Any]:
+    """Every layer of ``layers``, depth first: a residual block, then its body, then its
+    shortcut."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"residual blocks nest deeper than {MAX_NESTING} levels")
+    out: list[Any] = []
+    for layer in layers:
+        out.append(layer)
+        if isinstance(layer, Residual):
+            out += walk_layers([*layer.body, *layer.shortcut], depth + 1)
+    return out

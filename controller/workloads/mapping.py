@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as nnf
 
 from controller.workloads.datasets import DatasetSplit
-from controller.workloads.layers import BatchNorm2d, Conv2d, Linear
+from controller.workloads.layers import BatchNorm2d, Conv2d, Linear, Residual
 from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
     LayerQuantisation,
@@ -174,16 +174,33 @@ class MappedNetwork:
         through ``mvm``, drift compensation (and adapted batch-norm statistics) if given.
         ``adapt_bn``: measure the batch-norm statistics of this batch into the compensation's
         ``bn_stats`` on the way (adaptive batch-norm statistics, Joshi 2020)."""
-        x = x.float()
-        for layer, module in zip(self.description.layers, self._torch_modules(), strict=True):
-            if isinstance(layer, Conv2d):
+        return self._run_layers(self.description.layers, self._torch_modules(), x.float(), mvm,
+                                compensation, adapt_bn)  # fmt: skip
+
+    def _run_layers(
+        self,
+        layers: list[Any],
+        modules: list[torch.nn.Module],
+        x: torch.Tensor,
+        mvm: MVMFn,
+        compensation: OutputCompensation | None,
+        adapt_bn: bool,
+    ) -> torch.Tensor:
+        for layer, module in zip(layers, modules, strict=True):
+            if isinstance(layer, Residual):
+                body = self._run_layers(layer.body, list(module.body.children()), x, mvm,
+                                        compensation, adapt_bn)  # fmt: skip
+                skip = x
+                if layer.shortcut:
+                    skip = self._run_layers(layer.shortcut, list(module.shortcut.children()), x,
+                                            mvm, compensation, adapt_bn)  # fmt: skip
+                x = body + skip
+            elif isinstance(layer, Conv2d):
                 n = x.shape[0]
-                _, h, w = layer.output_shape(tuple(x.shape[1:]))
-                cols = nnf.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-                xm = cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
-                y = self.analog_matmul(layer.name, xm, mvm, compensation)
-                yt = torch.from_numpy(y).reshape(n, h * w, -1).transpose(1, 2)
-                x = yt.reshape(n, -1, h, w)
+                cols, (h, w) = im2col(x, layer)
+                y = self.analog_matmul(layer.name, cols.numpy(), mvm, compensation)
+                # rows are (image, position): a channels-last view, no copy
+                x = torch.from_numpy(y).view(n, h, w, -1).permute(0, 3, 1, 2)
                 if layer.bias is not None:
                     x = x + module.bias.view(1, -1, 1, 1)
             elif isinstance(layer, Linear):
@@ -210,6 +227,29 @@ class MappedNetwork:
 
     def n_weights_on_chip(self) -> int:
         return int(sum(tm.used.sum() for tm in self.tiles))
+
+
+def im2col(x: torch.Tensor, conv: Conv2d) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The crossbar inputs of a convolution: ``x`` (N, C, H, W) -> ((N*Ho*Wo, C*kh*kw), (Ho, Wo)),
+    one row per (image, output position), columns in torch ``unfold``'s order (C outermost),
+    so row r of the result equals ``unfold(x)[n].T[p]``.
+
+    Built from a zero-padded channels-last copy of ``x`` with one strided copy: several times
+    faster than ``unfold`` followed by a transpose (two passes over data 9x the input's size
+    for a 3x3 kernel), the cost that dominated a ResNet-32 evaluation's controller side.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    (ph, pw), (dh, dw) = conv.padding, conv.dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
+    xp[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
+    s_n, s_h, s_w, s_c = xp.stride()
+    patches = xp.as_strided(
+        (n, ho, wo, c, kh, kw), (s_n, s_h * sh, s_w * sw, s_c, s_h * dh, s_w * dw)
+    )
+    return patches.reshape(n * ho * wo, c * kh * kw), (ho, wo)
 
 
 def _blocks(size: int, step: int) -> list[tuple[int, int]]:

@@ -18,31 +18,25 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from controller.workloads.layers import (
-    LAYER_TYPES,
     BaseLayer,
     Conv2d,
     Layer,
     Linear,
     PositiveInt,
+    Residual,
     Shape,
+    chain_shapes,
+    validate_layer_list,
+    walk_layers,
 )
 from controller.workloads.network_proto import network_fields_from_proto, network_to_proto
 from controller.workloads.network_torch import layer_fields_from_torch, torch_sequential
 from controller.workloads.tensor import Tensor
 from pcmtwin.v1 import network_pb2
-
-
-def _describe_errors(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 class NetworkDescription(BaseModel):
@@ -58,33 +52,12 @@ class NetworkDescription(BaseModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _validate_each_layer(cls, raw: Any) -> Any:
-        """Validate layer by layer so that every message names the layer (index and name)."""
-        if not isinstance(raw, list | tuple):
-            return raw
-        out: list[BaseLayer] = []
-        for i, item in enumerate(raw):
-            if isinstance(item, BaseLayer):
-                out.append(item)
-                continue
-            if not isinstance(item, dict):
-                raise ValueError(f"layer {i}: expected a mapping, got {type(item).__name__}")
-            name = item.get("name", "")
-            kind = item.get("kind")
-            if kind not in LAYER_TYPES:
-                raise ValueError(
-                    f"layer {i} ({name!r}): unknown layer kind {kind!r}; "
-                    f"known kinds: {', '.join(LAYER_TYPES)}"
-                )
-            try:
-                out.append(LAYER_TYPES[kind].model_validate(item))
-            except ValidationError as err:
-                raise ValueError(f"layer {i} ({name!r}, {kind}): {_describe_errors(err)}") from None
-        return out
+        return validate_layer_list(raw)
 
     @model_validator(mode="after")
     def _check_chain(self) -> NetworkDescription:
         seen: dict[str, int] = {}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.walk()):
             if layer.name in seen:
                 raise ValueError(
                     f"layer {i} ({layer.name!r}): name already used by layer {seen[layer.name]}"
@@ -96,15 +69,12 @@ class NetworkDescription(BaseModel):
     # --- shapes -----------------------------------------------------------------------------
     def shapes(self) -> list[Shape]:
         """Output shape (one sample) after each layer, propagated from ``input_shape``."""
-        shape: Shape = tuple(self.input_shape)
-        out: list[Shape] = []
-        for i, layer in enumerate(self.layers):
-            try:
-                shape = layer.output_shape(shape)
-            except ValueError as err:
-                raise ValueError(f"layer {i} ({layer.name!r}, {layer.kind}): {err}") from None
-            out.append(shape)
-        return out
+        return chain_shapes(self.layers, tuple(self.input_shape))
+
+    def walk(self) -> list[Layer]:
+        """Every layer, those inside residual blocks included, depth first (a block, then its
+        body, then its shortcut): the order of ``analog_layers`` and of name look-ups."""
+        return walk_layers(self.layers)
 
     def input_shapes(self) -> list[Shape]:
         """Input shape (one sample) of each layer."""
@@ -115,30 +85,41 @@ class NetworkDescription(BaseModel):
         return self.shapes()[-1]
 
     def analog_layers(self) -> list[tuple[int, Conv2d | Linear]]:
-        """(index, layer) of every layer whose weights go on the crossbar."""
-        return [(i, layer) for i, layer in enumerate(self.layers) if layer.analog]  # type: ignore[misc]
+        """(index in ``walk()``, layer) of every layer whose weights go on the crossbar."""
+        return [(i, layer) for i, layer in enumerate(self.walk()) if layer.analog]  # type: ignore[misc]
 
     def n_analog_weights(self) -> int:
         return sum(math.prod(layer.weight.shape) for _, layer in self.analog_layers())
 
     def layer_index(self, name: str) -> int:
-        for i, layer in enumerate(self.layers):
+        """Index in ``walk()`` of the layer called ``name``."""
+        for i, layer in enumerate(self.walk()):
             if layer.name == name:
                 return i
         raise KeyError(f"no layer named {name!r}")
 
     def with_weights(self, weights: dict[str, np.ndarray]) -> NetworkDescription:
         """A copy with the weights of the named analog layers replaced (same shapes)."""
-        layers = list(self.layers)
-        for name, w in weights.items():
+        layers = self.walk()
+        for name in weights:
             i = self.layer_index(name)
-            layer = layers[i]
-            if not layer.analog:
+            if not layers[i].analog:
                 raise ValueError(f"layer {i} ({name!r}) is not an analog layer")
-            layers[i] = layer.model_copy(update={"weight": Tensor.from_array(np.asarray(w))})
+
+        def replace(items: list[BaseLayer]) -> list[dict[str, Any]]:
+            out = []
+            for la in items:
+                d = la.model_dump(exclude={"body", "shortcut"})
+                if la.name in weights:
+                    d["weight"] = Tensor.from_array(np.asarray(weights[la.name]))
+                if isinstance(la, Residual):
+                    d |= {"body": replace(la.body), "shortcut": replace(la.shortcut)}
+                out.append(d)
+            return out
+
         # re-validate: a replaced weight of the wrong shape must not slip through
         return NetworkDescription.model_validate(
-            {**self.model_dump(exclude={"layers"}), "layers": [la.model_dump() for la in layers]}
+            {**self.model_dump(exclude={"layers"}), "layers": replace(self.layers)}
         )
 
     # --- conversions ------------------------------------------------------------------------

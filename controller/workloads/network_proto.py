@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.workloads.layers import (
+    MAX_NESTING,
     AvgPool2d,
     BaseLayer,
     BatchNorm2d,
@@ -22,6 +23,7 @@ from controller.workloads.layers import (
     LogSoftmax,
     MaxPool2d,
     ReLU,
+    Residual,
 )
 from controller.workloads.tensor import Tensor
 from pcmtwin.v1 import network_pb2
@@ -34,53 +36,60 @@ def network_to_proto(
     msg = network_pb2.NetworkDescription(
         name=name, input_shape=list(input_shape), metadata=dict(metadata)
     )
-    for layer in layers:
-        out = msg.layers.add(name=layer.name)
-        match layer:
-            case Conv2d():
-                c = out.conv2d
-                c.in_channels, c.out_channels = layer.in_channels, layer.out_channels
-                c.kernel_size[:] = layer.kernel_size
-                c.stride[:], c.padding[:] = layer.stride, layer.padding
-                c.dilation[:] = layer.dilation
-                c.weight.CopyFrom(layer.weight.to_proto())
-                if layer.bias is not None:
-                    c.bias.CopyFrom(layer.bias.to_proto())
-            case Linear():
-                li = out.linear
-                li.in_features, li.out_features = layer.in_features, layer.out_features
-                li.weight.CopyFrom(layer.weight.to_proto())
-                if layer.bias is not None:
-                    li.bias.CopyFrom(layer.bias.to_proto())
-            case ReLU():
-                out.relu.SetInParent()
-            case MaxPool2d():
-                p = out.max_pool2d
-                p.kernel_size[:] = layer.kernel_size
-                p.stride[:] = layer.stride or ()
-                p.padding[:], p.dilation[:] = layer.padding, layer.dilation
-                p.ceil_mode = layer.ceil_mode
-            case AvgPool2d():
-                a = out.avg_pool2d
-                a.kernel_size[:] = layer.kernel_size
-                a.stride[:] = layer.stride or ()
-                a.padding[:] = layer.padding
-                a.ceil_mode = layer.ceil_mode
-                a.exclude_pad = not layer.count_include_pad
-            case Flatten():
-                out.flatten.start_dim = layer.start_dim
-                out.flatten.end_dim = layer.end_dim
-            case BatchNorm2d():
-                b = out.batch_norm2d
-                b.num_features, b.eps, b.momentum = (
-                    layer.num_features, layer.eps, layer.momentum
-                )  # fmt: skip
-                for n in ("weight", "bias", "running_mean", "running_var"):
-                    value = getattr(layer, n)
-                    if value is not None:
-                        getattr(b, n).CopyFrom(value.to_proto())
-            case LogSoftmax():
-                out.log_softmax.dim = layer.dim
+
+    def add(into: Any, items: Sequence[BaseLayer]) -> None:
+        for layer in items:
+            out = into.add(name=layer.name)
+            match layer:
+                case Conv2d():
+                    c = out.conv2d
+                    c.in_channels, c.out_channels = layer.in_channels, layer.out_channels
+                    c.kernel_size[:] = layer.kernel_size
+                    c.stride[:], c.padding[:] = layer.stride, layer.padding
+                    c.dilation[:] = layer.dilation
+                    c.weight.CopyFrom(layer.weight.to_proto())
+                    if layer.bias is not None:
+                        c.bias.CopyFrom(layer.bias.to_proto())
+                case Linear():
+                    li = out.linear
+                    li.in_features, li.out_features = layer.in_features, layer.out_features
+                    li.weight.CopyFrom(layer.weight.to_proto())
+                    if layer.bias is not None:
+                        li.bias.CopyFrom(layer.bias.to_proto())
+                case ReLU():
+                    out.relu.SetInParent()
+                case MaxPool2d():
+                    p = out.max_pool2d
+                    p.kernel_size[:] = layer.kernel_size
+                    p.stride[:] = layer.stride or ()
+                    p.padding[:], p.dilation[:] = layer.padding, layer.dilation
+                    p.ceil_mode = layer.ceil_mode
+                case AvgPool2d():
+                    a = out.avg_pool2d
+                    a.kernel_size[:] = layer.kernel_size
+                    a.stride[:] = layer.stride or ()
+                    a.padding[:] = layer.padding
+                    a.ceil_mode = layer.ceil_mode
+                    a.exclude_pad = not layer.count_include_pad
+                case Flatten():
+                    out.flatten.start_dim = layer.start_dim
+                    out.flatten.end_dim = layer.end_dim
+                case BatchNorm2d():
+                    b = out.batch_norm2d
+                    b.num_features, b.eps, b.momentum = (
+                        layer.num_features, layer.eps, layer.momentum
+                    )  # fmt: skip
+                    for n in ("weight", "bias", "running_mean", "running_var"):
+                        value = getattr(layer, n)
+                        if value is not None:
+                            getattr(b, n).CopyFrom(value.to_proto())
+                case LogSoftmax():
+                    out.log_softmax.dim = layer.dim
+                case Residual():
+                    add(out.residual.body, layer.body)
+                    add(out.residual.shortcut, layer.shortcut)
+
+    add(msg.layers, layers)
     return msg
 
 
@@ -93,51 +102,60 @@ def network_fields_from_proto(msg: network_pb2.NetworkDescription) -> dict[str, 
     def pair(v: Any, default: tuple[int, int] | None) -> tuple[int, ...] | None:
         return tuple(v) if len(v) else default
 
-    layers: list[dict[str, Any]] = []
-    for pl in msg.layers:
-        which = pl.WhichOneof("kind")
-        d: dict[str, Any] = {"name": pl.name}
-        if which == "conv2d":
-            c = pl.conv2d
-            d |= dict(kind="Conv2d", in_channels=c.in_channels, out_channels=c.out_channels,
-                      kernel_size=tuple(c.kernel_size), stride=pair(c.stride, (1, 1)),
-                      padding=pair(c.padding, (0, 0)), dilation=pair(c.dilation, (1, 1)),
-                      weight=tensor(c, "weight"), bias=tensor(c, "bias"))  # fmt: skip
-        elif which == "linear":
-            li = pl.linear
-            d |= dict(kind="Linear", in_features=li.in_features,
-                      out_features=li.out_features, weight=tensor(li, "weight"),
-                      bias=tensor(li, "bias"))  # fmt: skip
-        elif which == "relu":
-            d |= dict(kind="ReLU")
-        elif which == "max_pool2d":
-            p = pl.max_pool2d
-            d |= dict(kind="MaxPool2d", kernel_size=tuple(p.kernel_size),
-                      stride=pair(p.stride, None), padding=pair(p.padding, (0, 0)),
-                      dilation=pair(p.dilation, (1, 1)), ceil_mode=p.ceil_mode)  # fmt: skip
-        elif which == "avg_pool2d":
-            a = pl.avg_pool2d
-            d |= dict(kind="AvgPool2d", kernel_size=tuple(a.kernel_size),
-                      stride=pair(a.stride, None), padding=pair(a.padding, (0, 0)),
-                      ceil_mode=a.ceil_mode, count_include_pad=not a.exclude_pad)  # fmt: skip
-        elif which == "flatten":
-            f = pl.flatten
-            d |= dict(kind="Flatten", start_dim=f.start_dim or 1,
-                      end_dim=f.end_dim if f.HasField("end_dim") else -1)  # fmt: skip
-        elif which == "batch_norm2d":
-            b = pl.batch_norm2d
-            d |= dict(kind="BatchNorm2d", num_features=b.num_features, eps=b.eps or 1e-5,
-                      momentum=b.momentum or 0.1, weight=tensor(b, "weight"),
-                      bias=tensor(b, "bias"), running_mean=tensor(b, "running_mean"),
-                      running_var=tensor(b, "running_var"))  # fmt: skip
-        elif which == "log_softmax":
-            d |= dict(kind="LogSoftmax", dim=pl.log_softmax.dim or 1)
-        else:
-            d |= {"kind": None}  # NetworkDescription refuses it, naming the layer
-        layers.append(d)
+    def layers_of(items: Any, depth: int = 0) -> list[dict[str, Any]]:
+        if depth > MAX_NESTING:
+            raise ValueError(f"residual blocks nest deeper than {MAX_NESTING} levels")
+        out: list[dict[str, Any]] = []
+        for pl in items:
+            which = pl.WhichOneof("kind")
+            d: dict[str, Any] = {"name": pl.name}
+            if which == "conv2d":
+                c = pl.conv2d
+                d |= dict(kind="Conv2d", in_channels=c.in_channels, out_channels=c.out_channels,
+                          kernel_size=tuple(c.kernel_size), stride=pair(c.stride, (1, 1)),
+                          padding=pair(c.padding, (0, 0)), dilation=pair(c.dilation, (1, 1)),
+                          weight=tensor(c, "weight"), bias=tensor(c, "bias"))  # fmt: skip
+            elif which == "linear":
+                li = pl.linear
+                d |= dict(kind="Linear", in_features=li.in_features,
+                          out_features=li.out_features, weight=tensor(li, "weight"),
+                          bias=tensor(li, "bias"))  # fmt: skip
+            elif which == "relu":
+                d |= dict(kind="ReLU")
+            elif which == "max_pool2d":
+                p = pl.max_pool2d
+                d |= dict(kind="MaxPool2d", kernel_size=tuple(p.kernel_size),
+                          stride=pair(p.stride, None), padding=pair(p.padding, (0, 0)),
+                          dilation=pair(p.dilation, (1, 1)), ceil_mode=p.ceil_mode)  # fmt: skip
+            elif which == "avg_pool2d":
+                a = pl.avg_pool2d
+                d |= dict(kind="AvgPool2d", kernel_size=tuple(a.kernel_size),
+                          stride=pair(a.stride, None), padding=pair(a.padding, (0, 0)),
+                          ceil_mode=a.ceil_mode, count_include_pad=not a.exclude_pad)  # fmt: skip
+            elif which == "flatten":
+                f = pl.flatten
+                d |= dict(kind="Flatten", start_dim=f.start_dim or 1,
+                          end_dim=f.end_dim if f.HasField("end_dim") else -1)  # fmt: skip
+            elif which == "batch_norm2d":
+                b = pl.batch_norm2d
+                d |= dict(kind="BatchNorm2d", num_features=b.num_features, eps=b.eps or 1e-5,
+                          momentum=b.momentum or 0.1, weight=tensor(b, "weight"),
+                          bias=tensor(b, "bias"), running_mean=tensor(b, "running_mean"),
+                          running_var=tensor(b, "running_var"))  # fmt: skip
+            elif which == "log_softmax":
+                d |= dict(kind="LogSoftmax", dim=pl.log_softmax.dim or 1)
+            elif which == "residual":
+                r = pl.residual
+                d |= dict(kind="Residual", body=layers_of(r.body, depth + 1),
+                          shortcut=layers_of(r.shortcut, depth + 1))  # fmt: skip
+            else:
+                d |= {"kind": None}  # NetworkDescription refuses it, naming the layer
+            out.append(d)
+        return out
+
     return {
         "name": msg.name or "network",
         "input_shape": tuple(msg.input_shape),
-        "layers": layers,
+        "layers": layers_of(msg.layers),
         "metadata": dict(msg.metadata),
     }

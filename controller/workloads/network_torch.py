@@ -4,7 +4,8 @@
 layers (module names = layer names); :func:`layer_fields_from_torch` describes the children of
 an ``nn.Sequential`` as layer fields (weights copied as float32), refusing what the
 description cannot hold (grouped or non-zero-padded convolutions, pooling indices, ...).
-``NetworkDescription.to_torch`` / ``from_torch`` are the way in.
+``NetworkDescription.to_torch`` / ``from_torch`` are the way in. A residual block is a
+:class:`ResidualBlock` (torch has no module for it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from controller.workloads.layers import (
     LAYER_TYPES,
+    MAX_NESTING,
     AvgPool2d,
     BaseLayer,
     BatchNorm2d,
@@ -28,9 +30,24 @@ from controller.workloads.layers import (
     LogSoftmax,
     MaxPool2d,
     ReLU,
+    Residual,
     as_pair,
 )
 from controller.workloads.tensor import Tensor
+
+
+class ResidualBlock(nn.Module):
+    """``body(x) + shortcut(x)``, an empty shortcut being the identity: the torch side of
+    :class:`~controller.workloads.layers.Residual` (ResNet's basic block without the ReLU after
+    the sum, which is a layer of its own)."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Sequential()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
 
 
 def torch_sequential(layers: Sequence[BaseLayer]) -> nn.Sequential:
@@ -39,43 +56,50 @@ def torch_sequential(layers: Sequence[BaseLayer]) -> nn.Sequential:
     def t(x: Tensor) -> torch.Tensor:
         return torch.from_numpy(x.to_numpy().astype(np.float32))
 
-    mods: OrderedDict[str, nn.Module] = OrderedDict()
-    for layer in layers:
-        m: nn.Module
-        match layer:
-            case Conv2d():
-                m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                              layer.stride, layer.padding, layer.dilation,
-                              bias=layer.bias is not None)  # fmt: skip
-            case Linear():
-                m = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-            case ReLU():
-                m = nn.ReLU()
-            case MaxPool2d():
-                m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding,
-                                 layer.dilation, ceil_mode=layer.ceil_mode)  # fmt: skip
-            case AvgPool2d():
-                m = nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
-                                 ceil_mode=layer.ceil_mode,
-                                 count_include_pad=layer.count_include_pad)  # fmt: skip
-            case Flatten():
-                m = nn.Flatten(layer.start_dim, layer.end_dim)
-            case BatchNorm2d():
-                m = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum,
-                                   affine=layer.weight is not None)  # fmt: skip
-                m.running_mean.copy_(t(layer.running_mean))
-                m.running_var.copy_(t(layer.running_var))
-            case LogSoftmax():
-                m = nn.LogSoftmax(layer.dim)
-            case _:  # pragma: no cover - LAYER_TYPES and this match are kept in step
-                raise AssertionError(layer.kind)
-        with torch.no_grad():
-            for pname in ("weight", "bias"):
-                value = getattr(layer, pname, None)
-                if isinstance(value, Tensor):
-                    getattr(m, pname).copy_(t(value))
-        mods[layer.name] = m
-    return nn.Sequential(mods).eval()
+    def build(items: Sequence[BaseLayer]) -> nn.Sequential:
+        mods: OrderedDict[str, nn.Module] = OrderedDict()
+        for layer in items:
+            m: nn.Module
+            match layer:
+                case Conv2d():
+                    m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                  layer.stride, layer.padding, layer.dilation,
+                                  bias=layer.bias is not None)  # fmt: skip
+                case Linear():
+                    m = nn.Linear(
+                        layer.in_features, layer.out_features, bias=layer.bias is not None
+                    )
+                case ReLU():
+                    m = nn.ReLU()
+                case MaxPool2d():
+                    m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                     layer.dilation, ceil_mode=layer.ceil_mode)  # fmt: skip
+                case AvgPool2d():
+                    m = nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                     ceil_mode=layer.ceil_mode,
+                                     count_include_pad=layer.count_include_pad)  # fmt: skip
+                case Flatten():
+                    m = nn.Flatten(layer.start_dim, layer.end_dim)
+                case BatchNorm2d():
+                    m = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum,
+                                       affine=layer.weight is not None)  # fmt: skip
+                    m.running_mean.copy_(t(layer.running_mean))
+                    m.running_var.copy_(t(layer.running_var))
+                case LogSoftmax():
+                    m = nn.LogSoftmax(layer.dim)
+                case Residual():
+                    m = ResidualBlock(build(layer.body), build(layer.shortcut))
+                case _:  # pragma: no cover - LAYER_TYPES and this match are kept in step
+                    raise AssertionError(layer.kind)
+            with torch.no_grad():
+                for pname in ("weight", "bias"):
+                    value = getattr(layer, pname, None)
+                    if isinstance(value, Tensor):
+                        getattr(m, pname).copy_(t(value))
+            mods[layer.name] = m
+        return nn.Sequential(mods)
+
+    return build(layers).eval()
 
 
 def layer_fields_from_torch(model: nn.Sequential) -> list[dict[str, Any]]:
@@ -88,8 +112,13 @@ def layer_fields_from_torch(model: nn.Sequential) -> list[dict[str, Any]]:
     def pair(v: Any) -> tuple[int, int]:
         return as_pair(v) if not isinstance(v, tuple) else tuple(v)  # type: ignore[return-value]
 
-    layers: list[dict[str, Any]] = []
-    for i, (mname, m) in enumerate(model.named_children()):
+    def describe(seq: nn.Module, depth: int = 0) -> list[dict[str, Any]]:
+        if depth > MAX_NESTING:
+            raise ValueError(f"residual blocks nest deeper than {MAX_NESTING} levels")
+        return [describe_one(i, mname, m, depth) for i, (mname, m) in
+                enumerate(seq.named_children())]  # fmt: skip
+
+    def describe_one(i: int, mname: str, m: nn.Module, depth: int) -> dict[str, Any]:
         where = f"layer {i} ({mname!r}, {type(m).__name__})"
         d: dict[str, Any]
         if type(m) is nn.Conv2d:
@@ -128,7 +157,11 @@ def layer_fields_from_torch(model: nn.Sequential) -> list[dict[str, Any]]:
                      running_mean=t(m.running_mean), running_var=t(m.running_var))  # fmt: skip
         elif type(m) is nn.LogSoftmax:
             d = dict(kind="LogSoftmax", dim=1 if m.dim is None else m.dim)
+        elif type(m) is ResidualBlock:
+            d = dict(kind="Residual", body=describe(m.body, depth + 1),
+                     shortcut=describe(m.shortcut, depth + 1))  # fmt: skip
         else:
             raise ValueError(f"{where}: unsupported module; supported: {', '.join(LAYER_TYPES)}")
-        layers.append({"name": mname, **d})
-    return layers
+        return {"name": mname, **d}
+
+    return describe(model)

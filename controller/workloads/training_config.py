@@ -34,6 +34,8 @@ class TrainingConfig(_Strict):
     small_weight_eps: float = Field(0.1, ge=0)
     clip_weights: float | None = Field(1.0, gt=0)
     augment_shift_px: int = Field(0, ge=0, le=8)  # random translation of training images
+    train_images: int | None = Field(None, ge=1)  # the first N training images (None: all)
+    eval_images: int | None = Field(None, ge=1)  # accuracy reported on the first N test images
     seed: int = Field(0, ge=0)
     split_seed: int = Field(0, ge=0)
 
@@ -46,7 +48,11 @@ class HardwareAwareConfig(_Strict):
     goes through ``forward`` (by default the twin's MVM periphery: DAC/ADC quantisation,
     output noise), Gaussian weight noise is injected at every step (``weight_noise``,
     ``noise_std`` relative to the layer's max |w|, aihwkit's weight modifier) and weights are
-    clipped at ``clip_weights`` (the paper clips at 1.0 during analog fine-tuning).
+    clipped at ``clip_weights`` (the paper clips at 1.0 during analog fine-tuning), or, with
+    ``clip_sigma``, at that many standard deviations of each layer's weights (aihwkit's
+    ``LAYER_GAUSSIAN`` clipping, as Joshi 2020 clips). ``train_images``: fine-tune on the first
+    N training images only (None: all); ``eval_images``: report accuracy on the first N test
+    images (None: all).
     """
 
     epochs: int = Field(5, ge=1, le=1000)
@@ -57,5 +63,8 @@ class HardwareAwareConfig(_Strict):
     weight_noise: Literal["add_normal", "mult_normal"] = "add_normal"
     noise_std: float = Field(0.05, ge=0)
     clip_weights: float | None = Field(1.0, gt=0)
+    clip_sigma: float | None = Field(None, gt=0)
     forward: IOConfig = Field(default_factory=IOConfig)
+    train_images: int | None = Field(None, ge=1)
+    eval_images: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)

@@ -5,7 +5,11 @@
   -> Flatten -> Linear(192->10) -> LogSoftmax on MNIST: 72 + 864 + 1,920 = 2,856 weights. It is
   bias-free, as in the paper: every parameter is a crossbar weight (a bias would be digital).
 - ``mnist_mlp``: 784-256-128-10 with ReLUs on MNIST (235,146 parameters; biases digital).
-- ``digits_mlp``: 64-32-10 on scikit-learn's 8x8 digits, small enough for fast tests.
+- ``digits_mlp``: 64-32-10 on scikit-learn's 8x8 digits, small enough for fast tests;
+- ``resnet32``: Joshi et al. 2020's ResNet-32 (:mod:`controller.workloads.resnet`: 3 stages of
+  5 basic blocks, 16/32/64 channels, batch norm; 464,144 crossbar weights) on Fashion-MNIST
+  (Debian's ``dataset-fashion-mnist``). Its recipes fit two CPU cores: a training subset and
+  few epochs (README, "ResNet-32 on Fashion-MNIST").
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from controller.workloads.datasets import DatasetName
+from controller.workloads.resnet import resnet32
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 
 
@@ -72,6 +77,7 @@ class Workload:
     build: Callable[[], nn.Sequential]
     training: TrainingConfig
     hardware_aware: HardwareAwareConfig
+    channels_last: bool = False  # digital training in channels-last memory (faster convolutions)
 
 
 # The paper's options: push |w| above eps = 0.1 (small weights cannot be represented on the
@@ -95,6 +101,16 @@ WORKLOADS: dict[str, Workload] = {
         "digits_mlp", "digits", (1, 8, 8), digits_mlp,
         TrainingConfig(epochs=30, batch_size=32, lr=0.01, small_weight_penalty=0.0),
         HardwareAwareConfig(epochs=5, lr=0.002),
+    ),
+    "resnet32": Workload(
+        "resnet32", "fashion_mnist", (1, 28, 28), resnet32,
+        TrainingConfig(epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
+                       weight_decay=5e-4, clip_weights=None, augment_shift_px=2,
+                       train_images=20000),
+        HardwareAwareConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd",
+                            weight_noise="add_normal", noise_std=0.038, clip_weights=None,
+                            clip_sigma=2.5, train_images=4000),
+        channels_last=True,
     ),
 }  # fmt: skip
 

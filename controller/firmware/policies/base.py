@@ -192,12 +192,19 @@ class ChipView(Protocol):
     last_report: MonitorReport | None
 
 
+#: Drift compensations a policy may ask for at inference (``compensation``): "gdc", global drift
+#: compensation (one factor per tile); "adabs", adaptive batch-norm statistics (Joshi 2020,
+#: re-estimated through the chip on calibration images); "gdc_adabs", both. Built by
+#: ``controller.workloads.adabs.make_compensation``.
+COMPENSATIONS = ("gdc", "adabs", "gdc_adabs")
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A correction policy (see the module docstring for the call order)."""
 
     name: str
-    compensation: str | None  # drift compensation at inference: None or "gdc"
+    compensation: str | None  # drift compensation at inference: None or one of COMPENSATIONS
 
     def start(self, view: ChipView) -> None: ...
 

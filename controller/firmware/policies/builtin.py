@@ -19,7 +19,8 @@
 
 Each is built from its parameter model (:mod:`controller.firmware.policies.params`: types,
 units, defaults, limits and meanings; ``pcm-twin policies`` lists them). Every correction
-policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, or none) and the
+policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, "adabs",
+"gdc_adabs" or none; ``none`` and ``gdc`` take it too) and the
 pulse scheme's ``tolerance`` (weight units); those that probe also ``method`` and
 ``rows_fraction`` (share of rows probed per wake-up, round-robin).
 """

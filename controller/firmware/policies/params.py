@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from controller.firmware.durations import format_duration, parse_duration_s
+from controller.firmware.policies.base import COMPENSATIONS
 
 DAY_S = 86400.0
 
@@ -51,12 +52,17 @@ def _compensation(value: Any) -> Any:
     return None if value in ("none", "") else value
 
 
-#: Drift compensation at inference: ``gdc`` (one factor per tile) or none.
+#: Drift compensation at inference: ``gdc`` (one factor per tile), ``adabs`` (batch-norm
+#: statistics re-estimated through the chip, Joshi 2020), ``gdc_adabs`` (both) or none.
 Compensation = Annotated[
-    Literal["gdc"] | None,
+    Literal["gdc", "adabs", "gdc_adabs"] | None,
     BeforeValidator(_compensation),
-    WithJsonSchema({"enum": ["gdc", "none", None]}),
+    WithJsonSchema({"enum": [*COMPENSATIONS, "none", None]}),
 ]
+_COMPENSATION_DOC = (
+    "drift compensation at inference: gdc (one factor per tile), adabs (batch-norm statistics "
+    "re-estimated through the chip), gdc_adabs (both) or none"
+)
 
 
 def _param(default: Any, description: str, unit: str = "", **limits: Any) -> Any:
@@ -75,17 +81,13 @@ class PolicyParams(BaseModel):
 class NoneParams(PolicyParams):
     """``none``: the raw chip."""
 
-    compensation: Compensation = _param(
-        None, "drift compensation at inference: gdc (one factor per tile) or none"
-    )
+    compensation: Compensation = _param(None, _COMPENSATION_DOC)
 
 
 class GDCParams(PolicyParams):
     """``gdc``: global drift compensation, no correction."""
 
-    compensation: Compensation = _param(
-        "gdc", "drift compensation at inference: gdc (one factor per tile) or none"
-    )
+    compensation: Compensation = _param("gdc", _COMPENSATION_DOC)
 
 
 class _Verified(GDCParams):

@@ -1,15 +1,13 @@
-"""Drift compensation (global, per column) and adaptive batch-norm statistics."""
+"""Drift compensation: global and per column (AdaBS: test_adabs.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from controller.workloads.compensation import DriftCompensation
 from controller.workloads.mapping import chip_mvm, map_network, program_mapped
-from controller.workloads.network import NetworkDescription
 from device_twin import Chip
 from tests.controller.workloads.conftest import ideal_chip_config
 
@@ -65,34 +63,3 @@ def test_measuring_before_calibrating_is_refused(random_paper_cnn):
     mapped, chip = _programmed(random_paper_cnn, ideal_chip_config(3))
     with pytest.raises(RuntimeError, match="calibrate"):
         DriftCompensation(mapped).measure(chip_mvm(chip, 1.0))
-
-
-def _bn_net() -> NetworkDescription:
-    torch.manual_seed(1)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                      nn.Linear(144, 10), nn.LogSoftmax(dim=1))  # fmt: skip
-    return NetworkDescription.from_torch(m.eval(), (1, 8, 8))
-
-
-def test_adaptive_batchnorm_measures_the_current_activations():
-    """AdaBS sets each BN layer's statistics to those of its current input on the given images."""
-    desc = _bn_net()
-    x = torch.rand(64, 1, 8, 8)
-    mapped, chip = _programmed(desc, ideal_chip_config(2, drift=1.0))
-    comp = DriftCompensation(mapped, "global", batchnorm_x=x)
-    comp.calibrate(chip_mvm(chip, 1.0))
-    comp.measure(chip_mvm(chip, 1.0))
-    with torch.no_grad():
-        conv_out = desc.to_torch()[0](x)
-    mean, var = comp.bn_stats["1"]
-    # (1 s of drift: the chip reads 0.2 % below the programmed weights)
-    assert torch.allclose(mean, conv_out.mean(dim=(0, 2, 3)), rtol=0.01, atol=1e-4)
-    assert torch.allclose(var, conv_out.var(dim=(0, 2, 3), unbiased=False), rtol=0.02, atol=1e-5)
-    # after a year of drift without global factors, AdaBS alone restores the BN output scale
-    plain = DriftCompensation(mapped, "global", batchnorm_x=x)
-    plain.calibrate(chip_mvm(chip, 2.0))
-    plain.factors = {}  # no drift factors: only the re-estimated statistics
-    plain.bn_stats = {}
-    mapped.forward(x, chip_mvm(chip, 3.15e7), plain, adapt_bn=True)
-    year_mean, _ = plain.bn_stats["1"]
-    assert float(year_mean.abs().sum()) < 0.9 * float(mean.abs().sum())

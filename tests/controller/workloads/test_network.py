@@ -128,3 +128,60 @@ def test_with_weights_revalidates_shapes():
     assert np.array_equal(desc.with_weights({"fc": w}).layers[7].weight.to_numpy(), w)
     with pytest.raises(ValidationError, match="fc"):
         desc.with_weights({"fc": np.ones((10, 191), np.float32)})
+
+
+def _conv(name: str, c_in: int, c_out: int, k: int = 3, pad: int = 1) -> dict:
+    w = Tensor.from_array(np.zeros((c_out, c_in, k, k), np.float32))
+    return {"kind": "Conv2d", "name": name, "in_channels": c_in, "out_channels": c_out,
+            "kernel_size": k, "padding": pad, "weight": w}  # fmt: skip
+
+
+def _residual(body: list, shortcut: list | None = None, name: str = "block") -> dict:
+    return {"kind": "Residual", "name": name, "body": body, "shortcut": shortcut or []}
+
+
+def test_residual_blocks_are_validated_like_the_network():
+    """Inside a residual block, errors name the block and the inner layer; the body and the
+    shortcut must give the same shape; names are unique across the whole network."""
+
+    def desc(layers: list) -> NetworkDescription:
+        return NetworkDescription(input_shape=(2, 6, 6), layers=layers)
+
+    ok = desc([_residual([_conv("c1", 2, 4), {"kind": "ReLU", "name": "r"}],
+                         [_conv("proj", 2, 4, 1, 0)])])  # fmt: skip
+    assert ok.output_shape == (4, 6, 6)
+    assert [la.name for la in ok.walk()] == ["block", "c1", "r", "proj"]
+    assert [la.name for _, la in ok.analog_layers()] == ["c1", "proj"]
+    with pytest.raises(ValidationError, match=r"layer 0 \('block', Residual\): body gives "
+                       r"\(4, 6, 6\) but shortcut gives \(2, 6, 6\)"):  # fmt: skip
+        desc([_residual([_conv("c1", 2, 4)])])
+    with pytest.raises(ValidationError, match=r"body: layer 1 \('c2', Conv2d\): expects 2 input"):
+        desc([_residual([_conv("c1", 2, 4), _conv("c2", 2, 2)])])
+    with pytest.raises(ValidationError, match=r"name already used"):
+        desc([_residual([_conv("c1", 2, 2)]), _conv("c1", 2, 2)])
+
+
+def test_residual_blocks_travel_as_protos_and_nest_only_so_deep():
+    """A block survives the proto round trip; a proto nesting blocks deeper than
+    MAX_NESTING is refused with a message, not a stack overflow."""
+    block = _residual([_conv("c1", 2, 2), {"kind": "ReLU", "name": "r"}])
+    d = NetworkDescription(input_shape=(2, 4, 4), layers=[block, {"kind": "ReLU", "name": "out"}])
+    assert NetworkDescription.from_proto(d.to_proto()) == d
+    msg = network_pb2.NetworkDescription(input_shape=[2, 4, 4])
+    inner = msg.layers.add(name="b0").residual
+    for i in range(1, 12):
+        inner = inner.body.add(name=f"b{i}").residual
+    inner.body.add(name="r").relu.SetInParent()
+    with pytest.raises(ValueError, match="nest deeper than 8"):
+        NetworkDescription.from_proto(msg)
+
+
+def test_with_weights_reaches_into_residual_blocks():
+    """Replacing an analog layer's weights inside a block keeps the rest and re-validates."""
+    d = NetworkDescription(input_shape=(2, 4, 4), layers=[_residual([_conv("c1", 2, 2)])])
+    w = np.ones((2, 2, 3, 3), np.float32)
+    assert np.array_equal(d.with_weights({"c1": w}).layers[0].body[0].weight.to_numpy(), w)
+    with pytest.raises(ValueError, match="not an analog layer"):
+        d.with_weights({"block": w})
+    with pytest.raises(ValidationError):
+        d.with_weights({"c1": np.ones((2, 2, 1, 1), np.float32)})
