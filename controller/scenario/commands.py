@@ -3,7 +3,7 @@
 
 Exit codes: 0 success, 1 an invalid scenario or grid (every problem printed with its field
 path and line) or a run folder that cannot be resumed, 2 a run that failed (a policy error,
-an unreachable twin).
+an unreachable twin), 130 interrupted (Ctrl-C; the ``--resume`` command is printed).
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
-from controller.scenario.results import CheckpointError, format_energy_pj, summary_table_rows
+from controller.scenario.results import (
+    Checkpoint,
+    CheckpointError,
+    format_energy_pj,
+    summary_table_rows,
+)
 from controller.scenario.yamlio import load_yaml
 
 # The schema, runner, resume and sweep modules are imported inside the commands that use
@@ -29,6 +34,7 @@ from controller.scenario.yamlio import load_yaml
 
 EXIT_INVALID = 1
 EXIT_FAILED = 2
+EXIT_INTERRUPTED = 130
 
 
 def make_console() -> Console:
@@ -150,6 +156,21 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def interrupted(name: str, run_dir: Path, console: Console) -> int:
+    """Ctrl-C: say what is kept and how to finish (exit 130, as a shell does for SIGINT)."""
+    ckpt = Checkpoint(run_dir)
+    try:
+        meta = ckpt.load()
+        kept = f"{len(ckpt.saved())} of {len(meta['tasks'])} (variant, seed) run(s) kept"
+    except CheckpointError:
+        console.print(f"{name}: interrupted before anything was kept", markup=False)
+        return EXIT_INTERRUPTED
+    console.print(f"{name}: interrupted; {kept} in {run_dir}/checkpoint/\n"
+                  f"  finish it with: pcm-twin run --resume {run_dir}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    return EXIT_INTERRUPTED
+
+
 def run_command(
     file: Path | None, out: Path | None, twin: str | None, variants: Sequence[str] | None,
     console: Console, progress: bool = True, workers: int | None = None,
@@ -199,6 +220,8 @@ def run_command(
     except CheckpointError as exc:  # the folder is being written by another run
         console.print(str(exc), markup=False, soft_wrap=True)
         return EXIT_INVALID
+    except KeyboardInterrupt:
+        return interrupted(loaded.name, out_dir, console)
     except Exception as exc:  # a policy error, the twin gone: say what, keep the traceback out
         console.print(
             f"{loaded.name}: run failed: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True
@@ -260,6 +283,8 @@ def resume_command(
     except ScenarioInvalid as exc:
         console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return EXIT_INVALID
+    except KeyboardInterrupt:
+        return interrupted(name, run_dir, console)
     except Exception as exc:  # a policy error, the twin gone: say what, keep the traceback out
         console.print(f"{name}: run failed: {type(exc).__name__}: {exc}\n"
                       f"  finish it with: pcm-twin run --resume {run_dir}",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue as queue_mod
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -47,6 +49,40 @@ def sim_threads(n: int = SIM_TORCH_THREADS) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+@contextmanager
+def children_ignore_sigint() -> Iterator[None]:
+    """Processes started inside ignore SIGINT, as ``SIG_IGN`` survives ``exec`` (a handler
+    would not). A terminal's Ctrl-C reaches the whole process group: the workers, busy
+    importing torch or in a run, would each print a traceback. This process alone hears it,
+    and stops them (:func:`stop_children`). A Ctrl-C while the workers are being started
+    (the submits: milliseconds) is not heard."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def stop_children(pool: ProcessPoolExecutor | None, grace_s: float = 2.0) -> None:
+    """Drop the runs not started and end every child process now (SIGTERM, then SIGKILL
+    after ``grace_s``): what they were doing is lost, what they finished is checkpointed."""
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+    children = mp.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
 
 
 # --- worker processes --------------------------------------------------------------------------
@@ -96,41 +132,48 @@ def run_all(
                 on_result(i, run_seed(client, p, k, p.variant.core.seed, report))
         return
     ctx = mp.get_context("spawn")  # torch and gRPC do not survive fork()
-    manager = ctx.Manager() if report is not None else None
-    q = manager.Queue() if manager is not None else None
+    manager = pool = q = None
     error: BaseException | None = None
     try:
-        n = min(workers, len(tasks))
-        init = (twin_address, q)
-        with ProcessPoolExecutor(n, ctx, initializer=_worker_init, initargs=init) as pool:
+        with children_ignore_sigint():
+            manager = ctx.Manager() if report is not None else None
+            q = manager.Queue() if manager is not None else None
+            n = min(workers, len(tasks))
+            pool = ProcessPoolExecutor(n, ctx, initializer=_worker_init, initargs=(twin_address, q))
             # longest first: the makespan is set by the runs with the most wake-ups
             order = sorted(tasks, key=lambda t: -t[1].expected_wakeups())
             futures = {pool.submit(_worker_run, p, k, p.variant.core.seed): i
                        for i, p, k in order}  # fmt: skip
-            pending = set(futures)
-            while pending:
-                # progress twice a second is plenty; the workers need the CPU
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                while q is not None:
-                    try:
-                        update = q.get_nowait()
-                    except queue_mod.Empty:
-                        break
-                    if report is not None:
-                        report(*update)
-                for f in done:
-                    if f.cancelled():
-                        continue
-                    try:
-                        result = f.result()
-                    except BaseException as exc:  # noqa: BLE001 - re-raised below
-                        if error is None:
-                            error = exc
-                            for other in pending:
-                                other.cancel()  # not started yet: dropped
-                        continue
-                    on_result(futures[f], result)
+        pending = set(futures)
+        while pending:
+            # progress twice a second is plenty; the workers need the CPU
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while q is not None:
+                try:
+                    update = q.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if report is not None:
+                    report(*update)
+            for f in done:
+                if f.cancelled():
+                    continue
+                try:
+                    result = f.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    if error is None:
+                        error = exc
+                        for other in pending:
+                            other.cancel()  # not started yet: dropped
+                    continue
+                on_result(futures[f], result)
+    except KeyboardInterrupt:
+        stop_children(pool)  # at once: a run cut off restarts from its seed's start anyway
+        pool = None
+        raise
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         if manager is not None:
             manager.shutdown()
     if error is not None:

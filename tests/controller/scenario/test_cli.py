@@ -111,3 +111,20 @@ def test_policies_lists_parameters_with_units_and_defaults() -> None:
     data = json.loads(runner.invoke(app, ["policies", "--json", "threshold"]).output)
     assert [p["name"] for p in data] == ["threshold"]
     assert runner.invoke(app, ["policies", "tresholdd"]).exit_code == 1
+
+
+def test_the_command_line_keeps_grpc_info_logs_off_the_terminal() -> None:
+    """Importing the command line sets GRPC_VERBOSITY=ERROR unless the user set it (gRPC's
+    INFO lines such as "Got goaway" are for debugging, not a researcher's terminal); worker
+    processes inherit it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, controller.cli; print(os.environ['GRPC_VERBOSITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ERROR", run.stderr
+    env["GRPC_VERBOSITY"] = "INFO"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "INFO", run.stderr
