@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
+from controller.scenario.progress import PointsBar
 from controller.scenario.results import (
     Checkpoint,
     CheckpointError,
@@ -154,6 +155,48 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def print_sweep(name: str, report: Any, console: Console) -> None:
+    """The sweep's table (every point of its folder) and what it holds, what it leaves out,
+    what failed and what was written."""
+    table = report.table
+    if table is not None and not table.empty:
+        keys = list(table.columns[1 : table.columns.get_loc("variant")])
+        t = Table(title=f"{name}: sweep ({len(report.ran)} ran, {len(report.skipped)} "
+                  "already complete)", title_justify="left")  # fmt: skip
+        for col in [k.rsplit(".", 1)[-1] for k in keys] + ["variant", "final acc. (%)",
+                                                           "loss (pts)", "upkeep energy",
+                                                           "corrections"]:  # fmt: skip
+            t.add_column(col, justify="right")
+        for _, row in table.iterrows():
+            t.add_row(*[str(row[k]) for k in keys], str(row["variant"]),
+                      f"{100 * row['accuracy_final_mean']:.1f} ± "
+                      f"{100 * row['accuracy_final_std']:.1f}",
+                      f"{100 * row['accuracy_loss']:.2f}",
+                      format_energy_pj(row["upkeep_energy_pj"]),
+                      f"{row['corrections']:.0f}")  # fmt: skip
+        console.print(t)
+    say = [f"  {line}" for line in sweep_coverage(report)]
+    say += [f"  FAILED {point}: {err}" for point, err in report.failed.items()]
+    files = ", ".join([*report.written, "runs/"])
+    if not report.written:
+        files += "; no table: no point is complete"
+    say.append(f"wrote {report.out_dir}/ ({files}) in {report.wall_s:.1f} s")
+    for line in say:
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def sweep_coverage(report: Any) -> list[str]:
+    """What the sweep table holds beyond this grid, and the run folders it leaves out."""
+    lines = []
+    if report.earlier:
+        lines.append(f"the table also holds {len(report.earlier)} point(s) of earlier grids in "
+                     f"this folder (in_grid = False): {', '.join(report.earlier)}")  # fmt: skip
+    if report.left_out:
+        lines.append(f"not in the table: {len(report.left_out)} run folder(s) of runs/: " +
+                     "; ".join(f"{d} ({why})" for d, why in report.left_out.items()))  # fmt: skip
+    return lines
 
 
 def interrupted(name: str, run_dir: Path, console: Console) -> int:
@@ -330,37 +373,23 @@ def sweep_command(
     console.print(f"{loaded.name}: sweep of {points} point(s) over {over} on {where}",
                   markup=False, soft_wrap=True)  # fmt: skip
 
-    def done(name: str) -> None:
-        console.print(f"  finished {name}", markup=False, soft_wrap=True)
-
+    bar = PointsBar(console)
     try:
         report = run_sweep(raw, list(axes.values()), out, workers=workers, dask=dask,
-                           twin_address=twin, on_done=done)  # fmt: skip
+                           twin_address=twin, on_start=bar.start, on_done=bar.done,
+                           policy_dir=str(file.resolve().parent))  # fmt: skip
     except ScenarioInvalid as exc:
         console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return EXIT_INVALID
-    except ValueError as exc:
+    except ValueError as exc:  # a bad grid; a sweep folder the Dask workers do not see
         console.print(f"{file}: {exc}", markup=False, soft_wrap=True)
         return EXIT_INVALID
-    table = report.table
-    if table is not None and not table.empty:
-        t = Table(title=f"{loaded.name}: sweep ({len(report.ran)} ran, "
-                  f"{len(report.skipped)} already complete)", title_justify="left")  # fmt: skip
-        keys = [a for a in axes]
-        for col in [k.rsplit(".", 1)[-1] for k in keys] + ["variant", "final acc. (%)",
-                                                           "loss (pts)", "upkeep energy",
-                                                           "corrections"]:  # fmt: skip
-            t.add_column(col, justify="right")
-        for _, row in table.iterrows():
-            t.add_row(*[str(row[k]) for k in keys], str(row["variant"]),
-                      f"{100 * row['accuracy_final_mean']:.1f} ± "
-                      f"{100 * row['accuracy_final_std']:.1f}",
-                      f"{100 * row['accuracy_loss']:.2f}",
-                      format_energy_pj(row["upkeep_energy_pj"]),
-                      f"{row['corrections']:.0f}")  # fmt: skip
-        console.print(t)
-    for name, err in report.failed.items():
-        console.print(f"  FAILED {name}: {err}", markup=False, soft_wrap=True)
-    console.print(f"wrote {report.out_dir}/ (sweep.csv, front.png, runs/) in "
-                  f"{report.wall_s:.1f} s", markup=False, soft_wrap=True)  # fmt: skip
+    except KeyboardInterrupt:
+        console.print(f"{loaded.name}: sweep interrupted; {bar.finished} point(s) finished "
+                      "now are kept (with those complete before): run the same command again "
+                      "to run the others", markup=False, soft_wrap=True)  # fmt: skip
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    print_sweep(loaded.name, report, console)
     return EXIT_FAILED if report.failed else 0

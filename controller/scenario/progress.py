@@ -1,4 +1,5 @@
-"""The run's progress bar: simulated time summed over every variant and seed.
+"""The progress bars: a run's over simulated time summed over every variant and seed, and a
+sweep's over grid points (:class:`PointsBar`).
 
 A seed run reports ``progress(variant, seed index, simulated time now, duration)``
 (:data:`ProgressFn`); :class:`ProgressBar` draws those reports as one rich bar, whether the
@@ -9,7 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from controller.scenario.durations import format_duration
 from controller.scenario.loader import LoadedScenario
@@ -47,3 +56,41 @@ class ProgressBar:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class PointsBar:
+    """A sweep's progress: grid points finished (and failed) out of those to run, and each
+    failure as it happens, above the bar."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.finished = 0
+        self.failed = 0
+
+    def start(self, todo: int) -> None:
+        if todo == 0:
+            return
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+            refresh_per_second=2,
+        )  # fmt: skip
+        self.task = self.progress.add_task("grid points", total=todo)
+        self.progress.start()
+
+    def done(self, point: str, error: str | None) -> None:
+        self.finished += error is None
+        self.failed += error is not None
+        if self.progress is None:
+            return
+        if error is not None:
+            self.progress.console.print(f"  FAILED {point}: {error}", markup=False,
+                                        soft_wrap=True)  # fmt: skip
+        failed = f", {self.failed} failed" if self.failed else ""
+        self.progress.update(self.task, advance=1, description=f"grid points ({point}{failed})")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -9,9 +9,18 @@ skips complete runs and re-runs the others, so an interrupted sweep resumes wher
 
 Runs execute locally in worker processes (``--workers N``, spawned, so each has its own torch
 and embedded twin) or on a Dask distributed cluster (``--dask ADDRESS``, or a
-``dask.distributed.Client`` passed in). When all are done the sweep writes one combined table
-(``sweep.csv`` and ``sweep.parquet``: one row per run and variant) and ``front.png``
-(correction energy versus accuracy loss, the Pareto front marked).
+``dask.distributed.Client`` passed in): :mod:`~controller.scenario.sweep_workers`. The sweep
+folder is made absolute here, in the client; on Dask it must be on a file system the client
+and every worker share (checked before anything runs), and a point counts as done only when
+the client sees its complete run.
+
+When all are done the sweep writes one combined table (``sweep.csv`` and ``sweep.parquet``:
+one row per run and variant) and ``front.png`` (upkeep energy versus accuracy loss, the
+Pareto front marked). The table covers every point of the folder: this grid's, and the
+complete points of earlier grids that the scenario as it is now still gives (each point's
+grid values are in its ``point.json``; ``in_grid`` tells them apart); a run folder left out
+(made from another version of the scenario, incomplete, unknown values) is named in
+``sweep.json`` and by ``pcm-twin sweep``.
 """
 
 from __future__ import annotations
@@ -19,11 +28,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +41,8 @@ from controller.scenario.loader import ScenarioInvalid, ScenarioIssue, load_scen
 from controller.scenario.plots import plot_front
 from controller.scenario.results import atomic_write_text, content_hash, dumps_json, is_complete
 from controller.scenario.runner import run_to_folder
+from controller.scenario.sweep_workers import PointJob, RunFn, execute
 from controller.scenario.yamlio import dump_yaml, load_yaml
-
-#: A run function: (scenario mapping, run folder, twin address or None) -> run folder.
-RunFn = Callable[[dict[str, Any], str, "str | None"], str]
 
 
 @dataclass(frozen=True)
@@ -102,14 +108,19 @@ class SweepRun:
 
 @dataclass
 class SweepReport:
-    """What a sweep did: every run, which ones ran now, which were already complete."""
+    """What a sweep did: every point of its grid, which ran now, which were already
+    complete, which failed; the points of earlier grids in its table and the run folders
+    left out of it, with the reason; the files written."""
 
     out_dir: Path
     runs: list[SweepRun]
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    earlier: list[str] = field(default_factory=list)  # complete points of earlier grids
+    left_out: dict[str, str] = field(default_factory=dict)  # run folders not in the table
     table: pd.DataFrame | None = None
+    written: list[str] = field(default_factory=list)  # the files of the table, if any
     wall_s: float = 0.0
 
 
@@ -152,79 +163,101 @@ def plan_sweep(raw: dict[str, Any], axes: Sequence[GridAxis], out_dir: Path) -> 
     return runs
 
 
-def run_point(scenario: dict[str, Any], out_dir: str, twin_address: str | None = None) -> str:
-    """Run one grid point's scenario into ``out_dir`` (in a worker process or on Dask)."""
-    run_to_folder(load_scenario(scenario), Path(out_dir), twin_address=twin_address,
-                  scenario_text=dump_yaml(scenario), progress=False,
+def run_point(
+    scenario: dict[str, Any], out_dir: str, twin_address: str | None = None,
+    policy_dir: str | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """Run one grid point's scenario into ``out_dir`` (in a worker process or on Dask; a
+    user policy's relative path is ``policy_dir``'s); says where it ran."""
+    run_to_folder(load_scenario(scenario, base_dir=policy_dir), Path(out_dir),
+                  twin_address=twin_address, scenario_text=dump_yaml(scenario), progress=False,
                   complete_key=content_hash(scenario))  # fmt: skip
-    return out_dir
+    return {"out_dir": out_dir, "host": socket.gethostname()}
 
 
-def _execute(
-    todo: list[SweepRun], run_fn: RunFn, workers: int, dask: Any, twin_address: str | None,
-    report: SweepReport, on_done: Callable[[str], None] | None,
-) -> None:  # fmt: skip
-    def finished(name: str, error: BaseException | None) -> None:
-        if error is None:
-            report.ran.append(name)
-        else:
-            report.failed[name] = f"{type(error).__name__}: {error}"
-        if on_done is not None:
-            on_done(name)
+def get_dotted(data: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of ``data`` (None where a part is missing)."""
+    cur: Any = data
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
 
-    args = [(r.scenario, str(r.out_dir), twin_address) for r in todo]
-    if dask is not None:
-        # dask is optional (only ``--dask``) and slow to import: here, not at the top
-        from dask.distributed import Client
-        from dask.distributed import as_completed as dask_completed
 
-        client = dask if isinstance(dask, Client) else Client(dask)
+def _summary_rows(name: str, point: dict[str, Any], summary: dict[str, Any]) -> list[dict]:
+    rows = []
+    for vname, v in summary["variants"].items():
+        row: dict[str, Any] = {"run": name, **point, "variant": vname}
+        row["label"] = name if len(summary["variants"]) == 1 else f"{name}/{vname}"
+        row["accuracy_first_mean"] = v["accuracy_mean"][0]
+        row["accuracy_final_mean"] = v["accuracy_mean"][-1]
+        row["accuracy_final_std"] = v["accuracy_std"][-1]
+        for key in ("accuracy_loss", "upkeep_energy_pj", "upkeep_energy_pj_std",
+                    "corrections", "correction_pulses", "availability"):  # fmt: skip
+            row[key] = v.get(key)
+        rows.append(row)
+    return rows
+
+
+POINT_FILE = "point.json"
+
+
+@dataclass
+class FolderPoints:
+    """The points of a sweep folder: those of this grid, the complete ones of earlier grids
+    that the study (the scenario as it is now) still gives, and the run folders left out."""
+
+    runs: list[SweepRun]
+    earlier: list[SweepRun] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # folder name -> why
+
+
+def folder_points(raw: dict[str, Any], runs: Sequence[SweepRun], out_dir: Path) -> FolderPoints:
+    """Every point of ``out_dir/runs/``: this grid's ``runs``; a run folder of an earlier
+    grid counts when it is complete with the key the scenario ``raw`` gives its point now
+    (its ``point.json``); the others are left out, each with the reason."""
+    found = FolderPoints(list(runs))
+    mine = {r.out_dir.name for r in runs}
+    folder = out_dir / "runs"
+    for d in sorted(folder.iterdir() if folder.is_dir() else []):
+        if not d.is_dir() or d.name in mine:
+            continue
         try:
-            futures = {
-                client.submit(run_fn, *a, key=f"pcm-twin-{r.name}-{r.key}", pure=False): r.name
-                for r, a in zip(todo, args, strict=True)
-            }
-            for fut in dask_completed(futures):
-                exc = fut.exception()
-                finished(futures[fut], exc)
-        finally:
-            if client is not dask:
-                client.close()
-        return
-    if workers <= 1:
-        for r, a in zip(todo, args, strict=True):
-            try:
-                run_fn(*a)
-            except Exception as exc:  # one failed point must not lose the others
-                finished(r.name, exc)
-            else:
-                finished(r.name, None)
-        return
-    # spawned workers: torch and gRPC do not survive fork() of a process that used them
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futs = {pool.submit(run_fn, *a): r.name for r, a in zip(todo, args, strict=True)}
-        for fut in as_completed(futs):
-            finished(futs[fut], fut.exception())
+            point = json.loads((d / POINT_FILE).read_text(encoding="utf-8"))["point"]
+        except (OSError, ValueError, KeyError, TypeError):
+            found.left_out[d.name] = f"no {POINT_FILE}: its grid values are not known"
+            continue
+        scenario = raw
+        try:
+            for k, v in point.items():
+                scenario = set_dotted(scenario, k, v)
+        except ValueError as exc:
+            found.left_out[d.name] = str(exc)
+            continue
+        key = content_hash(scenario)
+        if is_complete(d, key):
+            found.earlier.append(SweepRun(d.name, dict(point), scenario, d, key))
+        elif is_complete(d):
+            found.left_out[d.name] = "made from another version of the scenario"
+        else:
+            found.left_out[d.name] = "not complete"
+    return found
 
 
-def combined_table(runs: Sequence[SweepRun]) -> pd.DataFrame:
-    """One row per run and variant: the grid values, then the variant's summary figures."""
+def folder_table(raw: dict[str, Any], points: FolderPoints) -> pd.DataFrame:
+    """The sweep table of every point in the folder (:func:`folder_points`): a point of an
+    earlier grid gets, for a key it did not vary, the scenario's own value (what it ran with);
+    ``in_grid`` says whether the point is in this grid."""
+    keys: list[str] = []
+    for r in [*points.runs, *points.earlier]:
+        keys += [k for k in r.point if k not in keys]
     rows: list[dict[str, Any]] = []
-    for r in runs:
+    for r, in_grid in [(r, True) for r in points.runs] + [(r, False) for r in points.earlier]:
         path = r.out_dir / "summary.json"
         if not path.is_file():
             continue
-        summary = json.loads(path.read_text())
-        for vname, v in summary["variants"].items():
-            row: dict[str, Any] = {"run": r.name, **r.point, "variant": vname}
-            row["label"] = r.name if len(summary["variants"]) == 1 else f"{r.name}/{vname}"
-            row["accuracy_first_mean"] = v["accuracy_mean"][0]
-            row["accuracy_final_mean"] = v["accuracy_mean"][-1]
-            row["accuracy_final_std"] = v["accuracy_std"][-1]
-            for key in ("accuracy_loss", "upkeep_energy_pj", "upkeep_energy_pj_std",
-                        "corrections", "correction_pulses", "availability"):  # fmt: skip
-                row[key] = v.get(key)
-            rows.append(row)
+        point = {k: r.point[k] if k in r.point else get_dotted(raw, k) for k in keys}
+        for row in _summary_rows(r.name, point, json.loads(path.read_text())):
+            rows.append({**row, "in_grid": in_grid})
     return pd.DataFrame(rows)
 
 
@@ -237,17 +270,24 @@ def run_sweep(
     dask: Any = None,
     twin_address: str | None = None,
     run_fn: RunFn = run_point,
-    on_done: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[str, str | None], None] | None = None,
+    policy_dir: str | None = None,
 ) -> SweepReport:
     """Run (or resume) a sweep; see the module docstring. ``dask``: a scheduler address or a
-    ``dask.distributed.Client``; ``run_fn`` runs one point (default: a real scenario run)."""
+    ``dask.distributed.Client``; ``run_fn`` runs one point (default: a real scenario run);
+    ``on_start(points to run)`` and ``on_done(point, error or None)`` follow it. A user
+    policy's relative path is the scenario file's folder's (``policy_dir`` for a mapping)."""
     if isinstance(source, dict):
-        raw = source
+        raw = dict(source)
     else:
         raw = load_yaml(Path(source).read_text(encoding="utf-8"))
         load_scenario(source)  # the file itself, with its line numbers, first
+        policy_dir = policy_dir or str(Path(source).resolve().parent)
+    raw.pop("sweep", None)  # the grid is the axes; the points' scenarios do not hold it
     name = str(raw.get("name", "sweep"))
     out = Path(out_dir) if out_dir is not None else Path("results") / f"{name}-sweep"
+    out = out.resolve()  # the client's folder, wherever a worker's working directory is
     started = time.perf_counter()
     runs = plan_sweep(raw, axes, out)
     report = SweepReport(out, runs)
@@ -257,15 +297,35 @@ def run_sweep(
             report.skipped.append(r.name)
         else:
             todo.append(r)
-    out.mkdir(parents=True, exist_ok=True)
-    _execute(todo, run_fn, workers, dask, twin_address, report, on_done)
-    table = combined_table(runs)
+        r.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(r.out_dir / POINT_FILE, dumps_json({"point": r.point}))
+
+    def finished(point: str, error: str | None) -> None:
+        if error is None:
+            report.ran.append(point)
+        else:
+            report.failed[point] = error
+        if on_done is not None:
+            on_done(point, error)
+
+    if on_start is not None:
+        on_start(len(todo))
+    jobs = [PointJob(r.name, r.scenario, r.out_dir, r.key) for r in todo]
+    execute(jobs, run_fn, sweep_dir=out, workers=workers, dask=dask, twin_address=twin_address,
+            policy_dir=policy_dir, on_done=finished)  # fmt: skip
+    points = folder_points(raw, runs, out)
+    report.earlier = [r.name for r in points.earlier]
+    report.left_out = points.left_out
+    table = folder_table(raw, points)
     report.table = table
+    for stale in ("sweep.csv", "sweep.parquet", "front.png"):
+        (out / stale).unlink(missing_ok=True)  # never a table of another grid left behind
     if not table.empty:
         table.to_csv(out / "sweep.csv", index=False)
         table.to_parquet(out / "sweep.parquet", index=False)
         plot_front(table, out / "front.png",
-                   f"{name}: correction energy vs accuracy loss ({len(table)} points)")  # fmt: skip
+                   f"{name}: upkeep energy vs accuracy loss ({len(table)} points)")  # fmt: skip
+        report.written = ["sweep.csv", "sweep.parquet", "front.png"]
     report.wall_s = time.perf_counter() - started
     atomic_write_text(
         out / "sweep.json",
@@ -274,6 +334,8 @@ def run_sweep(
             "grid": {a.key: list(a.values) for a in axes},
             "runs": [{"name": r.name, "point": r.point, "key": r.key} for r in runs],
             "ran": report.ran, "skipped": report.skipped, "failed": report.failed,
+            "earlier": report.earlier, "left_out": report.left_out,
+            "table_runs": sorted(set(table["run"])) if not table.empty else [],
         }),
     )  # fmt: skip
     return report
