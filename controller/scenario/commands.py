@@ -21,12 +21,7 @@ from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.progress import PointsBar
-from controller.scenario.results import (
-    Checkpoint,
-    CheckpointError,
-    format_energy_pj,
-    summary_table_rows,
-)
+from controller.scenario.results import Checkpoint, CheckpointError
 from controller.scenario.yamlio import load_yaml
 
 # The schema, runner, resume and sweep modules are imported inside the commands that use
@@ -39,12 +34,9 @@ EXIT_INTERRUPTED = 130
 
 
 def make_console() -> Console:
-    """A console for the tables: a terminal's own width (or ``$COLUMNS``), else wide enough
-    for the summary table (piped output, ``make run`` logs, tests)."""
-    console = Console()
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(width=200)
-    return console
+    """A console for the tables: the terminal's width (or ``$COLUMNS``; 80 when piped). The
+    tables fit 80 columns (:mod:`~controller.scenario.tables`)."""
+    return Console()
 
 
 def schema_command(out: Path | None = None) -> int:
@@ -139,14 +131,15 @@ def validate_command(files: Sequence[Path], console: Console) -> int:
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
-    header, rows = summary_table_rows(summary)
-    table = Table(title=f"{summary['scenario']}: test accuracy (%, mean ± std over seeds) "
-                  "and what correction cost", title_justify="left")  # fmt: skip
-    for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
+    """The run's tables (accuracy with its intervals; final accuracy against the best, and
+    costs) and their footnotes."""
+    from controller.scenario.tables import run_tables
+
+    tables, notes = run_tables(summary, console.width)
+    for table in tables:
+        console.print(table)
+    for note in notes:
+        console.print(f"  {note}", markup=False, highlight=False)
 
 
 def default_workers() -> int:
@@ -160,31 +153,24 @@ def default_workers() -> int:
 def print_sweep(name: str, report: Any, console: Console) -> None:
     """The sweep's table (every point of its folder) and what it holds, what it leaves out,
     what failed and what was written."""
+    from controller.scenario.tables import sweep_table
+
     table = report.table
+    notes: list[str] = []
     if table is not None and not table.empty:
         keys = list(table.columns[1 : table.columns.get_loc("variant")])
-        t = Table(title=f"{name}: sweep ({len(report.ran)} ran, {len(report.skipped)} "
-                  "already complete)", title_justify="left")  # fmt: skip
-        for col in [k.rsplit(".", 1)[-1] for k in keys] + ["variant", "final acc. (%)",
-                                                           "loss (pts)", "upkeep energy",
-                                                           "corrections"]:  # fmt: skip
-            t.add_column(col, justify="right")
-        for _, row in table.iterrows():
-            t.add_row(*[str(row[k]) for k in keys], str(row["variant"]),
-                      f"{100 * row['accuracy_final_mean']:.1f} ± "
-                      f"{100 * row['accuracy_final_std']:.1f}",
-                      f"{100 * row['accuracy_loss']:.2f}",
-                      format_energy_pj(row["upkeep_energy_pj"]),
-                      f"{row['corrections']:.0f}")  # fmt: skip
-        console.print(t)
-    say = [f"  {line}" for line in sweep_coverage(report)]
+        title = (f"{name}: sweep ({len(report.ran)} ran, {len(report.skipped)} already "
+                 "complete)")  # fmt: skip
+        rendered, notes = sweep_table(table, keys, title)
+        console.print(rendered)
+    say = [f"  {line}" for line in notes + sweep_coverage(report)]
     say += [f"  FAILED {point}: {err}" for point, err in report.failed.items()]
     files = ", ".join([*report.written, "runs/"])
     if not report.written:
         files += "; no table: no point is complete"
     say.append(f"wrote {report.out_dir}/ ({files}) in {report.wall_s:.1f} s")
-    for line in say:
-        console.print(line, markup=False, soft_wrap=True)
+    for line in say:  # wrapped at the console's width, the last (a path) left whole
+        console.print(line, markup=False, highlight=False, soft_wrap=line is say[-1])
 
 
 def sweep_coverage(report: Any) -> list[str]:
@@ -371,7 +357,7 @@ def sweep_command(
     where = f"Dask at {dask}" if dask else f"{workers} local worker(s)"
     over = ", ".join(axes) or "(no grid)"
     console.print(f"{loaded.name}: sweep of {points} point(s) over {over} on {where}",
-                  markup=False, soft_wrap=True)  # fmt: skip
+                  markup=False)  # fmt: skip
 
     bar = PointsBar(console)
     try:

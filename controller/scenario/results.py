@@ -54,6 +54,7 @@ import yaml
 
 from controller.firmware.quantities import BEFORE_CORRECTION, UPKEEP_KINDS
 from controller.scenario.durations import format_duration
+from controller.scenario.stats import accuracy_uncertainty, compare_to_best, over_seeds
 
 COMPLETE_MARKER = "COMPLETE"
 #: 2: the firmware's vocabulary (upkeep_energy_pj, correction_pulses, upkeep_energy_kinds)
@@ -208,8 +209,36 @@ def summarise(
             entry[key] = m
             entry[f"{key}_std"] = s
         entry["totals"] = {k: {"mean": m, "std": s} for k, (m, s) in totals.items()}
+        # how sure: 95 % intervals over seeds and over the test images (stats.py)
+        entry.update(accuracy_uncertainty(acc, described.get("test_images")))
+        upkeep = over_seeds([r.totals.get("upkeep_energy_pj") for r in mine])
+        entry["upkeep_energy_pj_ci95"] = [upkeep.ci_low, upkeep.ci_high]
         out["variants"][name] = entry
+    out["final_vs_best"] = final_vs_best(out["variants"])
     return out
+
+
+def final_vs_best(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's accuracy at its last evaluation against the best one's (the highest
+    mean; variants whose last evaluation is at another time are left out), seed by seed
+    (:func:`~controller.scenario.stats.compare_to_best`)."""
+    if not variants:
+        return []
+    last = {n: v["eval_times_s"][-1] if v["eval_times_s"] else None for n, v in variants.items()}
+    best_at = max(variants, key=lambda n: _final_mean(variants[n]))
+    same = {n: [s[-1] if s else None for s in v["accuracy_per_seed"]]
+            for n, v in variants.items() if last[n] == last[best_at]}  # fmt: skip
+    images = {v.get("test_images") for n, v in variants.items() if n in same}
+    n_images = images.pop() if len(images) == 1 else None
+    out = []
+    for c in compare_to_best(same, n_images):
+        out.append({**c.as_dict(), "at_s": last[best_at]})
+    return out
+
+
+def _final_mean(v: dict[str, Any]) -> float:
+    m = v["accuracy_mean"][-1] if v["accuracy_mean"] else None
+    return m if m is not None and math.isfinite(m) else -math.inf
 
 
 # --- the folder ----------------------------------------------------------------------------------

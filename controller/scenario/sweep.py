@@ -41,6 +41,7 @@ from controller.scenario.loader import ScenarioInvalid, ScenarioIssue, load_scen
 from controller.scenario.plots import plot_front
 from controller.scenario.results import atomic_write_text, content_hash, dumps_json, is_complete
 from controller.scenario.runner import run_to_folder
+from controller.scenario.stats import compare_to_best
 from controller.scenario.sweep_workers import PointJob, RunFn, execute
 from controller.scenario.yamlio import dump_yaml, load_yaml
 
@@ -191,11 +192,47 @@ def _summary_rows(name: str, point: dict[str, Any], summary: dict[str, Any]) -> 
         row["accuracy_first_mean"] = v["accuracy_mean"][0]
         row["accuracy_final_mean"] = v["accuracy_mean"][-1]
         row["accuracy_final_std"] = v["accuracy_std"][-1]
+        # the final accuracy's 95 % interval: over seeds, or with one seed the test images'
+        key = "accuracy_ci95" if v.get("seeds", 1) > 1 else "accuracy_wilson95"
+        low, high = (v.get(key) or [[None, None]])[-1]
+        row["accuracy_final_ci_low"], row["accuracy_final_ci_high"] = low, high
+        low, high = v.get("accuracy_loss_ci95") or [None, None]
+        row["accuracy_loss_ci_low"], row["accuracy_loss_ci_high"] = low, high
+        low, high = v.get("upkeep_energy_pj_ci95") or [None, None]
+        row["upkeep_energy_pj_ci_low"], row["upkeep_energy_pj_ci_high"] = low, high
         for key in ("accuracy_loss", "upkeep_energy_pj", "upkeep_energy_pj_std",
-                    "corrections", "correction_pulses", "availability"):  # fmt: skip
+                    "corrections", "correction_pulses", "availability", "seeds",
+                    "test_images"):  # fmt: skip
             row[key] = v.get(key)
+        row["accuracy_final_per_seed"] = json.dumps(
+            [s[-1] if s else None for s in v.get("accuracy_per_seed", [])]
+        )
+        row["chip_seeds"] = json.dumps(v.get("chip_seeds", []))
         rows.append(row)
     return rows
+
+
+def versus_best(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each row's final accuracy against the best row's (the highest mean):
+    ``vs_best_of``, ``vs_best_diff``, ``vs_best_p``, ``vs_best_significant``, ``vs_best_test``
+    (paired over seeds when every row has the same chip seeds, Welch's t-test otherwise; with
+    one seed, the test images: :func:`~controller.scenario.stats.compare`)."""
+    if table.empty:
+        return table
+    seeds = zip(table["label"], table["accuracy_final_per_seed"], strict=True)
+    per_seed = {lab: json.loads(s) for lab, s in seeds}
+    paired = table["chip_seeds"].nunique() == 1
+    images = table["test_images"].dropna().unique()
+    n_images = int(images[0]) if len(images) == 1 else None
+    found = {c.a: c for c in compare_to_best(per_seed, n_images, paired=paired)}
+    out = table.copy()
+    out["vs_best_of"] = [found[lab].b if lab in found else None for lab in out["label"]]
+    named = (("vs_best_diff", "diff"), ("vs_best_p", "p_value"),
+             ("vs_best_significant", "significant"), ("vs_best_test", "test"))  # fmt: skip
+    for col, attr in named:
+        out[col] = [getattr(found[lab], attr) if lab in found else None
+                    for lab in out["label"]]  # fmt: skip
+    return out
 
 
 POINT_FILE = "point.json"
@@ -258,7 +295,7 @@ def folder_table(raw: dict[str, Any], points: FolderPoints) -> pd.DataFrame:
         point = {k: r.point[k] if k in r.point else get_dotted(raw, k) for k in keys}
         for row in _summary_rows(r.name, point, json.loads(path.read_text())):
             rows.append({**row, "in_grid": in_grid})
-    return pd.DataFrame(rows)
+    return versus_best(pd.DataFrame(rows))
 
 
 def run_sweep(
