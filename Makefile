@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 SCENARIO ?= scenarios/paper_mnist_selfcorrect.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format protos setup setup-dev data clean
+.PHONY: run test bench lint format protos setup setup-dev apt-deps data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,30 +26,38 @@ $(VENV)/.stamp-dev: requirements-dev.lock $(VENV)/.stamp-runtime
 setup: $(VENV)/.stamp-runtime
 setup-dev: $(VENV)/.stamp-dev
 
-# Data sets from Debian packages (the resnet32 workload's Fashion-MNIST): installed when missing
-# and this runs as root with apt-get (CI does); otherwise a warning, and the workload's loader
-# names the package when it is used.
-FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
-data:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's dataset-fashion-mnist (Fashion-MNIST for the resnet32 workload)"; \
-	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
-	    || echo "warning: apt-get could not install dataset-fashion-mnist" >&2; \
-	  else \
-	    echo "warning: Fashion-MNIST is missing: install Debian's dataset-fashion-mnist as root" \
-	         "(apt-get install dataset-fashion-mnist); the resnet32 workload needs it" >&2; \
-	  fi; \
-	fi
+# Debian packages, installed when missing and possible (as root with apt-get, as in CI; one
+# `apt-get update` and one install for all that is missing); elsewhere a warning, and what
+# needs a package says so when it is used (the resnet32 workload's loader names its package,
+# the browser tests are skipped). One target for every such need: add your package to a list.
+# APT_RUN: what runs need (Fashion-MNIST for the resnet32 workload); APT_TEST: what only the
+# tests need (Chromium and its driver for the browser tests, tests/browser.py).
+APT_RUN  := dataset-fashion-mnist
+APT_TEST := chromium chromium-driver
+APT_PACKAGES ?= $(APT_RUN)
 
-run: setup data
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "apt-get install$$missing (log: /tmp/pcm-twin-apt.log)"; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
+	    >/tmp/pcm-twin-apt.log 2>&1 || echo "warning: apt-get could not install$$missing" >&2; \
+	else echo "warning: not installed:$$missing (apt-get install as root)" >&2; fi
+
+# the packages runs need (also part of run, test and bench)
+data: apt-deps
+
+test: APT_PACKAGES = $(APT_RUN) $(APT_TEST)
+
+run: setup apt-deps
 	$(BIN)/pcm-twin run $(SCENARIO)
 
-test: setup-dev data
+test: setup-dev apt-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup-dev data
+bench: setup-dev apt-deps
 	$(BIN)/python -m bench
 
 lint: setup-dev

@@ -392,5 +392,36 @@ def sweep_cmd(
     _exit(sweep_command(file, grid or [], out, workers, dask, twin, make_console()))
 
 
+# --- results: report, compare (controller/scenario/report/) ---------------------------------
+@app.command("report")
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(help="a run folder, or a sweep folder")],
+    out: Annotated[
+        Path | None, typer.Option(help="write here (default: FOLDER/report.html)")
+    ] = None,
+) -> None:
+    """Write report.html of a run (or sweep) folder: one self-contained page, opens offline.
+
+    `pcm-twin run` and `pcm-twin sweep` write it themselves; this writes it again (e.g. for
+    a folder of an older version)."""
+    from controller.scenario.commands import make_console
+    from controller.scenario.report.commands import report_command
+
+    raise typer.Exit(report_command(folder, out, make_console()))
+
+
+@app.command("compare")
+def compare_cmd(
+    folders: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+    out: Annotated[Path, typer.Option(help="the page to write")] = Path("compare.html"),
+) -> None:
+    """One page with the summary table and plots of several runs overlaid (runs of different
+    scenarios or versions: each variant of each run is a line of its own)."""
+    from controller.scenario.commands import make_console
+    from controller.scenario.report.commands import compare_command
+
+    raise typer.Exit(compare_command(folders, out, make_console()))
+
+
 if __name__ == "__main__":
     app()

@@ -2,7 +2,7 @@
 
 Every table that reports on a chip uses these names with these meanings, and they are derived
 only here: ``ChipModel.totals()``, the timeline rows of evaluations, the ledger's events, a
-run folder's ``timeline.csv``, ``events.jsonl`` and ``summary.json``, and ChipHost's status.
+run folder's ``timeline.csv``, ``events.parquet`` and ``summary.json``, and ChipHost's status.
 The README's "What the numbers mean" table is the user's copy (a test holds it to the run
 folder's columns).
 

@@ -1,13 +1,21 @@
 """The plots of a run folder and of a sweep (matplotlib, Agg backend, PNG).
 
-- ``accuracy.png``: test accuracy versus device time (log axis), the mean and its 95 %
-  interval as a band (over seeds; with one seed, over the test images), one line per variant;
-- ``upkeep_energy.png``: cumulative upkeep energy (probes + correction jobs) versus device
-  time (log-log), from the event ledger, mean over seeds; variants that spent none are named
-  in the title instead (log axes cannot show zero);
+- ``accuracy.png``: test accuracy versus device time (log axis): per variant the mean and its
+  95 % interval as error bars (over seeds; with one seed, over the test images), each seed's
+  point (small), the accuracy right after the corrections of an instant (hollow), and the
+  float network's accuracy (dotted);
+- ``upkeep_energy.png``: cumulative upkeep energy versus device time (log-log), from the event
+  ledger, mean over seeds, correction jobs (solid) and probes (dashed) apart; variants that
+  spent none are named in the title instead (log axes cannot show zero);
+- ``accuracy_energy.png``: each variant's accuracy at the last evaluation against its upkeep
+  energy over the run, the Pareto front drawn through the variants no other beats on both;
 - ``front.png`` (sweeps): upkeep energy versus accuracy loss, one labelled point per run and
   variant with its 95 % intervals, the Pareto front (no other point has both less energy and
   less loss; a loss within its interval of zero counts as zero) marked.
+
+Every plot draws a variant in the colour, marker and dash :mod:`controller.scenario.style`
+gives it (the same in every PNG and in the HTML report), spreads points that would coincide
+slightly in time, and labels time at round values (1 s, 1 min, 1 h, 1 d, 1 w, 1 mo, 1 y).
 """
 
 from __future__ import annotations
@@ -24,59 +32,103 @@ matplotlib.use("Agg")  # files only: never open a window, never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from controller.firmware.quantities import UPKEEP_KINDS  # noqa: E402
-from controller.scenario.durations import format_duration  # noqa: E402
+from controller.firmware.quantities import CORRECTION, PROBE  # noqa: E402
+from controller.scenario.style import (  # noqa: E402
+    dodge_factors,
+    energy_axis,
+    time_ticks,
+    variant_styles,
+)
 
 _DPI = 110
+_LEGEND = dict(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9,
+               borderaxespad=0.0)  # fmt: skip
 
 
-def _time_axis(ax: Any, times_s: Sequence[float]) -> None:
+def _time_axis(ax: Any, t_min_s: float, t_max_s: float) -> None:
     ax.set_xscale("log")
-    ticks = [t for t in times_s if t > 0]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([format_duration(t) for t in ticks])
+    ticks = time_ticks(t_min_s, t_max_s)
+    ax.set_xticks([t for t, _ in ticks])
+    ax.set_xticklabels([label for _, label in ticks])
     ax.minorticks_off()
+    ax.set_xlim(t_min_s / 1.6, t_max_s * 1.6)
     ax.set_xlabel("time since programming")
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _band(v: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """A variant's 95 % band per evaluation: over seeds, or the test images' Wilson interval
-    with one seed (None for a summary without intervals)."""
+def accuracy_band(v: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """A variant's accuracy interval per evaluation (%, low and high) and what it is: the 95 %
+    interval over seeds, or the test images' Wilson interval with one seed; mean ± std for a
+    summary without intervals (older run folders)."""
     bounds = v.get("accuracy_ci95") if v.get("seeds", 1) > 1 else v.get("accuracy_wilson95")
-    if not bounds:
-        return None
-    b = np.asarray([[np.nan if x is None else x for x in pair] for pair in bounds], float)
-    return 100 * b[:, 0], 100 * b[:, 1]
+    if bounds:
+        b = np.asarray([[np.nan if x is None else x for x in pair] for pair in bounds], float)
+        over = "over seeds" if v.get("seeds", 1) > 1 else "over the test images, one seed"
+        return 100 * b[:, 0], 100 * b[:, 1], f"95 % interval {over}"
+    m, s = _pct(v["accuracy_mean"]), np.nan_to_num(_pct(v["accuracy_std"]))
+    return m - s, m + s, "± std over seeds"
 
 
-def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None) -> Path:
-    """Accuracy (%) versus time per variant: the mean over seeds and its 95 % interval (over
-    seeds; with one seed, over the test images) as a band."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    all_times: list[float] = []
-    for name, v in summary["variants"].items():
-        t = np.asarray(v["eval_times_s"], dtype=float)
-        m = 100 * np.asarray([np.nan if x is None else x for x in v["accuracy_mean"]], float)
-        keep = t > 0
-        (line,) = ax.plot(t[keep], m[keep], marker="o", ms=3.5, lw=1.5, label=name)
-        band = _band(v)
-        if band is not None:
-            ax.fill_between(t[keep], band[0][keep], band[1][keep], alpha=0.15,
-                            color=line.get_color(), lw=0)  # fmt: skip
-        all_times += list(t[keep])
-    _time_axis(ax, sorted(set(all_times)))
-    ax.set_ylabel("test accuracy (%)")
-    seeds = max((v["seeds"] for v in summary["variants"].values()), default=1)
-    over = f"over {seeds} seeds" if seeds > 1 else "over the test images, one seed"
-    ax.set_title(title or f"{summary['scenario']}: accuracy, mean and 95 % interval ({over})",
-                 fontsize=10)  # fmt: skip
-    ax.legend(fontsize=7.5, loc="lower left", framealpha=0.85)
+def _pct(values: Sequence[Any]) -> np.ndarray:
+    return 100 * np.asarray([np.nan if x is None else x for x in values], dtype=float)
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
     plt.close(fig)
     return path
+
+
+def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None) -> Path:
+    """Accuracy (%) versus time per variant: the mean and its 95 % interval (error bars: over
+    seeds; with one seed, over the test images), each seed (small), right after the
+    corrections (hollow), the float network (dotted)."""
+    variants = summary["variants"]
+    styles = variant_styles(list(variants))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    times = sorted({t for v in variants.values() for t in v["eval_times_s"] if t > 0})
+    any_after = False
+    for (name, v), d in zip(variants.items(), dodge_factors(len(variants)), strict=True):
+        st = styles[name]
+        t = np.asarray(v["eval_times_s"], dtype=float)
+        keep = t > 0
+        x, m = t[keep] * d, _pct(v["accuracy_mean"])[keep]
+        lo, hi, what = accuracy_band(v)
+        err = np.nan_to_num(np.vstack([m - lo[keep], hi[keep] - m])).clip(min=0)
+        ax.errorbar(x, m, yerr=err, color=st.colour, marker=st.marker, ms=5, lw=1.4,
+                    ls=st.linestyle, elinewidth=0.9, capsize=2.5, label=name, zorder=3)  # fmt: skip
+        for seed in v.get("accuracy_per_seed") or []:
+            ax.plot(x, _pct(seed)[keep], ls="none", marker=st.marker, ms=2.2, color=st.colour,
+                    alpha=0.45, zorder=2)  # fmt: skip
+        after = _pct(v.get("accuracy_after_correction_mean") or [])
+        if after.size == t.size and np.isfinite(after[keep]).any():
+            any_after = True
+            ax.plot(x, after[keep], ls="none", marker=st.marker, ms=7, mfc="none", mew=1.4,
+                    color=st.colour, zorder=4)  # fmt: skip
+    floats = sorted({round(100 * v["digital_accuracy"], 2) for v in variants.values()
+                     if v.get("digital_accuracy") is not None})  # fmt: skip
+    for acc in floats:
+        ax.axhline(acc, color="#555", ls=":", lw=1.2, zorder=1)
+    handles, labels = ax.get_legend_handles_labels()
+    if floats:
+        handles.append(Line2D([], [], color="#555", ls=":", lw=1.2))
+        labels.append("float network: " + ", ".join(f"{a:.1f} %" for a in floats))
+    if any_after:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", color="#555", ms=7))
+        labels.append("hollow: right after the corrections")
+    if times:
+        _time_axis(ax, times[0], max(times))
+    ax.set_ylabel("test accuracy (%)")
+    seeds = max((v["seeds"] for v in variants.values()), default=1)
+    what = accuracy_band(next(iter(variants.values())))[2] if variants else ""
+    each = "; small: each seed" if seeds > 1 else ""
+    ax.set_title(title or f"{summary['scenario']}: accuracy before correction (mean and {what}, "
+                 f"{seeds} seed{'s' * (seeds > 1)}{each})", fontsize=10)  # fmt: skip
+    ax.legend(handles, labels, **_LEGEND)
+    return _save(fig, path)
 
 
 def cumulative_energy_curve(
@@ -96,36 +148,80 @@ def cumulative_energy_curve(
 
 
 def plot_upkeep_energy(results: Sequence[Any], summary: dict[str, Any], path: Path) -> Path:
-    """Cumulative upkeep energy (pJ) versus time from the event ledger, mean over seeds,
-    per variant (``results``: the run's ``SeedResult`` objects)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    """Cumulative upkeep energy (pJ) versus time from the event ledger, mean over seeds, per
+    variant: correction jobs (solid) and probes (dashed) apart (``results``: the run's
+    ``SeedResult`` objects)."""
+    variants = summary["variants"]
+    styles = variant_styles(list(variants))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     idle: list[str] = []
-    times = sorted({t for v in summary["variants"].values() for t in v["eval_times_s"] if t > 0})
-    end = max(v["duration_s"] for v in summary["variants"].values())
+    times = sorted({t for v in variants.values() for t in v["eval_times_s"] if t > 0})
+    end = max(v["duration_s"] for v in variants.values())
     grid = np.geomspace(min(times[0], 1.0) if times else 1.0, end, 400)
-    for name in summary["variants"]:
-        curves = [cumulative_energy_curve(r.events, UPKEEP_KINDS, grid)
-                  for r in results if r.variant == name]  # fmt: skip
-        if not curves:
+    for name in variants:
+        mine = [r for r in results if r.variant == name]
+        if not mine:
             continue
-        mean = np.mean(curves, axis=0)
-        if not np.any(mean > 0):
+        st = styles[name]
+        drawn = False
+        for kind, ls, what in ((CORRECTION, "-", "correction jobs"), (PROBE, "--", "probes")):
+            mean = np.mean([cumulative_energy_curve(r.events, (kind,), grid) for r in mine], axis=0)
+            if np.any(mean > 0):
+                ax.step(grid, np.where(mean > 0, mean, np.nan), where="post", lw=1.5, ls=ls,
+                        color=st.colour, label=f"{name}: {what}")  # fmt: skip
+                drawn = True
+        if not drawn:
             idle.append(name)
-            continue
-        ax.step(grid, np.where(mean > 0, mean, np.nan), where="post", lw=1.5, label=name)
-    _time_axis(ax, times + ([end] if end not in times else []))
+    _time_axis(ax, grid[0], end)
     if ax.get_lines():
         ax.set_yscale("log")
-        ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
-    ax.set_ylabel("cumulative upkeep energy (pJ)")
-    title = f"{summary['scenario']}: upkeep energy (probes + corrections, mean over seeds)"
+        ax.legend(**_LEGEND)
+    ax.set_ylabel("cumulative energy (pJ)")
+    title = (f"{summary['scenario']}: upkeep energy, mean over seeds (solid: correction jobs, "
+             "dashed: probes)")  # fmt: skip
     if idle:
         title += "\nno upkeep energy: " + ", ".join(idle)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_accuracy_energy(summary: dict[str, Any], path: Path) -> Path:
+    """Each variant's accuracy at its last evaluation (mean ± std over seeds) against its
+    upkeep energy over the run (log axis; variants that spent none at the left edge, hollow),
+    with the Pareto front through the variants no other is both more accurate and cheaper."""
+    variants = summary["variants"]
+    styles = variant_styles(list(variants))
+    names = list(variants)
+    energy = np.asarray([variants[n].get("upkeep_energy_pj") or 0.0 for n in names], float)
+    final = np.asarray([_pct(variants[n]["accuracy_mean"][-1:])[0] for n in names])
+    std = np.nan_to_num([_pct(variants[n]["accuracy_std"][-1:])[0] for n in names])
+    positive = energy[energy > 0]
+    floor = positive.min() / 3 if positive.size else 1.0
+    shown = np.where(energy > 0, energy, floor)
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    front = pareto_front(list(energy), list(100 - final))
+    if len(front) > 1:
+        order = sorted(front, key=lambda i: shown[i])
+        ax.plot(shown[order], final[order], color="#444", ls=":", lw=1, label="Pareto front")
+    for i, name in enumerate(names):
+        st = styles[name]
+        ax.errorbar([shown[i]], [final[i]], yerr=[std[i]], color=st.colour, marker=st.marker,
+                    ms=8, mfc=st.colour if energy[i] > 0 else "none", mew=1.5, capsize=3,
+                    ls="none", label=name)  # fmt: skip
+        ax.annotate(name, (shown[i], final[i]), fontsize=7, color=st.colour, xytext=(5, 5),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    (left, right), ticks = energy_axis(floor, float(shown.max()))
+    ax.set_xlim(left, right)
+    ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("upkeep energy over the run (hollow, at 'none': no upkeep)")
+    ax.set_ylabel("test accuracy at the last evaluation (%)")
+    ax.set_title(f"{summary['scenario']}: accuracy against upkeep energy (mean ± std over seeds)",
+                 fontsize=10)  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    ax.legend(**_LEGEND)
+    return _save(fig, path)
 
 
 def pareto_front(energy: Sequence[float], loss: Sequence[float]) -> list[int]:
@@ -181,8 +277,15 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
                       np.nan_to_num(e_hi, nan=-np.inf) - shown])  # fmt: skip
     yerr = np.where(np.isfinite(yerr), yerr, 0.0).clip(min=0)
     yerr[:, energy <= 0] = 0.0
-    ax.errorbar(loss, shown, xerr=xerr, yerr=yerr, fmt="o", ms=4, color="tab:blue", alpha=0.7,
-                elinewidth=0.8, capsize=2, label="runs (95 % intervals)")  # fmt: skip
+    # each variant in its colour and marker, as in the runs' plots
+    names = table["variant"].astype(str).to_numpy() if "variant" in table else None
+    if names is None:
+        names = np.full(len(table), "runs")
+    for name, st in variant_styles(list(dict.fromkeys(names))).items():
+        mine = names == name
+        ax.errorbar(loss[mine], shown[mine], xerr=xerr[:, mine], yerr=yerr[:, mine],
+                    fmt=st.marker, ms=4.5, color=st.colour, alpha=0.8, elinewidth=0.8,
+                    capsize=2, label=f"{name} (95 % intervals)")  # fmt: skip
     zero = energy <= 0
     if zero.any():
         ax.scatter(loss[zero], shown[zero], s=40, facecolors="none", edgecolors="tab:gray",
@@ -210,8 +313,9 @@ def plot_front(table: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def plot_run(out_dir: Path, results: Sequence[Any], summary: dict[str, Any]) -> list[Path]:
-    """Both plots of a run folder."""
+    """The plots of a run folder."""
     return [
         plot_accuracy(summary, out_dir / "accuracy.png"),
         plot_upkeep_energy(results, summary, out_dir / "upkeep_energy.png"),
+        plot_accuracy_energy(summary, out_dir / "accuracy_energy.png"),
     ]

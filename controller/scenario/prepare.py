@@ -107,6 +107,7 @@ def describe_variant(prep: PreparedVariant) -> dict[str, Any]:
         "calibration_images": None if prep.calibration_x is None else len(prep.calibration_x),
         "tiles": prep.chip_config.n_tiles,
         "weights_on_chip": int(prep.mapped.n_weights_on_chip()),
+        "tile_layers": {str(tm.tile): tm.layer for tm in prep.mapped.tiles},
         "test_images": len(prep.test),
         "digital_accuracy": prep.trained_accuracy,
         "duration_s": core.duration,

@@ -6,7 +6,8 @@ A run folder (``results/<scenario name>/`` by default) holds:
 ``scenario.yaml``           the scenario as given (a copy of the file, or the sweep's point)
 ``scenario.resolved.yaml``  every variant fully resolved: defaults, overrides, recipes, seeds
 ``timeline.csv/.parquet``   one row per variant, seed and evaluation time (see ``SeedResult``)
-``events.jsonl``            every controller event, tagged with its variant and seed
+``events.parquet``          every controller event, tagged with its variant and seed
+                            (:mod:`controller.scenario.eventlog`: columnar, compressed)
 ``summary.json``            per variant, mean and std over seeds (see :func:`summarise`)
 ``run_info.json``           wall times, versions: what differs between two identical runs
 ``*.png``                   the plots (:mod:`controller.scenario.plots`)
@@ -54,6 +55,7 @@ import yaml
 
 from controller.firmware.quantities import BEFORE_CORRECTION, UPKEEP_KINDS
 from controller.scenario.durations import format_duration
+from controller.scenario.eventlog import EVENTS_FILE, write_events
 from controller.scenario.stats import accuracy_uncertainty, compare_to_best, over_seeds
 
 COMPLETE_MARKER = "COMPLETE"
@@ -262,11 +264,8 @@ def write_run_folder(
     frame.to_csv(out_dir / "timeline.csv", index=False)
     if not frame.empty:
         frame.to_parquet(out_dir / "timeline.parquet", index=False)
-    with open(out_dir / "events.jsonl", "w", encoding="utf-8") as f:
-        for r in results:
-            for ev in r.events:
-                tagged = {"variant": r.variant, "seed": r.seed_index, **ev}
-                f.write(json.dumps(_clean(tagged), separators=(",", ":")) + "\n")
+    write_events(out_dir / EVENTS_FILE, ((r.variant, r.seed_index, ev) for r in results
+                                         for ev in r.events))  # fmt: skip
     atomic_write_text(out_dir / "summary.json", dumps_json(summary))
     atomic_write_text(out_dir / "run_info.json", dumps_json(run_info))
 

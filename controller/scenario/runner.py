@@ -12,7 +12,7 @@ The orchestration only; each step has a module of its own:
 - :mod:`~controller.scenario.progress`: the progress bar over simulated time.
 
 Then the run folder is written (:mod:`~controller.scenario.results`) with its plots
-(:mod:`~controller.scenario.plots`).
+(:mod:`~controller.scenario.plots`) and its ``report.html`` (:mod:`~controller.scenario.report`).
 
 Checkpoints and resuming. Each (variant, seed) run's result is written to the run folder's
 ``checkpoint/`` as soon as it finishes (:class:`~controller.scenario.results.Checkpoint`);
@@ -40,6 +40,7 @@ from controller.scenario.plots import plot_run
 from controller.scenario.pool import run_all
 from controller.scenario.prepare import PreparedVariant, describe_variant, prepare_variant
 from controller.scenario.progress import ProgressBar, ProgressFn
+from controller.scenario.report import write_or_warn
 from controller.scenario.results import (
     Checkpoint,
     SeedResult,
@@ -172,7 +173,8 @@ def _run_checkpointed(
     twin_address: str | None, progress: bool | ProgressFn,
     on_prepared: Callable[[str, float], None] | None, workers: int, resumed: bool,
 ) -> RunOutput:  # fmt: skip
-    """Run the tasks of ``ckpt`` not in ``done``, checkpointing each, then write the folder."""
+    """Run the tasks of ``ckpt`` not in ``done``, checkpointing each, then write the folder
+    (with its plots and ``report.html``)."""
     out_dir = ckpt.out_dir
     meta = ckpt.meta
     started = time.perf_counter()
@@ -231,6 +233,7 @@ def _run_checkpointed(
                      resolved=resolved_scenario(loaded), results=ordered, summary=summary,
                      run_info=info)  # fmt: skip
     plot_run(out_dir, ordered, summary)
+    write_or_warn(out_dir)
     mark_complete(out_dir, meta["complete_key"])
     ckpt.remove()
     return RunOutput(out_dir, summary, ordered, wall)

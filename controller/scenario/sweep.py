@@ -15,12 +15,13 @@ and every worker share (checked before anything runs), and a point counts as don
 the client sees its complete run.
 
 When all are done the sweep writes one combined table (``sweep.csv`` and ``sweep.parquet``:
-one row per run and variant) and ``front.png`` (upkeep energy versus accuracy loss, the
-Pareto front marked). The table covers every point of the folder: this grid's, and the
-complete points of earlier grids that the scenario as it is now still gives (each point's
-grid values are in its ``point.json``; ``in_grid`` tells them apart); a run folder left out
-(made from another version of the scenario, incomplete, unknown values) is named in
-``sweep.json`` and by ``pcm-twin sweep``.
+one row per run and variant), ``front.png`` (upkeep energy versus accuracy loss, the
+Pareto front marked) and ``report.html`` (the same, each point linked to its run's report).
+The table covers every point of the folder: this grid's, and the complete points of earlier
+grids that the scenario as it is now still gives (each point's grid values are in its
+``point.json``; ``in_grid`` tells them apart); a run folder left out (made from another
+version of the scenario, incomplete, unknown values) is named in ``sweep.json`` and by
+``pcm-twin sweep``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pandas as pd
 
 from controller.scenario.loader import ScenarioInvalid, ScenarioIssue, load_scenario
 from controller.scenario.plots import plot_front
+from controller.scenario.report import write_or_warn
 from controller.scenario.results import atomic_write_text, content_hash, dumps_json, is_complete
 from controller.scenario.runner import run_to_folder
 from controller.scenario.stats import compare_to_best
@@ -375,4 +377,5 @@ def run_sweep(
             "table_runs": sorted(set(table["run"])) if not table.empty else [],
         }),
     )  # fmt: skip
+    write_or_warn(out)  # report.html: the table and front, each point linked to its run's
     return report

@@ -42,7 +42,7 @@ SCENARIO = {
     },
 }  # fmt: skip
 #: Files of the run folder that the scenario and its seed determine, byte for byte.
-SAME_FILES = ("summary.json", "timeline.csv", "events.jsonl", "scenario.yaml",
+SAME_FILES = ("summary.json", "timeline.csv", "events.parquet", "scenario.yaml",
               "scenario.resolved.yaml")  # fmt: skip
 WAIT_S = 300.0  # generous: a loaded 2-core machine
 

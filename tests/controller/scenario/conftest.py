@@ -27,3 +27,33 @@ def tiny_scenario() -> dict[str, Any]:
         "controller": {"policy": {"name": "threshold",
                                   "params": {"interval_s": "2h", "threshold": 0.05}}},
     }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run folder for the report tests: two variants (no correction, threshold
+    checks every 2 h) on two seeds over six hours, with its report.html."""
+    from controller.scenario.loader import load_scenario
+    from controller.scenario.runner import run_to_folder
+
+    scenario = {
+        "name": "report_demo",
+        "description": "digits_mlp for six hours: GDC only vs threshold checks every 2 h",
+        "seed": 5,
+        "seeds": 2,
+        "duration": "6h",
+        "evaluation": {"times": ["1s", "1h", "2h", "6h"]},
+        "workload": {"network": "digits_mlp", "test_images": 200},
+        "training": {"digital": {"epochs": 15}},
+        "mapping": {"quantiser": {"kind": "multiplicative", "annealing": {"n_steps": 40}}},
+        "chip": {"tile_rows": 64, "tile_cols": 64},
+        "controller": {"policy": {"name": "gdc"}},
+        "variants": {
+            "gdc": {},
+            "threshold": {"controller": {"policy": {
+                "name": "threshold", "params": {"interval_s": "2h", "threshold": 0.05}}}},
+        },
+    }  # fmt: skip
+    out = tmp_path_factory.mktemp("report") / "report_demo"
+    run_to_folder(load_scenario(scenario), out, progress=False, workers=1)
+    return out

@@ -125,4 +125,4 @@ def test_a_failed_run_resumes_in_process(
     assert ran == [0, 1]  # the resume ran seed 1 only
     ref = runner.run_to_folder(load_scenario(f), tmp_path / "ref", progress=False)
     assert (out / "summary.json").read_bytes() == (ref.out_dir / "summary.json").read_bytes()
-    assert (out / "events.jsonl").read_bytes() == (ref.out_dir / "events.jsonl").read_bytes()
+    assert (out / "events.parquet").read_bytes() == (ref.out_dir / "events.parquet").read_bytes()

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from controller.cli import app
 from controller.scenario.loader import load_scenario
+from controller.scenario.report import load_run
 from controller.scenario.runner import run_to_folder
 from tests.controller.scenario.conftest import REPO, SMOKE
 
@@ -27,10 +28,11 @@ def test_smoke_run_writes_the_run_folder_and_is_reproducible(tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     assert "mult_threshold" in res.output and "upkeep energy" in res.output
     for name in ("scenario.yaml", "scenario.resolved.yaml", "timeline.csv", "timeline.parquet",
-                 "events.jsonl", "summary.json", "run_info.json", "accuracy.png",
-                 "upkeep_energy.png", "COMPLETE"):  # fmt: skip
+                 "events.parquet", "summary.json", "run_info.json", "accuracy.png",
+                 "upkeep_energy.png", "accuracy_energy.png", "report.html",
+                 "COMPLETE"):  # fmt: skip
         assert (first / name).is_file(), name
-    for png in ("accuracy.png", "upkeep_energy.png"):
+    for png in ("accuracy.png", "upkeep_energy.png", "accuracy_energy.png"):
         assert (first / png).read_bytes()[:8] == PNG
 
     summary = json.loads((first / "summary.json").read_text())
@@ -50,8 +52,8 @@ def test_smoke_run_writes_the_run_folder_and_is_reproducible(tmp_path: Path) -> 
 
     timeline = pd.read_csv(first / "timeline.csv")
     assert len(timeline[timeline.phase == "before_correction"]) == 2 * 2 * 4
-    events = [json.loads(line) for line in (first / "events.jsonl").read_text().splitlines()]
-    assert {"program", "evaluation", "probe", "correction"} <= {e["kind"] for e in events}
+    events = load_run(first).events(["kind"])
+    assert {"program", "evaluation", "probe", "correction"} <= set(events["kind"])
 
     run_to_folder(load_scenario(SMOKE), second, progress=False, workers=1)
     assert (second / "summary.json").read_bytes() == (first / "summary.json").read_bytes()
@@ -85,8 +87,8 @@ def test_every_column_and_field_of_a_run_folder_is_in_the_readme(
     README's table of what the numbers mean."""
     out = run_to_folder(load_scenario(tiny_scenario), tmp_path / "run", progress=False).out_dir
     names = set(pd.read_csv(out / "timeline.csv").columns)
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    names |= {k for e in events for k in e}
+    events = load_run(out).events()  # the ledger's fields, the details as detail.<key>
+    names |= {c.partition(".")[0] for c in events.columns}
     summary = json.loads((out / "summary.json").read_text())
     names |= set(summary)
     for v in summary["variants"].values():
