@@ -194,7 +194,8 @@ def plot_accuracy_energy(summary: dict[str, Any], path: Path) -> Path:
     names = list(variants)
     energy = np.asarray([variants[n].get("upkeep_energy_pj") or 0.0 for n in names], float)
     final = np.asarray([_pct(variants[n]["accuracy_mean"][-1:])[0] for n in names])
-    std = np.nan_to_num([_pct(variants[n]["accuracy_std"][-1:])[0] for n in names])
+    bands = [accuracy_band(variants[n]) for n in names]
+    err = np.nan_to_num([[final[i] - b[0][-1], b[1][-1] - final[i]] for i, b in enumerate(bands)])
     positive = energy[energy > 0]
     floor = positive.min() / 3 if positive.size else 1.0
     shown = np.where(energy > 0, energy, floor)
@@ -205,7 +206,8 @@ def plot_accuracy_energy(summary: dict[str, Any], path: Path) -> Path:
         ax.plot(shown[order], final[order], color="#444", ls=":", lw=1, label="Pareto front")
     for i, name in enumerate(names):
         st = styles[name]
-        ax.errorbar([shown[i]], [final[i]], yerr=[std[i]], color=st.colour, marker=st.marker,
+        ax.errorbar([shown[i]], [final[i]], yerr=err[i].reshape(2, 1).clip(min=0),
+                    color=st.colour, marker=st.marker,
                     ms=8, mfc=st.colour if energy[i] > 0 else "none", mew=1.5, capsize=3,
                     ls="none", label=name)  # fmt: skip
         ax.annotate(name, (shown[i], final[i]), fontsize=7, color=st.colour, xytext=(5, 5),
@@ -217,7 +219,8 @@ def plot_accuracy_energy(summary: dict[str, Any], path: Path) -> Path:
     ax.minorticks_off()
     ax.set_xlabel("upkeep energy over the run (hollow, at 'none': no upkeep)")
     ax.set_ylabel("test accuracy at the last evaluation (%)")
-    ax.set_title(f"{summary['scenario']}: accuracy against upkeep energy (mean ± std over seeds)",
+    what = bands[0][2] if bands else ""
+    ax.set_title(f"{summary['scenario']}: accuracy against upkeep energy (mean and {what})",
                  fontsize=10)  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend(**_LEGEND)

@@ -19,7 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from controller.scenario.plots import pareto_front
+from controller.scenario.plots import accuracy_band, pareto_front
 from controller.scenario.report import columns as col
 from controller.scenario.report.study import Study, finite
 from controller.scenario.results import format_downtime
@@ -100,16 +100,19 @@ def accuracy_figure(study: Study) -> go.Figure:
         keep = t > 0
         labels = np.asarray(e.get("eval_labels", []), dtype=object)[keep]
         mean = _nan(e.get("accuracy_mean", []), 100)[keep]
-        std = _nan(e.get("accuracy_std", []), 100)[keep]
+        lo, hi, what = accuracy_band(e)
+        lo, hi = lo[keep], hi[keep]
         x = t[keep] * d
         fig.add_trace(go.Scatter(
             x=x, y=mean, name=s.name, legendgroup=s.name, mode="lines+markers",
             line=dict(color=st.colour, dash=st.dash, width=2),
             marker=dict(symbol=st.symbol, size=8, color=st.colour),
-            error_y=dict(type="data", array=std, visible=True, thickness=1.2, width=4),
-            customdata=np.stack([labels, std], axis=-1) if len(labels) else None,
-            hovertemplate=f"{s.name}<br>%{{customdata[0]}}: %{{y:.1f}} ± %{{customdata[1]:.1f}} %"
-                          "<extra>before correction</extra>",
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - mean),
+                         arrayminus=np.nan_to_num(mean - lo), thickness=1.2, width=4),
+            customdata=np.stack([labels, lo, hi], axis=-1) if len(labels) else None,
+            hovertemplate=(f"{s.name}<br>%{{customdata[0]}}: %{{y:.1f}} % "
+                           f"[%{{customdata[1]:.1f}}, %{{customdata[2]:.1f}}]: {what}"
+                           "<extra>before correction</extra>"),
         ))  # fmt: skip
         per_seed = e.get("accuracy_per_seed") or []
         if len(per_seed) > 1:
@@ -154,7 +157,8 @@ def accuracy_figure(study: Study) -> go.Figure:
     time_axis(fig, lo, hi)
     fig.update_xaxes(range=[math.log10(lo / 1.5), math.log10(hi * 1.5)])
     fig.update_yaxes(title_text="test accuracy (%)")
-    fig.update_layout(**_LAYOUT, title="Test accuracy over time (mean ± std over seeds; small "
+    what = accuracy_band(study.series[0].entry)[2] if study.series else ""
+    fig.update_layout(**_LAYOUT, title=f"Test accuracy over time (mean and {what}; small "
                       "points: each seed)")  # fmt: skip
     return fig
 
@@ -333,8 +337,9 @@ def accuracy_energy_figure(study: Study) -> go.Figure:
     energy = np.asarray([s.entry.get(col.UPKEEP_ENERGY_PJ) or 0.0 for s in study.series], float)
     final = np.asarray([_nan(s.entry.get("accuracy_mean", [np.nan])[-1:], 100)[0]
                         for s in study.series])  # fmt: skip
-    std = np.asarray([_nan(s.entry.get("accuracy_std", [np.nan])[-1:], 100)[0]
-                      for s in study.series])  # fmt: skip
+    bands = [accuracy_band(s.entry) for s in study.series]
+    lo = np.asarray([b[0][-1] if len(b[0]) else np.nan for b in bands])
+    hi = np.asarray([b[1][-1] if len(b[1]) else np.nan for b in bands])
     positive = energy[energy > 0]
     floor = positive.min() / 3 if positive.size else 1.0
     shown = np.where(energy > 0, energy, floor)
@@ -346,8 +351,9 @@ def accuracy_energy_figure(study: Study) -> go.Figure:
             textposition="top center", textfont=dict(size=10, color=st.colour),
             marker=dict(symbol=st.symbol if spent else f"{st.symbol}-open", size=12,
                         color=st.colour, line=dict(width=2)),
-            error_y=dict(type="data", array=[std[i]], thickness=1.2, width=4),
-            hovertemplate=(f"{s.name}<br>%{{y:.1f}} ± {std[i]:.1f} % at the end<br>"
+            error_y=dict(type="data", symmetric=False, array=[np.nan_to_num(hi[i] - final[i])],
+                         arrayminus=[np.nan_to_num(final[i] - lo[i])], thickness=1.2, width=4),
+            hovertemplate=(f"{s.name}<br>%{{y:.1f}} % [{lo[i]:.1f}, {hi[i]:.1f}] at the end<br>"
                            + (f"{energy[i]:.4g} pJ upkeep" if spent else "no upkeep energy")
                            + "<extra></extra>"),
         ))  # fmt: skip

@@ -30,6 +30,7 @@ from controller.scenario.report.data import RunData, SweepData, load_run, load_s
 from controller.scenario.report.study import Study, build_study, finite
 from controller.scenario.results import atomic_write_text, format_count, format_downtime
 from controller.scenario.results import format_energy_pj as _energy
+from controller.scenario.tables import accuracy_interval
 
 REPORT_FILE = "report.html"
 _CONFIG = {"displaylogo": False, "responsive": True,
@@ -93,12 +94,31 @@ def _pct(mean: Any, std: Any) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if finite(std) else f"{100 * mean:.1f}"
 
 
+def _versus(run: RunData, variant: str) -> Cell:
+    """The final accuracy against the best variant of the same run (``summary.json``'s
+    ``final_vs_best``; ``≈``: not significant)."""
+    for c in run.summary.get("final_vs_best") or []:
+        if c.get("a") != variant:
+            continue
+        if c.get("a") == c.get("b"):
+            return Cell("best", "the most accurate variant at the last evaluation")
+        p = c.get("p_value")
+        mark = "" if c.get("significant") else "≈ "
+        title = f"{c.get('test', '')}: p = {p:.2g}" if finite(p) else str(c.get("test", ""))
+        lo, hi = c.get("ci_low"), c.get("ci_high")
+        if finite(lo) and finite(hi):
+            title += f"; 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] points"
+        return Cell(f"{mark}{100 * c['diff']:+.1f}", title)
+    return Cell("–")
+
+
 def summary_table(study: Study) -> Table:
-    """Accuracy (mean ± std, %) at each evaluation time of any series, then what upkeep
-    cost: energy, correction jobs, pulses, wake-ups, and the time a tile was unavailable."""
+    """Accuracy (mean ± the half-width of its 95 % interval, %) at each evaluation time of
+    any series, the final accuracy against the best variant, then what upkeep cost: energy,
+    correction jobs, pulses, wake-ups, and the time a tile was unavailable."""
     times = study.eval_labels
-    header = ["variant", *[lab for _, lab in times], "upkeep energy", "corrections", "pulses",
-              "wake-ups", "tile downtime"]  # fmt: skip
+    header = ["variant", *[lab for _, lab in times], "vs best", "upkeep energy", "corrections",
+              "pulses", "wake-ups", "tile downtime"]  # fmt: skip
     table = Table(header)
     for s in study.series:
         e = s.entry
@@ -111,10 +131,16 @@ def summary_table(study: Study) -> Table:
                 cells.append(Cell("–"))
                 continue
             a = after[i] if i < len(after) else None
-            title = f"right after the corrections: {100 * a:.1f} %" if finite(a) else ""
-            cells.append(Cell(_pct(e["accuracy_mean"][i], e["accuracy_std"][i]), title))
+            half, over = accuracy_interval(e, i)
+            title = f"std over seeds {100 * e['accuracy_std'][i]:.1f}" if finite(
+                e["accuracy_std"][i]) and s.seeds > 1 else ""  # fmt: skip
+            if finite(a):
+                title += f"; right after the corrections: {100 * a:.1f} %"
+            shown = half if finite(half) else e["accuracy_std"][i]
+            cells.append(Cell(_pct(e["accuracy_mean"][i], shown), title.strip("; ")))
         energy_std = e.get("upkeep_energy_pj_std")
         cells += [
+            _versus(s.run, s.variant),
             Cell(_energy(e.get("upkeep_energy_pj")),
                  f"± {_energy(energy_std)} over seeds" if finite(energy_std) else ""),
             Cell(format_count(e.get("corrections"))),
@@ -125,9 +151,12 @@ def summary_table(study: Study) -> Table:
         table.rows.append(Row(s.name, s.style.colour, cells))
     seeds = sorted({s.seeds for s in study.series})
     table.notes = (
-        f"Accuracy in %, mean ± std over {'/'.join(map(str, seeds))} device-noise seed(s), "
-        "measured before any correction due at that time (the worst point of the cycle; hover "
-        "a cell for the accuracy right after the corrections). Upkeep energy: the monitor's "
+        f"Accuracy in %, mean over {'/'.join(map(str, seeds))} device-noise seed(s) ± the "
+        "half-width of its 95 % interval (over seeds, Student's t; with one seed, over the test "
+        "images; ± std for older run folders), measured before any correction due at that time "
+        "(the worst point of the cycle; hover a cell for the std and the accuracy right after "
+        "the corrections). vs best: final accuracy minus the best variant's, in points (≈: not "
+        "significant; hover for the test and p-value). Upkeep energy: the monitor's "
         "probes plus the correction jobs over the run (twin and controller), mean over seeds. "
         "Wake-ups: of the drift monitor, per seed. Tile downtime: (1 − availability) × duration."
     )
@@ -145,7 +174,8 @@ def run_sections(study: Study) -> list[Section]:
     return [
         Section("accuracy", "accuracy", "Accuracy over time",
                 "Each variant's test accuracy at its evaluation times: line and filled marker "
-                "the mean over seeds with ± std error bars, small markers each seed, hollow "
+                "the mean over seeds with its 95 % interval as error bars (over seeds; with "
+                "one seed, over the test images), small markers each seed, hollow "
                 "markers the accuracy right after the corrections due at that time. Points "
                 "that would coincide are spread slightly in time. The dotted line is the "
                 "float (digital) network's accuracy. Click a legend entry to hide a variant.",
