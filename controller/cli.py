@@ -264,6 +264,16 @@ def chip_serve(
 EXIT_INTERRUPTED = 130  # controller.scenario.commands' (not imported here: it loads pandas)
 
 
+def _interruptible(command: Callable[[], int]) -> int:
+    """``command()``'s exit code; Ctrl-C before the command handles it itself (while its
+    modules load: seconds) ends it too, saying so, with nothing to resume."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        typer.echo("interrupted (nothing was started)", err=True)
+        return EXIT_INTERRUPTED
+
+
 def _exit(code: int) -> None:
     """End a command with ``code``. After Ctrl-C (the resume hint printed, the workers
     stopped, every finished run checkpointed) exit at once: tearing down torch and gRPC in
@@ -350,10 +360,13 @@ def run_cmd(
 
     Each (variant, seed) run is checkpointed in the run folder as it finishes:
     `pcm-twin run --resume RUN_DIR` finishes an interrupted run with the same results."""
-    from controller.scenario.commands import make_console, run_command
 
-    console = make_console()
-    _exit(run_command(file, out, twin, variant, console, progress, workers, resume))
+    def run() -> int:
+        from controller.scenario.commands import make_console, run_command
+
+        return run_command(file, out, twin, variant, make_console(), progress, workers, resume)
+
+    _exit(_interruptible(run))
 
 
 @command("sweep")
@@ -387,9 +400,13 @@ def sweep_cmd(
     ] = None,
 ) -> None:
     """Run every combination of a grid of scenario values (resumes: complete runs are kept)."""
-    from controller.scenario.commands import make_console, sweep_command
 
-    _exit(sweep_command(file, grid or [], out, workers, dask, twin, make_console()))
+    def sweep() -> int:
+        from controller.scenario.commands import make_console, sweep_command
+
+        return sweep_command(file, grid or [], out, workers, dask, twin, make_console())
+
+    _exit(_interruptible(sweep))
 
 
 # --- results: report, compare (controller/scenario/report/) ---------------------------------
