@@ -239,6 +239,15 @@ def chip_serve(
     max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
     port_file: PortFile = None,
     log_level: LogLevel = "INFO",
+    dashboard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="also serve a live view of the chip here (a web page: status, drift per tile "
+            "and layer, energy, events as they happen), with this server's token, TLS and "
+            "bind rules",
+        ),
+    ] = None,
 ) -> None:
     """Serve ChipHost over a CrossbarTwin until SIGTERM/SIGINT."""
 
@@ -254,7 +263,7 @@ def chip_serve(
             twin_address=twin, address=address, realtime=realtime, token=token,
             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, twin_token=twin_token,
             twin_root_cert=twin_root_cert, allow_user_policies=allow_user_policies,
-            max_message_bytes=max_message_bytes,
+            max_message_bytes=max_message_bytes, dashboard=dashboard,
         )  # fmt: skip
         serve(options, port_file=port_file)
 

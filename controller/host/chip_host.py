@@ -469,6 +469,7 @@ class ChipHost:
             "policy": m.policy_name,
             "policy_json": json.dumps(tot["policy"], default=str),
             "drift": m.drift_metrics(),
+            "tile_layers": {tm.tile: tm.layer for tm in self._loaded.mapped.tiles},
             "realtime_factor": self.realtime or 0.0,
             "last_event_seq": m.ledger.last_seq,
         }

@@ -32,6 +32,7 @@ import pydantic
 
 from controller.firmware import ControllerConfig, Event
 from controller.host.chip_host import ChipHost
+from controller.host.dashboard import Dashboard, DashboardOptions, check_dashboard_address
 from controller.rpc.client import TwinClient
 from device_twin.config import ChipConfig
 from device_twin.errors import InvalidArgument, ResourceExhausted
@@ -284,6 +285,9 @@ class HostServerOptions(serving.ServingOptions):
     twin_root_cert: Path | None = None
     allow_user_policies: bool = False
     twin_timeout_s: float = 120.0
+    #: host:port of the live view (controller.host.dashboard); None: no dashboard. It keeps
+    #: this server's token, TLS and bind rules.
+    dashboard: str | None = None
 
 
 class ChipHostServer(serving.GrpcServer):
@@ -304,11 +308,29 @@ class ChipHostServer(serving.GrpcServer):
                              allow_user_policies=options.allow_user_policies)  # fmt: skip
         self.servicer = ChipHostServicer(self.host, options.max_message_bytes)
         host_pb2_grpc.add_ChipHostServicer_to_server(self.servicer, self.server)
+        self.dashboard: Dashboard | None = None
+        if options.dashboard:
+            check_dashboard_address(options.dashboard)
+            self.dashboard = Dashboard(self.host, DashboardOptions(
+                address=options.dashboard, token=options.token, tls_cert=options.tls_cert,
+                tls_key=options.tls_key, insecure=options.insecure,
+            ))  # fmt: skip
+
+    def bind(self) -> int:
+        port = super().bind()
+        if self.dashboard is not None:
+            try:
+                self.dashboard.start()
+            except BaseException:
+                self.stop(grace_s=0)
+                raise
+        return port
 
     def describe(self) -> str:
         o = self.options
         pace = f"realtime x{o.realtime}" if o.realtime else "as fast as possible"
-        return f"{super().describe()}, twin at {o.twin_address}, {pace}"
+        live = f"; live view at {self.dashboard.url}" if self.dashboard is not None else ""
+        return f"{super().describe()}, twin at {o.twin_address}, {pace}{live}"
 
     def open(self) -> None:
         super().open()
@@ -328,6 +350,8 @@ class ChipHostServer(serving.GrpcServer):
         return True
 
     def before_stop(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.host.close()
 
     def after_stop(self) -> None:

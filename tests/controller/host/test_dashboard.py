@@ -1,0 +1,135 @@
+"""The live view of a chip (pcm-twin chip serve --dashboard): its routes, its security (the
+gRPC services' token, bind rules and TLS), and its event stream."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+
+from controller.host.dashboard import Dashboard, DashboardOptions
+from pcmtwin.credentials import ConfigError, make_channel
+from pcmtwin.v1 import host_pb2, host_pb2_grpc
+from tests.controller.host.test_host_service import HOUR, _load
+from tests.controller.servers import InProcess
+from tests.device_twin.service.conftest import self_signed_cert
+
+TOKEN = "dashboard-secret"
+
+
+@pytest.fixture
+def live():
+    """A twin and a chip host with a live view on loopback, a token on both."""
+    s = InProcess(token=TOKEN, dashboard="127.0.0.1:0")
+    channel = make_channel(s.host.address, token=TOKEN)
+    s.stub = host_pb2_grpc.ChipHostStub(channel)
+    yield s
+    channel.close()
+    s.close()
+
+
+def _get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    return conn.getresponse()
+
+
+def _auth(live) -> dict:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_the_dashboard_needs_the_token(live) -> None:
+    """Without the token every page is refused (401); with it (header, or the cookie that
+    /?token= sets) the page and the status are served; the health check needs none."""
+    port = live.host.dashboard.port
+    assert _get(port, "/").status == 401
+    assert _get(port, "/api/status", {"Authorization": "Bearer wrong"}).status == 401
+    assert _get(port, "/healthz").status == 200
+    assert _get(port, "/?token=wrong").status == 401
+    login = _get(port, f"/?token={TOKEN}")
+    assert login.status == 303 and login.getheader("Location") == "/"
+    cookie = login.getheader("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = _get(port, "/", {"Cookie": cookie.split(";")[0]})
+    assert page.status == 200 and b"/static/plotly.min.js" in page.read()
+    assert "default-src 'self'" in page.getheader("Content-Security-Policy")
+    status = _get(port, "/api/status", _auth(live))
+    assert status.status == 200 and json.loads(status.read())["loaded"] is False
+
+
+def test_the_dashboard_refuses_what_it_does_not_serve(live) -> None:
+    """Other hosts (DNS rebinding), unknown paths and other methods are refused, and the
+    server keeps serving."""
+    port = live.host.dashboard.port
+    assert _get(port, "/", {**_auth(live), "Host": "evil.example:80"}).status == 403
+    assert _get(port, "/nope", _auth(live)).status == 404
+    assert _get(port, "/static/../service.py", _auth(live)).status == 404
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/api/status", body=b"{}", headers=_auth(live))
+    assert conn.getresponse().status == 405
+    assert _get(port, "/api/status", _auth(live)).status == 200
+
+
+def test_the_dashboard_keeps_the_bind_rules() -> None:
+    """A dashboard on a public address needs a token or TLS (as the gRPC services do)."""
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        Dashboard(host=None, options=DashboardOptions(address="0.0.0.0:0"))  # type: ignore[arg-type]
+    Dashboard(host=None, options=DashboardOptions(address="0.0.0.0:0", token="t"))  # type: ignore[arg-type]
+
+
+def test_the_event_stream_sends_status_and_ledger_events(live) -> None:
+    """/api/events sends the status, then each ledger event with its seq as the SSE id, as
+    the chip produces them; drift per tile comes with its layer."""
+    _load(live.stub, "threshold", {"interval_s": HOUR})
+    port = live.host.dashboard.port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/api/events", headers=_auth(live))
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    threading.Thread(
+        target=lambda: live.stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=2 * HOUR + 5)),
+        daemon=True,
+    ).start()
+    seen: dict[str, list] = {"status": [], "ledger": []}
+    ids = []
+    event = None
+    while len([e for e in seen["ledger"] if e["kind"] == "probe"]) < 2:
+        line = resp.readline().decode().rstrip("\n")
+        if line.startswith("id: "):
+            ids.append(int(line[4:]))
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            seen[event].append(json.loads(line[6:]))
+    conn.close()
+    assert seen["status"] and seen["status"][0]["loaded"] is True
+    seqs = [e["seq"] for e in seen["ledger"]]
+    assert seqs == sorted(seqs) == ids and seqs[0] == 1
+    probe = next(e for e in seen["ledger"] if e["kind"] == "probe")
+    assert probe["detail"]["drift_metric"] >= 0
+    status = json.loads(_get(port, "/api/status", _auth(live)).read())
+    layers = status["tile_layers"]  # the tiny network's two Linear layers, one tile each
+    assert sorted(layers.values()) == ["0", "2"] and str(probe["tile"]) in layers
+    assert set(status["drift"]) == set(layers)
+
+
+def test_the_dashboard_serves_tls_with_the_servers_certificate(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the live view is https with the same certificate: a client
+    trusting it gets the page, a plaintext client gets nothing."""
+    cert, key = self_signed_cert(tmp_path, "host")
+    s = InProcess(token=TOKEN, dashboard="127.0.0.1:0", tls_cert=cert, tls_key=key)
+    try:
+        port = s.host.dashboard.port
+        assert s.host.dashboard.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        conn.request("GET", "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert conn.getresponse().status == 200
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            _get(port, "/healthz").read()
+    finally:
+        s.close()
