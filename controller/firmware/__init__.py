@@ -7,15 +7,40 @@ each given the shared ``context`` and its collaborators; the firmware's per-devi
 ``firmware``; the event ledger in ``ledger``; the names of what is measured in ``quantities``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from controller.firmware.config import ControllerConfig, DigitalEnergyConfig
 from controller.firmware.errors import PolicyError
-from controller.firmware.ledger import Event, Ledger
-from controller.firmware.model import (
-    ChipModel,
-    RunResults,
-    default_compensation_factory,
-    make_environment,
-)
+
+# The model and the ledger load the twin (torch, aihwkit: seconds); a scenario that is only
+# validated needs the policies and the configuration, so they load on first use (PEP 562).
+_LAZY = {
+    "Event": "controller.firmware.ledger",
+    "Ledger": "controller.firmware.ledger",
+    "ChipModel": "controller.firmware.model",
+    "RunResults": "controller.firmware.model",
+    "default_compensation_factory": "controller.firmware.model",
+    "make_environment": "controller.firmware.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from controller.firmware.ledger import Event, Ledger
+    from controller.firmware.model import (
+        ChipModel,
+        RunResults,
+        default_compensation_factory,
+        make_environment,
+    )
 
 __all__ = [
     "ChipModel",

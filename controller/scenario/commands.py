@@ -21,12 +21,11 @@ from rich.table import Table
 
 from controller.scenario.loader import ScenarioInvalid, load_scenario
 from controller.scenario.progress import PointsBar
-from controller.scenario.results import Checkpoint, CheckpointError
 from controller.scenario.yamlio import load_yaml
 
-# The schema, runner, resume and sweep modules are imported inside the commands that use
-# them: they bring torch, aihwkit and gRPC (over a second of start-up), which ``pcm-twin
-# --help`` and the twin's own commands do not need.
+# The schema, runner, resume, results and sweep modules are imported inside the commands that
+# use them: they bring torch, aihwkit, gRPC and pandas (seconds of start-up), which ``pcm-twin
+# --help``, ``validate`` and the twin's own commands do not need.
 
 EXIT_INVALID = 1
 EXIT_FAILED = 2
@@ -187,6 +186,8 @@ def sweep_coverage(report: Any) -> list[str]:
 
 def interrupted(name: str, run_dir: Path, console: Console) -> int:
     """Ctrl-C: say what is kept and how to finish (exit 130, as a shell does for SIGINT)."""
+    from controller.scenario.results import Checkpoint, CheckpointError
+
     ckpt = Checkpoint(run_dir)
     try:
         meta = ckpt.load()
@@ -205,6 +206,7 @@ def run_command(
     console: Console, progress: bool = True, workers: int | None = None,
     resume: Path | None = None,
 ) -> int:  # fmt: skip
+    from controller.scenario.results import CheckpointError
     from controller.scenario.runner import default_out_dir, run_to_folder
 
     if resume is not None:
@@ -273,6 +275,7 @@ def resume_command(
 
     A run folder without a checkpoint exits 1 saying so; an already complete one exits 0
     with its summary table (nothing to do)."""
+    from controller.scenario.results import CheckpointError
     from controller.scenario.resume import AlreadyComplete, ResumePlan
     from controller.scenario.runner import resume_folder
 

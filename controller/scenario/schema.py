@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,8 +47,6 @@ from pydantic import (
 from controller.firmware.config import ControllerConfig
 from controller.firmware.policies import PARAMS
 from controller.scenario.durations import format_duration, parse_duration_s
-from controller.workloads.mapping import fit_chip
-from controller.workloads.network import NetworkDescription
 from controller.workloads.quantisers import (
     QUANTISERS,
     MultiplicativeQuantiser,
@@ -57,6 +55,10 @@ from controller.workloads.quantisers import (
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 from controller.workloads.zoo import WORKLOADS
 from device_twin.config import ChipConfig, _pcm_preset_defaults
+
+if TYPE_CHECKING:  # the mapping and the network description load torch (seconds): a scenario
+    # is validated without them (``pcm-twin validate``), they load when a chip is fitted
+    from controller.workloads.network import NetworkDescription
 
 
 def _duration_out(seconds: float) -> str | float:
@@ -214,6 +216,8 @@ class _ChipSection(Strict):
         """The chip this section describes, fitted to ``network`` (``n_tiles: auto``: as many
         tiles as its mapping uses), with device-noise seed ``seed``. Every field of the
         section reaches the chip, whatever fields ``ChipConfig`` has."""
+        from controller.workloads.mapping import fit_chip  # torch: see the imports
+
         return fit_chip(network, self._config(1, seed), self.n_tiles)  # type: ignore[attr-defined]
 
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from controller.workloads.datasets import DatasetName
-from controller.workloads.resnet import resnet32
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
+
+if TYPE_CHECKING:  # torch loads in the builders: a scenario is validated without it (seconds)
+    from torch import nn
+
+    from controller.workloads.datasets import DatasetName
 
 
 def paper_cnn() -> nn.Sequential:
+    from torch import nn
+
     return nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(1, 8, 3, bias=False),
@@ -42,6 +46,8 @@ def paper_cnn() -> nn.Sequential:
 
 
 def mnist_mlp() -> nn.Sequential:
+    from torch import nn
+
     return nn.Sequential(
         OrderedDict(
             flatten=nn.Flatten(),
@@ -56,6 +62,8 @@ def mnist_mlp() -> nn.Sequential:
 
 
 def digits_mlp() -> nn.Sequential:
+    from torch import nn
+
     return nn.Sequential(
         OrderedDict(
             flatten=nn.Flatten(),
@@ -65,6 +73,12 @@ def digits_mlp() -> nn.Sequential:
             log_softmax=nn.LogSoftmax(dim=1),
         )
     )
+
+
+def resnet32() -> nn.Sequential:
+    from controller.workloads.resnet import resnet32 as build
+
+    return build()
 
 
 @dataclass(frozen=True)
