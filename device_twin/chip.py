@@ -1,68 +1,69 @@
-"""A PCM chip: tiles of differential device pairs, and the operations on them.
+"""An emulated chip: tiles of differential device pairs, and the operations on them.
 
-Per device the chip keeps ``g_prog`` (uS, right after its last write, float32), ``nu`` (drift
-exponent, float32) and ``t_write_s`` (device time of its last write, float64): 16 bytes. Drift
-is lazy: nothing happens as time passes; a read evaluates the drift law for the devices it
-reads. Every operation takes ``at_s``, the device time at which it happens; per chip, time
-never goes backwards.
+Per device the chip keeps ``g_prog`` (uS, right after its last write, float32), ``nu`` (the
+device family's parameter: PCM's drift exponent, float32), ``t_write_s`` (device time of its
+last write, float64) and ``write_count`` (its writes so far, uint32; keys its random draws):
+20 bytes. State arrays have shape (tiles, arrays, rows, cols), an array being
+``2*pair + sign`` (a single pair today: G+ = 0, G- = 1). Drift is lazy: nothing happens as
+time passes; a read evaluates the family's law for the devices it reads. Every operation
+takes ``at_s``, the device time at which it happens; per chip, time never goes backwards.
 
-Randomness is counter based: operation number ``k`` of a chip draws from a generator seeded
-with ``(seed, k)``, so a chip's whole random state is one integer (``op_counter``) and a
-restored chip continues exactly. Every operation validates its whole request before it
-changes anything, so a refused request leaves the chip as it was.
+Randomness is keyed by what is drawn (``device_twin.rng``): a write by the device and its
+write number, read noise by the device and the instant (``device_twin.flicker``), periphery
+noise by (tile, operation kind, instant, the call's number at that instant). So looking at a
+chip (MVMs, probes, device reads) never changes a device's later draws, and a restored chip
+continues exactly. ``op_counter`` only counts operations. Every operation validates its whole
+request before it changes anything, so a refused request leaves the chip as it was.
+
+Modules: ``validation`` (request checks), ``reads`` (device reads, MVM weights), ``writes``
+(program-and-verify, pulses), ``families`` (device statistics), ``pulses`` (pulse response,
+saturation, programming cost), ``energy`` (costs and ledger).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 import torch
 
+from device_twin import reads, writes
 from device_twin.config import ChipConfig
 from device_twin.energy import Cost, EnergyLedger, EnergyModel
-from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound
+from device_twin.families import make_family
+from device_twin.flicker import FlickerNoise
 from device_twin.periphery import TilePeriphery
-from device_twin.physics import PCMPhysics, seeded_global_torch, torch_generator
 from device_twin.pulses import PulseModel
+from device_twin.rng import PERIPHERY, derive_key, seeded_global_torch, time_bits
+from device_twin.validation import (
+    MAX_TIME_S,
+    Array,
+    PulseKind,
+    check_array,
+    check_cols,
+    check_devices,
+    check_indices,
+    check_mvm_input,
+    check_pulses,
+    check_targets,
+    check_tile,
+    check_time,
+)
+from device_twin.writes import DeviceWrites
 
+__all__ = ["MAX_TIME_S", "Array", "Chip", "DeviceWrites", "OpResult", "PulseKind"]
 
-class Array(IntEnum):
-    """Which devices of the differential pairs.
-
-    ``POS`` (G+) and ``NEG`` (G-) address one array, devices by ``row*cols + col``. ``BOTH``
-    addresses the two arrays in one call, devices by ``array*rows*cols + row*cols + col``
-    (probe: codes of shape (2, rows, cols)). ``DIFF`` (probe only) reads G+ - G-.
-    """
-
-    POS = 0
-    NEG = 1
-    DIFF = 2
-    BOTH = 3
-
-
-class PulseKind(IntEnum):
-    SET = 0
-    RESET = 1
-
-
-@dataclass
-class DeviceWrites:
-    """What a write left in the devices: enough to replay it without random draws."""
-
-    tile: int
-    array: np.ndarray  # int8 per device: 0 = G+, 1 = G-
-    index: np.ndarray  # int64 per device: row * cols + col
-    g_prog_us: np.ndarray  # float32
-    nu: np.ndarray  # float32
-    t_write_s: float
+#: Arrays per tile: one differential pair (G+, G-).
+N_ARRAYS = 2
+_PERIPHERY_KINDS = {"probe": 1, "mvm": 2}
 
 
 @dataclass
 class OpResult:
-    """What an operation did: counts, cost, and its data (reads) or its writes."""
+    """What an operation did: counts, cost, and its data (reads) or its writes.
+
+    ``failed``: devices whose program-and-verify could not reach their target (their bound
+    lies below it), addressed as in the request (``Array.BOTH`` addressing for ``program``)."""
 
     kind: str
     tile: int
@@ -75,202 +76,77 @@ class OpResult:
     values: np.ndarray | None = None  # read_devices: uS; probe: int16 codes; mvm: outputs
     scale_us: float | None = None  # probe: uS per ADC code
     writes: DeviceWrites | None = field(default=None, repr=False)
-
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_M64 = (1 << 64) - 1
-#: Latest device time a chip accepts (about 31,700 years): device ages are float32.
-MAX_TIME_S = 1e12
-
-
-def _mix64(x: int) -> int:
-    """SplitMix64's finaliser: a bijective, well-mixing map of 64-bit integers."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def derive_seeds(n: int, *key: int) -> list[int]:
-    """``n`` 63-bit seeds that depend only on the integers ``key`` (counter-based seeding).
-
-    A few microseconds, against ~70 us for a numpy ``SeedSequence``: every twin operation
-    derives its seeds this way."""
-    h = 0
-    for k in key:
-        h = _mix64(h ^ (int(k) & _M64))
-    return [_mix64(h ^ i) >> 1 for i in range(1, n + 1)]
-
-
-def _check_float_array(a: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise InvalidArgument(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype not in _FLOAT_DTYPES:
-        raise InvalidArgument(f"{name} must be float32 or float64, got {a.dtype}")
-    if shape is not None and a.shape != shape:
-        raise InvalidArgument(f"{name} has shape {a.shape}, expected {shape}")
-    if not np.all(np.isfinite(a)):
-        raise InvalidArgument(f"{name} contains NaN or Inf")
-    return a
+    failed: np.ndarray | None = None
 
 
 class Chip:
-    """An emulated PCM chip (see the module docstring)."""
+    """An emulated chip (see the module docstring)."""
 
     def __init__(self, config: ChipConfig) -> None:
-        self.config = config
-        c = config
-        self.physics = PCMPhysics(c.device, c.g_max_us, c.program_verify)
-        self.pulse_model = PulseModel(c.pulse, c.seed)
-        self.energy_model = EnergyModel(c.energy, c.g_max_us, c.tile_cols)
+        self.config = c = config
+        self.family = make_family(c.device, c.g_max_us)
+        self.pulse_model = PulseModel(self.family.pulse, c.seed, c.g_max_us, self.family.g_floor_us)
+        self.flicker = FlickerNoise(c.seed, self.family.t_read_s)
+        self.energy_model = EnergyModel(
+            c.energy, c.g_max_us, c.tile_cols, self.family.write_energy, self.family.t_read_s
+        )
         self.ledger = EnergyLedger()
-        shape = (c.n_tiles, 2, c.tile_rows, c.tile_cols)
+        shape = (c.n_tiles, N_ARRAYS, c.tile_rows, c.tile_cols)
         # np.zeros maps untouched pages lazily: an unwritten tile costs no memory.
         self.g_prog_us = np.zeros(shape, np.float32)
         self.nu = np.zeros(shape, np.float32)
         self.t_write_s = np.zeros(shape, np.float64)
+        self.write_count = np.zeros(shape, np.uint32)
         self.programmed = np.zeros(c.n_tiles, bool)
         self.tile_version = np.zeros(c.n_tiles, np.int64)
         self.now_s = 0.0
         self.op_counter = 0
+        #: (tile, kind) -> (instant, number of that instant's last periphery call)
+        self.periphery_calls: dict[tuple[int, str], tuple[float, int]] = {}
+        self.w_eff_cache: dict[int, tuple] = {}
         self._peripheries: dict[tuple, TilePeriphery] = {}
-        self._w_eff_cache: dict[int, tuple] = {}
 
-    # --- validation ---------------------------------------------------------------------
+    # --- addressing and shared machinery ------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
         return (self.config.tile_rows, self.config.tile_cols)
 
-    def _check_tile(self, tile: int, need_programmed: bool = True) -> int:
-        if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
-            raise InvalidArgument(f"tile must be an integer, got {type(tile).__name__}")
-        if not 0 <= tile < self.config.n_tiles:
-            raise NotFound(
-                f"tile {tile} does not exist: this chip has tiles 0..{self.config.n_tiles - 1}"
-            )
-        if need_programmed and not self.programmed[tile]:
-            raise FailedPrecondition(f"tile {tile} is not programmed: call program first")
-        return int(tile)
-
-    def _check_time(self, at_s: float) -> float:
-        try:
-            t = float(at_s)
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}") from None
-        if not math.isfinite(t) or t < 0 or t > MAX_TIME_S:
-            raise InvalidArgument(f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}")
-        if t < self.now_s:
-            raise FailedPrecondition(
-                f"time going backwards: at_s={t!r} is before the chip's current time {self.now_s!r}"
-            )
-        return t
-
-    def _check_array(self, array: int, allow_diff: bool = False) -> Array:
-        try:
-            a = Array(int(array))
-        except (ValueError, TypeError):
-            raise InvalidArgument(
-                f"unknown array {array!r}: expected POS (0), NEG (1) or BOTH (3)"
-            ) from None
-        if a is Array.DIFF and not allow_diff:
-            raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH")
-        return a
-
-    def _check_devices(self, array: int, devices: object) -> tuple[np.ndarray, np.ndarray]:
-        """Validate (array, devices): per-device array (int8) and index within its array."""
-        arr = self._check_array(array)
+    def positions(self, tile: int, array: np.ndarray | int, index: np.ndarray) -> np.ndarray:
+        """Positions of devices in the raveled (tiles, arrays, rows, cols) state arrays."""
         n = self.config.tile_rows * self.config.tile_cols
-        if arr is Array.BOTH:
-            flat = self._check_indices(devices, 2 * n, "devices")
-            a, idx = np.divmod(flat, n)
-            arrays = a.astype(np.int8)
-        else:
-            idx = self._check_indices(devices, n, "devices")
-            arrays = np.full(idx.size, int(arr), np.int8)
-        return arrays, idx
+        return (N_ARRAYS * tile + np.asarray(array, np.int64)) * n + index
 
-    def _check_indices(self, idx: object, limit: int, name: str) -> np.ndarray:
-        if not isinstance(idx, np.ndarray) or idx.ndim != 1:
-            raise InvalidArgument(f"{name} must be a 1-D integer numpy array")
-        if idx.dtype.kind not in "iu":
-            raise InvalidArgument(f"{name} must hold integers, got {idx.dtype}")
-        if idx.size == 0:
-            raise InvalidArgument(f"{name} is empty")
-        if idx.min() < 0 or idx.max() >= limit:
-            raise InvalidArgument(f"{name} out of range: expected 0..{limit - 1}")
-        out = idx.astype(np.int64)
-        # callers mostly pass sorted indices (np.flatnonzero): an O(n) check, sort otherwise
-        if out.size > 1 and not np.all(out[1:] > out[:-1]):
-            s = np.sort(out)
-            if np.any(s[1:] == s[:-1]):
-                raise InvalidArgument(f"{name} contains duplicates")
-        return out
+    def _tile(self, tile: object, need_programmed: bool = True) -> int:
+        return check_tile(self.config, self.programmed, tile, need_programmed)
 
-    def _check_cols(self, col_start: int, col_count: int | None) -> slice:
-        """Validate a column range; returns it as a slice."""
-        cols = self.config.tile_cols
-        if isinstance(col_start, bool) or not isinstance(col_start, int | np.integer):
-            raise InvalidArgument(f"col_start must be an integer >= 0, got {col_start!r}")
-        if col_start < 0:
-            raise InvalidArgument(f"col_start must be an integer >= 0, got {col_start!r}")
-        n = cols - col_start if col_count is None else col_count
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}")
-        if col_start + n > cols:
-            raise InvalidArgument(
-                f"columns {col_start}..{col_start + n - 1} out of range: the tile has {cols}"
-            )
-        return slice(int(col_start), int(col_start + n))
+    def _periphery_seed(self, tile: int, kind: str, at_s: float) -> int:
+        """Seed of a periphery call's noise: (seed, tile, kind, instant, its number then)."""
+        last = self.periphery_calls.get((tile, kind))
+        seq = last[1] + 1 if last is not None and last[0] == at_s else 0
+        return derive_key(self.config.seed, PERIPHERY, tile, _PERIPHERY_KINDS[kind],
+                          time_bits(at_s), seq)  # fmt: skip
 
-    def _check_targets(self, g: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        _check_float_array(g, name, shape)
-        if g.size and (g.min() < 0 or g.max() > self.config.g_max_us):
-            raise InvalidArgument(
-                f"{name} out of range: conductances must lie in [0, {self.config.g_max_us}] uS"
-            )
-        return g
-
-    # --- shared machinery -----------------------------------------------------------------
-    def _op_seeds(self, n: int) -> list[int]:
-        """Seeds for the random draws of the next operation (counter based)."""
-        return derive_seeds(n, self.config.seed, self.op_counter)
+    def record_periphery_call(self, tile: int, kind: str, at_s: float) -> None:
+        last = self.periphery_calls.get((tile, kind))
+        seq = last[1] + 1 if last is not None and last[0] == at_s else 0
+        self.periphery_calls[(tile, kind)] = (at_s, seq)
 
     def _commit(self, kind: str, tile: int, at_s: float, cost: Cost, devices: int, pulses: int):
         self.now_s = at_s
         self.op_counter += 1
+        if kind in _PERIPHERY_KINDS:
+            self.record_periphery_call(tile, kind, at_s)
         self.ledger.record(kind, cost, devices=devices, pulses=pulses)
 
-    def _age_s(self, tile: int, arr: int | slice, at_s: float) -> np.ndarray:
-        return (at_s - self.t_write_s[tile, arr]).astype(np.float32)
-
-    def _tile_flat(self, tile: int, array: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """Positions of devices in the raveled (n_tiles, 2, rows, cols) state arrays."""
-        n = self.config.tile_rows * self.config.tile_cols
-        return (2 * tile + array.astype(np.int64)) * n + index
-
-    def _read_flat(
-        self, flat: np.ndarray, at_s: float, gen: torch.Generator | None
-    ) -> torch.Tensor:
-        """Conductance (with fresh read noise when ``gen`` is given) of devices by position."""
-        g = torch.from_numpy(self.g_prog_us.reshape(-1).take(flat))
-        nu = torch.from_numpy(self.nu.reshape(-1).take(flat))
-        age = torch.from_numpy((at_s - self.t_write_s.reshape(-1).take(flat)).astype(np.float32))
-        return self.physics.read(g, nu, age, gen)
-
-    def _read_state(
-        self, tile: int, arr, sel, at_s: float, gen: torch.Generator | None
-    ) -> torch.Tensor:
-        """Conductance (with fresh read noise when ``gen`` is given) of selected devices."""
-        g = torch.from_numpy(np.ascontiguousarray(self.g_prog_us[tile, arr][sel]))
-        nu = torch.from_numpy(np.ascontiguousarray(self.nu[tile, arr][sel]))
-        age = torch.from_numpy(np.ascontiguousarray(at_s - self.t_write_s[tile, arr][sel])).float()
-        return self.physics.read(g, nu, age, gen)
-
     def _apply_writes(self, w: DeviceWrites) -> None:
-        flat = self._tile_flat(w.tile, w.array, w.index)
+        flat = self.positions(w.tile, w.array, w.index)
         self.g_prog_us.reshape(-1)[flat] = w.g_prog_us
         self.nu.reshape(-1)[flat] = w.nu
         self.t_write_s.reshape(-1)[flat] = w.t_write_s
+        if w.write_count is None:  # a log written before write counts were kept
+            self.write_count.reshape(-1)[flat] += np.uint32(1)
+        else:
+            self.write_count.reshape(-1)[flat] = w.write_count
         self.tile_version[w.tile] += 1
 
     def apply_writes(self, writes: DeviceWrites) -> None:
@@ -278,38 +154,34 @@ class Chip:
         self._apply_writes(writes)
 
     # --- writes ---------------------------------------------------------------------------
-    def _program(
-        self, kind: str, tile: int, array: np.ndarray, index: np.ndarray, g_target: np.ndarray,
-        at_s: float,
-    ) -> OpResult:  # fmt: skip
-        (seed,) = self._op_seeds(1)
-        g_target = g_target.astype(np.float32)
-        g_prog, nu = self.physics.program_state(g_target, seed)
-        its = self.physics.verify_iterations(g_target)
-        cost = self.energy_model.program(g_target, its)
-        writes = DeviceWrites(tile, array.astype(np.int8), index, g_prog, nu, at_s)
-        self._apply_writes(writes)
-        n = int(g_target.size)
-        pulses = n + int(its.sum())
-        self._commit(kind, tile, at_s, cost, n, pulses)
+    def _program(self, tile: int, array: np.ndarray, index: np.ndarray, g_target: np.ndarray,
+                 at_s: float, failed_address: np.ndarray) -> OpResult:  # fmt: skip
+        out = writes.program(self, tile, array, index, g_target, at_s)
+        cost = self.energy_model.program(g_target.astype(np.float32), out.pulses, out.reads)
+        self._apply_writes(out.writes)
+        n = int(index.size)
+        pulses = n + int(out.pulses.sum())
+        iterations = int(out.reads.sum())
+        self._commit("program", tile, at_s, cost, n, pulses)
         return OpResult(
-            kind, tile, at_s, devices=n, pulses=pulses, iterations=int(its.sum()),
-            energy_pj=cost.energy_pj, latency_s=cost.latency_s, writes=writes,
+            "program", tile, at_s, devices=n, pulses=pulses, iterations=iterations,
+            energy_pj=cost.energy_pj, latency_s=cost.latency_s, writes=out.writes,
+            failed=failed_address[out.failed],
         )  # fmt: skip
 
     def program(
         self, tile: int, g_target_pos_us: np.ndarray, g_target_neg_us: np.ndarray, at_s: float
     ) -> OpResult:
         """Program-and-verify a whole tile from RESET to the target conductances (rows, cols)."""
-        tile = self._check_tile(tile, need_programmed=False)
-        at_s = self._check_time(at_s)
-        self._check_targets(g_target_pos_us, "g_target_pos_us", self.shape)
-        self._check_targets(g_target_neg_us, "g_target_neg_us", self.shape)
+        tile = self._tile(tile, need_programmed=False)
+        at_s = check_time(self.now_s, at_s)
+        check_targets(self.config, g_target_pos_us, "g_target_pos_us", self.shape)
+        check_targets(self.config, g_target_neg_us, "g_target_neg_us", self.shape)
         n = self.config.tile_rows * self.config.tile_cols
         target = np.stack([g_target_pos_us, g_target_neg_us]).reshape(-1)
-        array = np.repeat(np.arange(2, dtype=np.int8), n)
-        index = np.tile(np.arange(n, dtype=np.int64), 2)
-        result = self._program("program", tile, array, index, target, at_s)
+        array = np.repeat(np.arange(N_ARRAYS, dtype=np.int8), n)
+        index = np.tile(np.arange(n, dtype=np.int64), N_ARRAYS)
+        result = self._program(tile, array, index, target, at_s, np.arange(N_ARRAYS * n))
         self.programmed[tile] = True
         return result
 
@@ -317,11 +189,12 @@ class Chip:
         self, tile: int, array: int, devices: np.ndarray, g_target_us: np.ndarray, at_s: float
     ) -> OpResult:
         """Program-and-verify chosen devices (see ``Array`` for how they are addressed)."""
-        tile = self._check_tile(tile)
-        at_s = self._check_time(at_s)
-        arrays, idx = self._check_devices(array, devices)
-        self._check_targets(g_target_us, "g_target_us", idx.shape)
-        return self._program("program", tile, arrays, idx, g_target_us, at_s)
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        arrays, idx = check_devices(self.config, array, devices)
+        check_targets(self.config, g_target_us, "g_target_us", idx.shape)
+        addr = devices.astype(np.int64)  # type: ignore[union-attr]
+        return self._program(tile, arrays, idx, g_target_us, at_s, addr)
 
     def apply_pulses(
         self,
@@ -334,75 +207,50 @@ class Chip:
     ) -> OpResult:
         """Apply ``count`` SET or RESET pulses to devices (see ``Array`` for addressing).
 
-        A SET pulse acts on the device's drifted conductance at ``at_s``; any write restarts
-        drift (``t_write_s = at_s``, ``nu`` redrawn for the new conductance).
+        A SET pulse acts on the device's drifted conductance at ``at_s``, only ever raises it
+        and never above its own bound; any write restarts drift (``t_write_s = at_s``, the
+        family's parameter redrawn for the new conductance).
         """
-        tile = self._check_tile(tile)
-        at_s = self._check_time(at_s)
-        arrays, idx = self._check_devices(array, devices)
-        try:
-            pk = PulseKind(int(kind))
-        except (ValueError, TypeError):
-            raise InvalidArgument(
-                f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)"
-            ) from None
-        counts = np.asarray(count)
-        if counts.dtype.kind not in "iu" or counts.ndim > 1:
-            raise InvalidArgument("count must be an integer or a 1-D integer array")
-        counts = np.broadcast_to(counts, idx.shape) if counts.ndim == 0 else counts
-        if counts.shape != idx.shape:
-            raise InvalidArgument(f"count has shape {counts.shape}, expected {idx.shape}")
-        limit = self.config.pulse.max_pulses_per_call
-        if counts.min() < 1 or counts.max() > limit:
-            raise InvalidArgument(f"count out of range: expected 1..{limit} pulses per device")
-        counts = counts.astype(np.int64)
-
-        (s_pulse, s_nu) = self._op_seeds(2)
-        rng = np.random.default_rng(s_pulse)
-        params = self.pulse_model.device_params(tile, arrays, idx)
-        if pk is PulseKind.SET:
-            g_now = self._read_flat(self._tile_flat(tile, arrays, idx), at_s, None).numpy()
-            g_new = self.pulse_model.apply_set(g_now, counts, params, rng)
-        else:
-            g_new = self.pulse_model.apply_reset(params, rng)
-        nu = self.physics.drift_coefficients(g_new, s_nu)
-        cost = self.energy_model.pulses(counts, reset=pk is PulseKind.RESET)
-        writes = DeviceWrites(tile, arrays, idx, g_new, nu, at_s)
-        self._apply_writes(writes)
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        arrays, idx = check_devices(self.config, array, devices)
+        pk, counts = check_pulses(self.config, kind, count, idx.size)
+        reset = pk is PulseKind.RESET
+        w = writes.pulse(self, tile, arrays, idx, reset, counts, at_s)
+        cost = self.energy_model.pulses(counts, reset=reset)
+        self._apply_writes(w)
         n_pulses = int(counts.sum())
-        op = "set_pulse" if pk is PulseKind.SET else "reset_pulse"
+        op = "reset_pulse" if reset else "set_pulse"
         self._commit(op, tile, at_s, cost, idx.size, n_pulses)
         return OpResult(
             op, tile, at_s, devices=idx.size, pulses=n_pulses, energy_pj=cost.energy_pj,
-            latency_s=cost.latency_s, writes=writes,
+            latency_s=cost.latency_s, writes=w,
         )  # fmt: skip
 
     # --- reads ----------------------------------------------------------------------------
     def read_devices(
         self, tile: int, array: int, devices: np.ndarray | None, at_s: float
     ) -> OpResult:
-        """Conductance (uS) of devices at ``at_s``, with fresh 1/f read noise.
+        """Conductance (uS) of devices at ``at_s``, with the 1/f read noise of that instant.
 
         ``devices=None`` reads every device of the array, as (rows, cols), or (2, rows, cols)
         for ``BOTH``."""
-        tile = self._check_tile(tile)
-        at_s = self._check_time(at_s)
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
         if devices is None:
-            arr = self._check_array(array)
-            arr_sel = slice(None) if arr is Array.BOTH else int(arr)
+            arr = check_array(array)
+            which = range(N_ARRAYS) if arr is Array.BOTH else [int(arr)]
+            g = torch.stack([reads.read_array(self, tile, a, at_s, True) for a in which])
+            g = g if arr is Array.BOTH else g[0]
         else:
-            flat = self._tile_flat(tile, *self._check_devices(array, devices))
-        (seed,) = self._op_seeds(1)
-        gen = torch_generator(seed)
-        if devices is None:
-            g = self._read_state(tile, arr_sel, slice(None), at_s, gen).numpy()
-        else:
-            g = self._read_flat(flat, at_s, gen).numpy()
-        cost = self.energy_model.read_devices(g)
-        self._commit("read_devices", tile, at_s, cost, g.size, 0)
+            arrays, idx = check_devices(self.config, array, devices)
+            g = reads.read_selected(self, tile, arrays, idx, at_s, True)
+        values = g.numpy()
+        cost = self.energy_model.read_devices(values)
+        self._commit("read_devices", tile, at_s, cost, values.size, 0)
         return OpResult(
-            "read_devices", tile, at_s, devices=g.size, energy_pj=cost.energy_pj,
-            latency_s=cost.latency_s, values=g,
+            "read_devices", tile, at_s, devices=values.size, energy_pj=cost.energy_pj,
+            latency_s=cost.latency_s, values=values,
         )  # fmt: skip
 
     def probe(
@@ -423,30 +271,22 @@ class Chip:
         which probes G+ and then G-) and ``scale_us``: codes * scale_us is the conductance
         (POS, NEG, BOTH) or conductance difference (DIFF) in uS.
         """
-        tile = self._check_tile(tile)
-        at_s = self._check_time(at_s)
-        arr = self._check_array(array, allow_diff=True)
-        r = self._check_indices(rows, self.config.tile_rows, "rows")
-        csl = self._check_cols(col_start, col_count)
-        (seed_read, seed_adc) = self._op_seeds(2)
-        gen = torch_generator(seed_read)
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        arr = check_array(array, allow_diff=True)
+        r = check_indices(rows, self.config.tile_rows, "rows")
+        csl = check_cols(self.config, col_start, col_count)
         g_max = self.config.g_max_us
-        passes = r.size
+        both = arr in (Array.DIFF, Array.BOTH)
+        g = reads.read_block(self, tile, [0, 1] if both else [int(arr)], r, csl, at_s)
         if arr is Array.DIFF:
-            g_pair = self._read_state(tile, slice(None), (slice(None), r, csl), at_s, gen)
-            y = (g_pair[0] - g_pair[1]) / g_max
-            g_read = g_pair.numpy()
-        elif arr is Array.BOTH:
-            g_pair = self._read_state(tile, slice(None), (slice(None), r, csl), at_s, gen)
-            y = g_pair / g_max
-            g_read = g_pair.numpy()
-            passes = 2 * r.size
+            y = (g[0] - g[1]) / g_max
         else:
-            g = self._read_state(tile, int(arr), (r, csl), at_s, gen)
-            y = g / g_max
-            g_read = g.numpy()
-        with seeded_global_torch(seed_adc):
+            y = g / g_max if arr is Array.BOTH else g[0] / g_max
+        passes = 2 * r.size if arr is Array.BOTH else r.size
+        with seeded_global_torch(self._periphery_seed(tile, "probe", at_s)):
             codes, step = self._periphery(tile).probe_readout(y)
+        g_read = g.numpy()
         cost = self.energy_model.probe(passes, g_read, csl.stop - csl.start)
         self._commit("probe", tile, at_s, cost, g_read.size, 0)
         return OpResult(
@@ -463,32 +303,9 @@ class Chip:
             self._peripheries[(tile, shape)] = p
         return p
 
-    def _weights_seed(self, tile: int, at_s: float) -> int:
-        """Seed of the read-noise realisation of a tile's MVM weights at one instant."""
-        t_bits = int(np.float64(at_s).view(np.uint64))
-        return derive_seeds(
-            1, self.config.seed, 0x3E1F, tile, int(self.tile_version[tile]), t_bits
-        )[0]
-
     def effective_weights(self, tile: int, at_s: float) -> tuple[torch.Tensor, np.ndarray]:
-        """(cols, rows) effective weights (G+ - G-)/g_max at ``at_s``, one read-noise draw,
-        and the per-row sum of G+ and G- (uS, for the read energy).
-
-        As with aihwkit's ``drift_analog_weights(t)``, one realisation of the read noise holds
-        for all MVMs of a tile at the same instant. It is a function of (seed, tile, the
-        tile's writes, at_s) alone, so the cache below is a pure memo: a restored chip draws
-        the same realisation without anything recorded.
-        """
-        key = (at_s, int(self.tile_version[tile]))
-        cached = self._w_eff_cache.get(tile)
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        gen = torch_generator(self._weights_seed(tile, at_s))
-        g = self._read_state(tile, slice(None), slice(None), at_s, gen)
-        w = ((g[0] - g[1]) / self.config.g_max_us).T.contiguous()
-        g_row_sum = (g[0] + g[1]).sum(dim=1, dtype=torch.float64).numpy()
-        self._w_eff_cache[tile] = (key, w, g_row_sum)
-        return w, g_row_sum
+        """(cols, rows) effective weights at ``at_s`` and per-row G+ + G- (``reads``)."""
+        return reads.effective_weights(self, tile, at_s)
 
     def mvm(
         self,
@@ -505,61 +322,38 @@ class Chip:
         outputs are read from columns ``col_start .. col_start+col_count-1`` (default: all
         from ``col_start``). The block goes through aihwkit's forward periphery as one tile.
         """
-        tile = self._check_tile(tile)
-        at_s = self._check_time(at_s)
-        rows, cols = self.shape
-        _check_float_array(x, "x")
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            raise InvalidArgument(f"x has shape {x.shape}, expected (batch >= 1, inputs >= 1)")
-        if isinstance(row_start, bool) or not isinstance(row_start, int | np.integer):
-            raise InvalidArgument(f"row_start must be an integer >= 0, got {row_start!r}")
-        if row_start < 0:
-            raise InvalidArgument(f"row_start must be an integer >= 0, got {row_start!r}")
-        k = x.shape[1]
-        if row_start + k > rows:
-            raise InvalidArgument(
-                f"x drives rows {row_start}..{row_start + k - 1}, but the tile has {rows} rows"
-            )
-        csl_out = self._check_cols(col_start, col_count)
-        n_out = csl_out.stop - csl_out.start
-        (seed_mvm,) = self._op_seeds(1)
-        w_full, g_row_sum = self.effective_weights(tile, at_s)
-        rsl, csl = slice(row_start, row_start + k), slice(col_start, col_start + n_out)
-        w = w_full[csl, rsl]
-        per = self._periphery(tile, k, int(n_out))
-        per.load_weights(w, (at_s, int(self.tile_version[tile]), row_start, col_start))
-        with np.errstate(over="ignore"):
-            x32 = np.ascontiguousarray(x, dtype=np.float32)
-        if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
-            raise InvalidArgument("x has values beyond the float32 range the periphery takes")
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        x32, row_start = check_mvm_input(self.config, x, row_start)
+        csl = check_cols(self.config, col_start, col_count)
+        k, n_out = x32.shape[1], csl.stop - csl.start
+        w_full, g_row_sum = reads.effective_weights(self, tile, at_s)
+        rsl = slice(row_start, row_start + k)
+        per = self._periphery(tile, k, n_out)
+        key = (at_s, int(self.tile_version[tile]), row_start, csl.start)
+        per.load_weights(w_full[csl, rsl], key)
         xt = torch.from_numpy(x32)
-        with seeded_global_torch(seed_mvm):
+        with seeded_global_torch(self._periphery_seed(tile, "mvm", at_s)):
             y = per.mvm(xt).numpy()
-        xa = np.abs(xt.numpy())
+        xa = np.abs(x32)
         x_norm = xa / np.maximum(xa.max(axis=1, keepdims=True), 1e-30)
-        g_block_rows = g_row_sum[rsl] if n_out == cols else None
-        if g_block_rows is None:
-            g_block_rows = self._block_row_sum(tile, at_s, rsl, csl)
-        cost = self.energy_model.mvm(x_norm, g_block_rows, k, int(n_out))
-        self._commit("mvm", tile, at_s, cost, 2 * k * int(n_out), 0)
+        if n_out == self.config.tile_cols:
+            g_block_rows = g_row_sum[rsl]
+        else:
+            g_block_rows = reads.block_row_sum(self, tile, at_s, rsl, csl)
+        cost = self.energy_model.mvm(x_norm, g_block_rows, k, n_out)
+        self._commit("mvm", tile, at_s, cost, 2 * k * n_out, 0)
         return OpResult(
-            "mvm", tile, at_s, devices=2 * k * int(n_out),
+            "mvm", tile, at_s, devices=2 * k * n_out,
             energy_pj=cost.energy_pj, latency_s=cost.latency_s, values=y,
         )  # fmt: skip
-
-    def _block_row_sum(self, tile: int, at_s: float, rsl: slice, csl: slice) -> np.ndarray:
-        g = self.physics.drifted(
-            torch.from_numpy(self.g_prog_us[tile, :, rsl, csl]),
-            torch.from_numpy(self.nu[tile, :, rsl, csl]),
-            torch.from_numpy(self._age_s(tile, slice(None), at_s)[:, rsl, csl]),
-        )
-        return g.sum(dim=(0, 2), dtype=torch.float64).numpy()
 
     # --- introspection ----------------------------------------------------------------------
     def advance(self, at_s: float) -> None:
         """Move the chip's clock forward without touching devices (drift is lazy)."""
-        self.now_s = self._check_time(at_s)
+        self.now_s = check_time(self.now_s, at_s)
 
     @property
     def state_bytes(self) -> int:
-        return self.g_prog_us.nbytes + self.nu.nbytes + self.t_write_s.nbytes
+        return (self.g_prog_us.nbytes + self.nu.nbytes + self.t_write_s.nbytes
+                + self.write_count.nbytes)  # fmt: skip

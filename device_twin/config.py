@@ -1,110 +1,50 @@
-"""Configuration of an emulated PCM chip: geometry, device statistics, pulses, periphery, energy.
+"""Configuration of an emulated chip: geometry, device family, periphery, energy.
 
-Every default carries its source. Device statistics default to aihwkit's
-``PCMLikeNoiseModel`` (Nandakumar 2019 / Joshi 2020); the pulse response to aihwkit's
-``PCMPresetDevice`` (ExpStep rule, Nandakumar 2020); the periphery to aihwkit's
-``IOParameters``; the energy and latency figures to DESIGN.md §6 (NVSim PCRAM cell, ISAAC,
-IBM HERMES).
+Every default carries its source. The device family (``device``, see
+``device_twin.families``) holds the device statistics, the pulse response and the write
+energy; the periphery defaults are aihwkit's ``IOParameters``; the periphery's energy and
+latency figures come from DESIGN.md §6 (ISAAC, IBM HERMES).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-#: Bytes of device state per device: g_prog (float32), nu (float32), t_write_s (float64).
-STATE_BYTES_PER_DEVICE = 16
+from device_twin.families import (
+    DeviceConfig,
+    HermesDeviceConfig,
+    PCMDeviceConfig,
+    PulseModelConfig,
+    ReRamCMODeviceConfig,
+    WriteEnergyConfig,
+    default_g_max_us,
+)
+from device_twin.families.base import StrictModel as _Strict
 
+#: Bytes of device state per device: g_prog (float32), nu (float32), t_write_s (float64) and
+#: the device's write count (uint32, keys its random draws).
+STATE_BYTES_PER_DEVICE = 20
 
-class _Strict(BaseModel):
-    # NaN/Inf never make sense in a device model and would poison device state
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+#: The PCM family's config, under its former name.
+DeviceModelConfig = PCMDeviceConfig
 
-
-class DeviceModelConfig(_Strict):
-    """PCM device statistics: aihwkit ``PCMLikeNoiseModel`` parameters.
-
-    Programming noise sigma_P(g) = c0 + c1*g/g_max + c2*(g/g_max)^2 (uS, at the reference g_max),
-    drift g(t) = g_prog*((t - t_write + t0)/t0)^(-nu), 1/f read noise with ``t_read_s``.
-    """
-
-    prog_coeff: tuple[float, float, float] = (0.26348, 1.9650, -1.1731)
-    prog_coeff_g_max_reference_us: float = Field(25.0, gt=0)
-    prog_noise_scale: float = Field(1.0, ge=0, le=100)
-    drift_scale: float = Field(1.0, ge=0, le=10)
-    read_noise_scale: float = Field(1.0, ge=0, le=100)
-    t0_s: float = Field(20.0, gt=0)
-    t_read_s: float = Field(250e-9, gt=0)
+__all__ = [
+    "ChipConfig", "DeviceConfig", "DeviceModelConfig", "EnergyModelConfig", "IOConfig",
+    "PCMDeviceConfig", "PeripheryConfig", "ProgramVerifyConfig", "PulseModelConfig",
+    "WriteEnergyConfig",
+]  # fmt: skip
 
 
 class ProgramVerifyConfig(_Strict):
-    """The modelled program-and-verify loop used by ``program``.
+    """The modelled program-and-verify loop of ``program`` (see ``device_twin.pulses``).
 
-    Each iteration is one SET pulse and one verify read. The error to the target shrinks by
-    ``convergence`` per iteration, starting from the full distance from RESET, until it is
-    below the programming-noise floor sigma_P(g_target); so iterations grow with the log of
-    g_target/sigma_P. IBM's HERMES chip allows at most 30 iterations.
+    Each iteration is one or more SET pulses and one verify read; the loop applies the
+    nominal pulses from RESET to the target. IBM's HERMES chip allows at most 30 iterations.
     """
 
     max_iterations: int = Field(30, ge=1, le=1000)
-    convergence: float = Field(0.5, gt=0, lt=1)
-
-
-def _pcm_preset_defaults() -> dict[str, float]:
-    """Read the ExpStep parameters of aihwkit's ``PCMPresetDevice`` (the source of truth)."""
-    from aihwkit.simulator.presets.devices import PCMPresetDevice
-
-    dev = PCMPresetDevice()
-    names = (
-        "dw_min", "up_down", "w_max", "w_min", "a", "b", "gamma_up", "A_up", "dw_min_dtod",
-        "up_down_dtod", "w_max_dtod", "w_min_dtod", "dw_min_std", "dw_min_std_add",
-        "dw_min_std_slope", "reset", "reset_dtod", "reset_std",
-    )  # fmt: skip
-    return {n: float(getattr(dev, n)) for n in names}
-
-
-class PulseModelConfig(_Strict):
-    """Partial-SET pulse response: the ExpStep rule with aihwkit ``PCMPresetDevice`` parameters.
-
-    Parameters are in aihwkit's weight units ``w`` in [w_min, w_max]; ``g_per_w_us`` converts
-    them to conductance (default: w_max = 2.0 maps to g_max = 25 uS). One SET pulse on a device
-    at ``w`` with bounds [b_min, b_max]::
-
-        z  = 2*a*w/(b_max - b_min) + b
-        dw = max(1 - A_up*exp(gamma_up*z), 0) * scale_up
-        sd = dw_min_std*(|dw| + dw_min_std_add + dw_min_std_slope*|w|)
-        w <- clip(w + dw + sd*xi, b_min, b_max)
-
-    with device-to-device ``scale_up = |1 + dw_min_dtod*xi1 + up_down_dtod*xi2| * dw_min`` and
-    ``b_max = w_max*(1 + w_max_dtod*xi3)``. RESET sets ``w = reset + reset_dtod*xi4`` (fixed per
-    device) ``+ reset_std*xi`` (per pulse), clipped to the bounds.
-    """
-
-    dw_min: float = Field(gt=0)
-    up_down: float = 0.0
-    w_max: float = Field(gt=0)
-    w_min: float = Field(le=0)
-    a: float
-    b: float
-    gamma_up: float
-    A_up: float
-    dw_min_dtod: float = Field(ge=0)
-    up_down_dtod: float = Field(ge=0)
-    w_max_dtod: float = Field(ge=0)
-    w_min_dtod: float = Field(ge=0)
-    dw_min_std: float = Field(ge=0)
-    dw_min_std_add: float = Field(ge=0)
-    dw_min_std_slope: float = Field(ge=0)
-    reset: float
-    reset_dtod: float = Field(ge=0)
-    reset_std: float = Field(ge=0)
-    g_per_w_us: float = Field(12.5, gt=0)
-    max_pulses_per_call: int = Field(1000, ge=1)
-
-    @classmethod
-    def from_aihwkit(cls, **overrides: float) -> PulseModelConfig:
-        return cls(**{**_pcm_preset_defaults(), **overrides})
 
 
 class IOConfig(_Strict):
@@ -176,44 +116,95 @@ class PeripheryConfig(_Strict):
     probe: IOConfig = Field(default_factory=_default_probe_io)
 
 
-class EnergyModelConfig(_Strict):
-    """Energy and latency per operation (DESIGN.md §6)."""
+_MOVED_TO_FAMILY = ("set_pulse_pj", "set_pulse_s", "reset_pulse_pj", "reset_pulse_s")
 
-    set_pulse_pj: float = Field(22.5, ge=0)  # NVSim PCRAM cell: 150 uA, 150 ns, ~1 V
-    set_pulse_s: float = Field(150e-9, ge=0)
-    reset_pulse_pj: float = Field(12.0, ge=0)  # same cell: 300 uA, 40 ns
-    reset_pulse_s: float = Field(40e-9, ge=0)
-    device_read_pj_at_g_max: float = Field(0.1, ge=0)  # 0.2 V, 100 ns, 25 uS; scales with g
-    device_read_s: float = Field(100e-9, ge=0)
+
+class EnergyModelConfig(_Strict):
+    """Energy and latency of the periphery (DESIGN.md §6) and of device reads.
+
+    A device read lasts the family's ``t_read_s`` (the read duration of its 1/f noise model:
+    one value for noise, latency and energy) and costs ``read_voltage_v^2 * g * t_read_s``
+    (0.25 pJ at 25 uS for PCM's 250 ns). SET/RESET pulse figures belong to the device family
+    (``device.write_energy``).
+    """
+
+    read_voltage_v: float = Field(0.2, ge=0, le=10)  # DESIGN.md §6: 0.2 V read bias
     adc_conversion_pj: float = Field(1.67, ge=0)  # ISAAC, 8 bit
     dac_row_drive_pj: float = Field(0.42, ge=0)  # ISAAC
     mvm_latency_s: float = Field(130e-9, ge=0)  # IBM HERMES, one tile
     write_parallel_devices: int = Field(256, ge=1)  # devices written at once (one line)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [k for k in (*_MOVED_TO_FAMILY, "device_read_pj_at_g_max", "device_read_s")
+                     if k in data]  # fmt: skip
+            if moved:
+                raise ValueError(
+                    f"{', '.join(moved)}: pulse energies moved to device.write_energy, and a "
+                    "device read now lasts the family's t_read_s and costs read_voltage_v^2 * g "
+                    "* t_read_s"
+                )
+        return data
 
 
 class ChipConfig(_Strict):
     """A chip: ``n_tiles`` tiles of ``tile_rows`` x ``tile_cols`` weights, each a G+/G- pair.
 
     Rows are the input (word) lines, columns the output (bit) lines: an MVM computes
-    ``y[c] = sum_r x[r] * (G+[r, c] - G-[r, c]) / g_max``.
+    ``y[c] = sum_r x[r] * (G+[r, c] - G-[r, c]) / g_max``. ``device`` chooses the device
+    family (default ``pcm``); ``g_max_us`` defaults to the family's characterised maximum.
     """
 
     n_tiles: int = Field(1, ge=1, le=4096)
     tile_rows: int = Field(256, ge=1, le=8192)
     tile_cols: int = Field(256, ge=1, le=8192)
-    g_max_us: float = Field(25.0, ge=0.01, le=1000)
-    device: DeviceModelConfig = Field(default_factory=DeviceModelConfig)
+    g_max_us: float = Field(
+        None,  # type: ignore[assignment]  # filled in before validation: the family's maximum
+        ge=0.01,
+        le=1000,
+        description="max conductance the mapping uses (uS); unset: the family's characterised one",
+    )
+    device: DeviceConfig = Field(default_factory=PCMDeviceConfig)
     program_verify: ProgramVerifyConfig = Field(default_factory=ProgramVerifyConfig)
-    pulse: PulseModelConfig = Field(default_factory=PulseModelConfig.from_aihwkit)
     periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
     energy: EnergyModelConfig = Field(default_factory=EnergyModelConfig)
     seed: int = Field(0, ge=0, lt=2**63)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "pulse" in data:  # former place of the pulse response: now the family's
+            device = data.get("device", {})
+            pulse = data.pop("pulse")
+            if isinstance(device, dict):
+                data["device"] = {**device, "pulse": pulse}
+            else:
+                data["device"] = device.model_copy(update={"pulse": pulse})
+        if data.get("g_max_us") is None:
+            data["g_max_us"] = default_g_max_us(data.get("device", {}))
+        return data
+
     @model_validator(mode="after")
-    def _check_pulse_scale(self) -> ChipConfig:
-        if self.pulse.w_min > 0 or self.pulse.w_max <= 0:
-            raise ValueError("pulse model needs w_min <= 0 < w_max")
+    def _check_family_range(self) -> ChipConfig:
+        d = self.device
+        if isinstance(d, HermesDeviceConfig) and self.g_max_us > d.g_max_characterised_us + 1e-9:
+            raise ValueError(
+                f"pcm_hermes with {d.num_devices} device(s) per cell is characterised up to "
+                f"{d.g_max_characterised_us} uS: g_max_us {self.g_max_us} is beyond it"
+            )
+        if isinstance(d, ReRamCMODeviceConfig) and d.g_min_us >= self.g_max_us:
+            raise ValueError(f"reram_cmo needs g_min_us ({d.g_min_us}) below g_max_us")
         return self
+
+    @property
+    def pulse(self) -> PulseModelConfig:
+        """The pulse response of the chip's device family."""
+        return self.device.pulse
 
     @property
     def devices_per_tile(self) -> int:

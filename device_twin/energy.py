@@ -1,13 +1,16 @@
 """Energy and latency: the cost of each twin operation, and the per-chip ledger.
 
-Costs follow DESIGN.md §6 (``EnergyModelConfig``). Formulas, per operation:
+Costs follow DESIGN.md §6 (``EnergyModelConfig``) and the device family's write energy and
+read duration (``write_energy``, ``t_read_s``). A device read lasts ``t_read`` and costs
+``V_read^2 * g * t_read``. Formulas, per operation:
 
-- program (program-and-verify from RESET): per device one RESET pulse plus ``iterations``
-  times (one SET pulse + one verify read: device read + ADC conversion). Devices are written
-  ``write_parallel_devices`` at a time; a group takes as long as its slowest device.
+- program (program-and-verify from RESET, ``pulses.PulseModel.program_cost``): per device one
+  RESET pulse, ``pulses`` SET pulses and ``reads`` verify reads (device read at the target +
+  one ADC conversion). Devices are written ``write_parallel_devices`` at a time; a group takes
+  one RESET and then as long as its slowest device (pulses x t_SET + reads x t_read).
 - SET / RESET pulses: ``count`` pulses per device; latency as for program.
-- read_devices: per device one read (0.1 pJ at g_max, proportional to g) + one ADC conversion;
-  one ADC per column, so ceil(n / cols) sequential reads.
+- read_devices: per device one read + one ADC conversion; one ADC per column, so
+  ceil(n / cols) sequential reads of t_read.
 - probe: per row pass one DAC drive, one ADC conversion per column read, and the reads of the
   devices on the row (both arrays for a differential probe; a BOTH probe makes two passes
   per row, G+ then G-); one MVM latency per pass.
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from device_twin.config import EnergyModelConfig
+from device_twin.config import EnergyModelConfig, WriteEnergyConfig
 
 
 @dataclass
@@ -33,53 +36,59 @@ class Cost:
 class EnergyModel:
     """Cost functions; pure, so that tests can recompute them from operation counts."""
 
-    def __init__(self, cfg: EnergyModelConfig, g_max_us: float, tile_cols: int) -> None:
+    def __init__(
+        self,
+        cfg: EnergyModelConfig,
+        g_max_us: float,
+        tile_cols: int,
+        write: WriteEnergyConfig,
+        t_read_s: float,
+    ) -> None:
         self.cfg = cfg
         self.g_max_us = float(g_max_us)
         self.tile_cols = int(tile_cols)
+        self.write = write
+        self.t_read_s = float(t_read_s)
+        # pJ per uS of conductance read once: V^2 * (g_us * 1e-6 S) * t_read * 1e12
+        self.read_pj_per_us = cfg.read_voltage_v**2 * self.t_read_s * 1e6
 
     def read_energy_pj(self, g_us: np.ndarray | float) -> float:
         """Energy of reading devices once (sum over ``g_us``), without the ADC."""
-        return float(self.cfg.device_read_pj_at_g_max * np.sum(g_us, dtype=np.float64)) / (
-            self.g_max_us
-        )
+        return self.read_pj_per_us * float(np.sum(g_us, dtype=np.float64))
 
-    def _grouped_latency_s(self, steps: np.ndarray, step_s: float, fixed_s: float) -> float:
-        n = steps.size
+    def _grouped_latency_s(self, steps_s: np.ndarray, fixed_s: float) -> float:
+        n = steps_s.size
         if n == 0:
             return 0.0
         p = self.cfg.write_parallel_devices
         pad = (-n) % p
-        groups = np.concatenate([steps, np.zeros(pad, steps.dtype)]).reshape(-1, p)
-        return float(groups.shape[0] * fixed_s + groups.max(axis=1).sum() * step_s)
+        groups = np.concatenate([steps_s, np.zeros(pad, steps_s.dtype)]).reshape(-1, p)
+        return float(groups.shape[0] * fixed_s + groups.max(axis=1).sum())
 
-    def program(self, g_target_us: np.ndarray, iterations: np.ndarray) -> Cost:
-        c = self.cfg
+    def program(self, g_target_us: np.ndarray, pulses: np.ndarray, reads: np.ndarray) -> Cost:
+        c, w = self.cfg, self.write
         n = g_target_us.size
-        its = int(iterations.sum(dtype=np.int64))
+        n_pulses = int(pulses.sum(dtype=np.int64))
+        n_reads = int(reads.sum(dtype=np.int64))
         # each verify read sees the device near its target
-        verify_read = float(
-            c.device_read_pj_at_g_max
-            * np.dot(iterations.astype(np.float64), g_target_us.astype(np.float64))
-            / self.g_max_us
+        verify = self.read_pj_per_us * float(
+            np.dot(reads.astype(np.float64), g_target_us.astype(np.float64))
         )
-        energy = n * c.reset_pulse_pj + its * (c.set_pulse_pj + c.adc_conversion_pj) + verify_read
-        latency = self._grouped_latency_s(
-            iterations, c.set_pulse_s + c.device_read_s, c.reset_pulse_s
-        )
-        return Cost(energy, latency)
+        energy = (n * w.reset_pulse_pj + n_pulses * w.set_pulse_pj
+                  + n_reads * c.adc_conversion_pj + verify)  # fmt: skip
+        steps = pulses * w.set_pulse_s + reads * self.t_read_s
+        return Cost(energy, self._grouped_latency_s(steps, w.reset_pulse_s))
 
     def pulses(self, counts: np.ndarray, reset: bool) -> Cost:
-        c = self.cfg
-        pj, s = (c.reset_pulse_pj, c.reset_pulse_s) if reset else (c.set_pulse_pj, c.set_pulse_s)
+        w = self.write
+        pj, s = (w.reset_pulse_pj, w.reset_pulse_s) if reset else (w.set_pulse_pj, w.set_pulse_s)
         total = int(counts.sum(dtype=np.int64))
-        return Cost(total * pj, self._grouped_latency_s(counts, s, 0.0))
+        return Cost(total * pj, self._grouped_latency_s(counts * s, 0.0))
 
     def read_devices(self, g_us: np.ndarray) -> Cost:
-        c = self.cfg
         n = g_us.size
-        energy = self.read_energy_pj(g_us) + n * c.adc_conversion_pj
-        latency = -(-n // self.tile_cols) * c.device_read_s
+        energy = self.read_energy_pj(g_us) + n * self.cfg.adc_conversion_pj
+        latency = -(-n // self.tile_cols) * self.t_read_s
         return Cost(energy, float(latency))
 
     def probe(self, n_rows: int, g_read_us: np.ndarray, n_cols: int | None = None) -> Cost:
@@ -100,10 +109,8 @@ class EnergyModel:
         ``g_row_sum_us``: (rows,) sum of G+ and G- over the columns read, per driven row."""
         c = self.cfg
         batch = x_norm_abs.shape[0]
-        reads = float(
-            c.device_read_pj_at_g_max
-            * np.sum(x_norm_abs.astype(np.float64) @ g_row_sum_us.astype(np.float64))
-            / self.g_max_us
+        reads = self.read_pj_per_us * float(
+            np.sum(x_norm_abs.astype(np.float64) @ g_row_sum_us.astype(np.float64))
         )
         energy = batch * (n_rows * c.dac_row_drive_pj + n_cols * c.adc_conversion_pj) + reads
         return Cost(energy, batch * c.mvm_latency_s)

@@ -1,10 +1,21 @@
-"""PCM pulse response: partial SET by the ExpStep rule, RESET, with aihwkit ``PCMPresetDevice``
-parameters (see ``PulseModelConfig`` for the equations).
+"""Pulse response: partial SET by the ExpStep rule, RESET, saturation, and what programming
+costs in pulses (see ``PulseModelConfig`` for the equations).
 
-Device-to-device parameters (step gain, upper bound, reset level) are fixed properties of a
-physical device. They are not stored: they are derived on demand from a counter-based hash
-of (chip seed, tile, array, device index), so they cost no state and never change between
-calls, restarts or processes. Cycle-to-cycle noise comes from the caller's generator.
+Device-to-device parameters (step gain, bounds, reset level) are fixed properties of a
+physical device. They are not stored: they are hashed from (chip seed, tile, array, device
+index), so they cost no state and never change between calls, restarts or processes.
+Cycle-to-cycle noise comes from the write's keyed normals (``rng.WriteKeys``).
+
+Saturation: every device has its own upper bound ``b_max`` (aihwkit's ``w_max_dtod`` spread).
+No write puts a device above it: a SET step stops at the bound, program-and-verify ends at
+the bound when its target lies beyond it (and reports the device failed).
+
+Programming cost, one stated model (``program_cost``): program-and-verify from RESET applies
+the nominal number of SET pulses that take a device from the nominal RESET level to its
+target (the ExpStep rule without device-to-device or cycle noise), with one verify read
+after each pulse; when that count exceeds the iteration limit the pulses are grouped so that
+there are exactly ``max_iterations`` verify reads. A device that cannot reach its target
+uses the whole iteration budget.
 """
 
 from __future__ import annotations
@@ -13,38 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device_twin.config import PulseModelConfig
+from device_twin.families.base import PulseModelConfig
+from device_twin.rng import (
+    DEVICE_PARAMS,
+    STREAM_RESET,
+    WriteKeys,
+    derive_key,
+    device_ids,
+    hashed_normal_pairs,
+)
+from device_twin.rng import splitmix64 as _splitmix64
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    z = np.asarray(x, dtype=np.uint64) + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def _key(*parts: int) -> np.uint64:
-    k = np.uint64(0)
-    with np.errstate(over="ignore"):
-        for p in parts:
-            k = splitmix64(np.uint64(k) ^ np.uint64(p & 0xFFFFFFFFFFFFFFFF))[()]
-    return np.uint64(k)
-
-
-def hashed_normals(key: np.uint64, index: np.ndarray) -> np.ndarray:
-    """Standard normals, one per index, that depend only on (key, index) (Box-Muller)."""
-    idx = np.asarray(index, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h1 = splitmix64(key ^ (idx * np.uint64(2)))
-        h2 = splitmix64(key ^ (idx * np.uint64(2) + np.uint64(1)))
-    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53  # (0, 1]
-    u2 = (h2 >> np.uint64(11)).astype(np.float64) / 2.0**53  # [0, 1)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+#: Longest nominal pulse train tabulated for the programming cost.
+MAX_NOMINAL_PULSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -60,75 +52,135 @@ class DeviceParams:
 class PulseModel:
     """Pulse response of the devices of one chip."""
 
-    def __init__(self, cfg: PulseModelConfig, seed: int) -> None:
+    def __init__(self, cfg: PulseModelConfig, seed: int, g_max_us: float, g_floor_us: float = 0.0):
         self.cfg = cfg
         self.seed = int(seed)
+        self.g_floor_us = float(g_floor_us)
+        span = cfg.w_max - cfg.w_min
+        self.g_per_w_us = float(cfg.g_per_w_us or (g_max_us - g_floor_us) / span)
+        self._nominal: np.ndarray | None = None
+
+    # --- conductance <-> weight units -----------------------------------------------------
+    def to_w(self, g_us: np.ndarray) -> np.ndarray:
+        return (np.asarray(g_us, np.float64) - self.g_floor_us) / self.g_per_w_us + self.cfg.w_min
+
+    def to_g(self, w: np.ndarray) -> np.ndarray:
+        g = (w - self.cfg.w_min) * self.g_per_w_us + self.g_floor_us
+        return np.maximum(g, 0.0).astype(np.float32)
+
+    # --- device-to-device parameters ------------------------------------------------------
+    def _pairs(self, tile: int, ids: np.ndarray, which: int) -> tuple[np.ndarray, np.ndarray]:
+        key = np.uint64(derive_key(self.seed, DEVICE_PARAMS, tile, which))
+        return hashed_normal_pairs(_splitmix64(key ^ ids))
+
+    def bounds(self, tile: int, array: np.ndarray, index: np.ndarray):
+        """(b_min, b_max) of devices (tile, array[i], index[i]), weight units, float64."""
+        c = self.cfg
+        z_max, z_min = self._pairs(tile, device_ids(array, index), 2)
+        b_max = np.abs(c.w_max * (1.0 + c.w_max_dtod * z_max.astype(np.float64)))
+        b_min = -np.abs(c.w_min * (1.0 + c.w_min_dtod * z_min.astype(np.float64)))
+        return b_min, b_max
+
+    def bound_us(self, tile: int, array: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Upper conductance bound (saturation) of each device (uS, float32)."""
+        return self.to_g(self.bounds(tile, array, index)[1])
 
     def device_params(self, tile: int, array: np.ndarray, index: np.ndarray) -> DeviceParams:
         """Fixed device-to-device parameters of devices (tile, array[i], index[i])."""
         c = self.cfg
-        dev = np.asarray(array, dtype=np.uint64) * np.uint64(1 << 40) + np.asarray(
-            index, dtype=np.uint64
-        )
-
-        def normals(param: int) -> np.ndarray:
-            return hashed_normals(_key(self.seed, 0x5EED, tile, param), dev)
-
-        gain = 1.0 + c.dw_min_dtod * normals(1)
-        r = c.up_down_dtod * normals(2)
+        ids = device_ids(array, index)
+        z_gain, z_r = (z.astype(np.float64) for z in self._pairs(tile, ids, 1))
         up_bias = min(c.up_down, 0.0)
         # aihwkit's populate() with enforce_consistency: step sizes are made positive and
         # bounds keep their sign.
-        scale_up = np.abs((up_bias + gain + r) * c.dw_min)
-        b_max = np.abs(c.w_max * (1.0 + c.w_max_dtod * normals(3)))
-        b_min = -np.abs(c.w_min * (1.0 + c.w_min_dtod * normals(4)))
-        reset_w = c.reset + c.reset_dtod * normals(5)
-        return DeviceParams(scale_up, b_max, b_min, reset_w)
+        scale_up = np.abs((up_bias + 1.0 + c.dw_min_dtod * z_gain + c.up_down_dtod * z_r)
+                          * c.dw_min)  # fmt: skip
+        b_min, b_max = self.bounds(tile, array, index)
+        z_reset = self._pairs(tile, ids, 3)[0].astype(np.float64)
+        return DeviceParams(scale_up, b_max, b_min, c.reset + c.reset_dtod * z_reset)
 
-    def set_step_mean_w(self, w: np.ndarray, params: DeviceParams) -> np.ndarray:
-        """Expected step of one SET pulse at state ``w`` (weight units), before noise/clipping."""
+    # --- pulses -----------------------------------------------------------------------------
+    def set_step_mean_w(self, w, scale_up, b_max, b_min) -> np.ndarray:
+        """Expected step of one SET pulse at state ``w`` (weight units), before noise/bounds."""
         c = self.cfg
-        z = 2.0 * c.a * w / (params.b_max - params.b_min) + c.b
-        y_up = np.maximum(1.0 - c.A_up * np.exp(c.gamma_up * z), 0.0)
-        return y_up * params.scale_up
+        z = 2.0 * c.a * w / (b_max - b_min) + c.b
+        return np.maximum(1.0 - c.A_up * np.exp(c.gamma_up * z), 0.0) * scale_up
+
+    def set_step_sigma_w(self, w: np.ndarray, dw: np.ndarray) -> np.ndarray:
+        """Cycle-to-cycle spread of a SET step of mean ``dw`` at state ``w``."""
+        c = self.cfg
+        if c.dw_min_std > 0 and (c.dw_min_std_add != 0 or c.dw_min_std_slope != 0):
+            return c.dw_min_std * (np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w))
+        return c.dw_min_std * np.abs(dw)
 
     def apply_set(
-        self,
-        g_us: np.ndarray,
-        counts: np.ndarray,
-        params: DeviceParams,
-        rng: np.random.Generator,
+        self, g_us: np.ndarray, counts: np.ndarray, params: DeviceParams, keys: WriteKeys
     ) -> np.ndarray:
-        """Conductance after ``counts[i]`` SET pulses on devices at ``g_us[i]``."""
-        c = self.cfg
-        w = np.asarray(g_us, dtype=np.float64) / c.g_per_w_us
+        """Conductance after ``counts[i]`` SET pulses on devices at ``g_us[i]``.
+
+        A step never lowers a device and never takes it above its own bound; a device above
+        its bound (drifted state never is) keeps its conductance."""
+        w = self.to_w(g_us)
         counts = np.asarray(counts)
-        complex_noise = c.dw_min_std > 0 and (c.dw_min_std_add != 0 or c.dw_min_std_slope != 0)
         for k in range(int(counts.max(initial=0))):
-            active = counts > k
-            dw = self.set_step_mean_w(w, params)
-            xi = rng.standard_normal(w.shape)
-            if complex_noise:
-                std = c.dw_min_std * (
-                    np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w)
-                )
-                w_new = w + dw + std * xi
-            else:
-                w_new = w + dw * (1.0 + c.dw_min_std * xi)
-            w_new = np.clip(w_new, params.b_min, params.b_max)
-            w = np.where(active, w_new, w)
-        return np.maximum(w * c.g_per_w_us, 0.0).astype(np.float32)
+            act = np.flatnonzero(counts > k)
+            if act.size == w.size:
+                act = slice(None)
+            wa, up, hi, lo = w[act], params.scale_up[act], params.b_max[act], params.b_min[act]
+            dw = self.set_step_mean_w(wa, up, hi, lo)
+            xi = keys.subset(act).pulse_normals(k).astype(np.float64)
+            step = np.maximum(dw + self.set_step_sigma_w(wa, dw) * xi, 0.0)
+            w[act] = np.maximum(wa, np.minimum(wa + step, hi))
+        return self.to_g(w)
 
-    def apply_reset(self, params: DeviceParams, rng: np.random.Generator) -> np.ndarray:
-        """Conductance after a RESET pulse: the device's reset level plus cycle noise, ~0 uS."""
-        c = self.cfg
-        w = params.reset_w + c.reset_std * rng.standard_normal(params.reset_w.shape)
-        w = np.clip(w, params.b_min, params.b_max)
-        return np.maximum(w * c.g_per_w_us, 0.0).astype(np.float32)
+    def apply_reset(self, params: DeviceParams, keys: WriteKeys) -> np.ndarray:
+        """Conductance after a RESET pulse: the device's reset level plus cycle noise."""
+        xi = keys.normals(STREAM_RESET)[0].astype(np.float64)
+        w = np.clip(params.reset_w + self.cfg.reset_std * xi, params.b_min, params.b_max)
+        return self.to_g(w)
 
-    def saturation_us(self, params: DeviceParams) -> np.ndarray:
-        """Upper conductance bound of each device."""
-        return (params.b_max * self.cfg.g_per_w_us).astype(np.float32)
+    # --- nominal response and programming cost -------------------------------------------
+    def nominal_levels_us(self) -> np.ndarray:
+        """Conductance after n = 0, 1, 2, ... nominal SET pulses from the nominal RESET level
+        (no device-to-device or cycle noise), up to where the response stops rising."""
+        if self._nominal is None:
+            c = self.cfg
+            w = float(np.clip(c.reset, c.w_min, c.w_max))
+            out = [w]
+            for _ in range(MAX_NOMINAL_PULSES):
+                dw = float(self.set_step_mean_w(np.float64(w), c.dw_min, c.w_max, c.w_min))
+                w_next = min(w + dw, c.w_max)
+                if w_next - w <= 1e-9 * (c.w_max - c.w_min):
+                    break
+                w = w_next
+                out.append(w)
+            self._nominal = self.to_g(np.asarray(out)).astype(np.float64)
+        return self._nominal
+
+    def nominal_pulses_us(self, g_target_us: np.ndarray) -> np.ndarray:
+        """Nominal SET pulses from RESET to reach each target (the last level if beyond)."""
+        levels = self.nominal_levels_us()
+        n = np.searchsorted(levels, np.asarray(g_target_us, np.float64) - 1e-6, side="left")
+        return np.minimum(n, levels.size - 1).astype(np.int64)
+
+    def program_cost(
+        self, g_target_us: np.ndarray, failed: np.ndarray, max_iterations: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(SET pulses, verify reads) per device of program-and-verify from RESET (see the
+        module docstring); a RESET-only target (no SET pulse) needs no verify read."""
+        pulses = self.nominal_pulses_us(g_target_us)
+        reads = np.minimum(pulses, max_iterations)
+        reads = np.where(failed, max_iterations, reads)
+        pulses = np.where(failed, np.maximum(pulses, max_iterations), pulses)
+        return pulses.astype(np.int64), reads.astype(np.int64)
+
+
+def chip_pulse_model(config) -> PulseModel:
+    """The pulse model of a chip config's device family (for firmware that plans pulses)."""
+    from device_twin.families import make_family
+
+    family = make_family(config.device, config.g_max_us)
+    return PulseModel(family.pulse, config.seed, config.g_max_us, family.g_floor_us)
 
 
 def pulse_curve(config, counts: list[int], seed: int = 0) -> list[dict]:
@@ -138,17 +190,12 @@ def pulse_curve(config, counts: list[int], seed: int = 0) -> list[dict]:
     so the table shows the pulse response alone (the README's pulse table comes from here).
     """
     from device_twin.chip import Array, Chip, PulseKind
-    from device_twin.config import DeviceModelConfig
 
-    cfg = config.model_copy(
-        update={
-            "device": DeviceModelConfig(
-                prog_noise_scale=0.0, drift_scale=0.0, read_noise_scale=0.0
-            ),
-            "n_tiles": 1,
-            "seed": seed,
-        }
-    )
+    quiet = ("prog_noise_scale", "drift_scale", "read_noise_scale", "noise_scale",
+             "read_noise_g_max_fraction")  # fmt: skip
+    fields = type(config.device).model_fields
+    device = config.device.model_copy(update={k: 0.0 for k in quiet if k in fields})
+    cfg = config.model_copy(update={"device": device, "n_tiles": 1, "seed": seed})
     rows = []
     for n in counts:
         chip = Chip(cfg)

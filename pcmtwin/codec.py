@@ -100,6 +100,8 @@ def result_to_proto(r: OpResult) -> twin_pb2.OpResult:
         msg.values.CopyFrom(numpy_to_tensor(r.values))
     if r.scale_us is not None:
         msg.scale_us = float(r.scale_us)
+    if r.failed is not None:
+        msg.failed.CopyFrom(numpy_to_tensor(np.asarray(r.failed, np.int64)))
     return msg
 
 
@@ -107,10 +109,11 @@ def result_from_proto(m: twin_pb2.OpResult) -> OpResult:
     values = None
     if m.HasField("values"):
         values = tensor_to_numpy(m.values, "values", ANY_DTYPE)
+    failed = tensor_to_numpy(m.failed, "failed", ("int64",)) if m.HasField("failed") else None
     return OpResult(
         m.kind, int(m.tile), m.at_s, devices=m.devices, pulses=m.pulses,
         iterations=m.iterations, energy_pj=m.energy_pj, latency_s=m.latency_s, values=values,
-        scale_us=m.scale_us if m.HasField("scale_us") else None,
+        scale_us=m.scale_us if m.HasField("scale_us") else None, failed=failed,
     )  # fmt: skip
 
 

@@ -168,7 +168,7 @@ class ChipModel:
         # wiring: each process gets the shared context and the collaborators it uses
         ctx = ChipContext(env, twin, chip_id, self.view, self.ledger, self.locks, self.config)
         self.on_chip = OnChip(ctx, self._compensation_now)
-        self.pulses = PulseGenerator(ctx, self.firmware, cc.pulse, self.config.pulse_channels)
+        self.pulses = PulseGenerator(ctx, self.firmware, cc, self.config.pulse_channels)
         self.trigger = CorrectionTrigger(ctx, self.pulses)
         self.inference = InferenceQueue(env, self.on_chip, self.programmed)
         self.evaluations = Evaluations(

@@ -16,7 +16,9 @@ response of the device family (the chip's ``PulseModelConfig`` without device-to
 spread): the count whose nominal end point lies closest to the target, at most
 ``max_pulses_per_step``. With ``method="auto"`` a device is pulsed only when that plan is
 predicted to land within tolerance (its nominal miss and the cycle-to-cycle noise of the
-pulses, root-sum-square); otherwise it is re-programmed.
+pulses, root-sum-square); otherwise it is re-programmed. A device the twin reports it cannot
+program to its target (its own saturation bound lies below it) fails at its next verify read
+instead of being re-programmed again.
 
 The pulse generator is the one process that writes the firmware's state (each device's last
 write time), so besides the chip's :class:`~controller.firmware.context.ChipContext` it gets
@@ -43,21 +45,21 @@ SET, RESET = 0, 1
 
 
 class NominalPulseResponse:
-    """Expected step and cycle-to-cycle spread of one SET pulse (ExpStep, no d2d spread)."""
+    """Expected step and cycle-to-cycle spread of one SET pulse (ExpStep, no d2d spread), from
+    the chip's device family (``device_twin.pulses``)."""
 
-    def __init__(self, pulse_cfg: Any) -> None:
-        self.c = pulse_cfg
+    def __init__(self, chip_config: Any) -> None:
+        from device_twin.pulses import chip_pulse_model
+
+        self.pm = chip_pulse_model(chip_config)
+        self.c = chip_config.pulse
 
     def step_and_sigma_us(self, g_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = self.c
-        w = g_us / c.g_per_w_us
-        z = 2.0 * c.a * w / (c.w_max - c.w_min) + c.b
-        dw = np.maximum(1.0 - c.A_up * np.exp(c.gamma_up * z), 0.0) * c.dw_min
-        if c.dw_min_std > 0 and (c.dw_min_std_add != 0 or c.dw_min_std_slope != 0):
-            sig = c.dw_min_std * (np.abs(dw) + c.dw_min_std_add + c.dw_min_std_slope * np.abs(w))
-        else:
-            sig = c.dw_min_std * np.abs(dw)
-        return dw * c.g_per_w_us, sig * c.g_per_w_us
+        c, pm = self.c, self.pm
+        w = pm.to_w(g_us)
+        dw = pm.set_step_mean_w(w, c.dw_min, c.w_max, c.w_min)
+        sig = pm.set_step_sigma_w(w, dw)
+        return dw * pm.g_per_w_us, sig * pm.g_per_w_us
 
     def plan(
         self, g_us: np.ndarray, target_us: np.ndarray, max_count: int
@@ -70,7 +72,7 @@ class NominalPulseResponse:
         best_err = np.full(g.shape, np.inf)
         var = np.zeros(g.shape)
         best_var = np.zeros(g.shape)
-        cap = self.c.w_max * self.c.g_per_w_us
+        cap = float(self.pm.to_g(np.float64(self.c.w_max)))
         for n in range(1, max_count + 1):
             step, sig = self.step_and_sigma_us(g)
             g = np.minimum(g + step, cap)
@@ -98,17 +100,25 @@ class NominalPulseResponse:
         return n, miss
 
 
+def _reported_failed(r: Any, flat: np.ndarray) -> np.ndarray:
+    """Which of ``flat`` a program_devices result reports as unable to reach its target."""
+    failed = getattr(r, "failed", None)
+    if failed is None or np.size(failed) == 0:
+        return np.zeros(flat.size, bool)
+    return np.isin(flat, failed)
+
+
 class PulseGenerator:
     """Correction jobs on ``channels`` channels (see the module docstring)."""
 
     def __init__(
-        self, ctx: ChipContext, firmware: Firmware, pulse_config: Any, channels: int
+        self, ctx: ChipContext, firmware: Firmware, chip_config: Any, channels: int
     ) -> None:
         self.ctx = ctx
         self.env = ctx.env
         self.firmware = firmware
         self.channels = simpy.Resource(ctx.env, capacity=channels)
-        self.response = NominalPulseResponse(pulse_config)
+        self.response = NominalPulseResponse(chip_config)
         self.jobs_running = 0
         self.stats = JobStats()
 
@@ -186,6 +196,8 @@ class PulseGenerator:
                         "target": np.concatenate(target_parts),
                         "pulses": np.zeros(flat.size, np.int64),
                         "reprogs": np.zeros(flat.size, np.int64),
+                        # the twin reported that program-and-verify cannot reach the target
+                        "unreachable": np.zeros(flat.size, bool),
                     }
                 have_first = bool(first_parts) and all(f is not None for f in first_parts)
                 converged: list[np.ndarray] = []
@@ -201,7 +213,7 @@ class PulseGenerator:
                             fw.record_write(tile, a, idx[sel], env.now)
 
                 def keep_only(mask: np.ndarray) -> None:
-                    for k in ("flat", "target", "pulses", "reprogs"):
+                    for k in ("flat", "target", "pulses", "reprogs", "unreachable"):
                         st[k] = st[k][mask]
 
                 if s.rewrite_all and st:
@@ -212,6 +224,7 @@ class PulseGenerator:
                     )
                     record(st["flat"])
                     st["reprogs"] += 1
+                    st["unreachable"] |= _reported_failed(r, st["flat"])
                     reprograms += st["flat"].size
                     yield env.timeout(r.latency_s)
 
@@ -264,6 +277,7 @@ class PulseGenerator:
                         counts[u[~bad]] = n[~bad]
                     # a device out of re-programs (or of pulses, for method="pulse") fails
                     cannot = reprog & (st["reprogs"] >= s.max_reprograms)
+                    cannot |= st["unreachable"]  # its bound lies below its target
                     if s.method == "pulse":
                         cannot |= reprog & ~over
                     if np.any(cannot):
@@ -281,6 +295,7 @@ class PulseGenerator:
                         )
                         record(idx)
                         st["reprogs"][reprog] += 1
+                        st["unreachable"][reprog] |= _reported_failed(r, idx)
                         reprograms += idx.size
                         yield env.timeout(r.latency_s)
                     pulse = counts > 0

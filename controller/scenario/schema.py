@@ -54,7 +54,7 @@ from controller.workloads.quantisers import (
 )
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 from controller.workloads.zoo import WORKLOADS
-from device_twin.config import ChipConfig, _pcm_preset_defaults
+from device_twin.config import ChipConfig
 
 if TYPE_CHECKING:  # the mapping and the network description load torch (seconds): a scenario
     # is validated without them (``pcm-twin validate``), they load when a chip is fitted
@@ -174,15 +174,6 @@ class _ChipSection(Strict):
     """What the scenario's ``chip`` section adds to ``ChipConfig``'s own fields (the fields
     come from ``ChipConfig``: see ``ChipSpec``)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _pulse_defaults(cls, data: Any) -> Any:
-        # The pulse response defaults come from aihwkit's PCMPresetDevice; a scenario
-        # overrides single parameters, so unspecified ones are filled in before validation.
-        if isinstance(data, dict) and isinstance(data.get("pulse"), dict):
-            return {**data, "pulse": {**_pcm_preset_defaults(), **data["pulse"]}}
-        return data
-
     @field_validator("n_tiles", check_fields=False)
     @classmethod
     def _tiles(cls, v: int | str) -> int | str:
@@ -237,11 +228,13 @@ def _chip_fields() -> dict[str, Any]:
 
 
 _CHIP_DOC = """The emulated chip: every field of the twin's ``ChipConfig`` but its seed (tile
-geometry, the device, program-verify, pulse, periphery and energy models, and any field added
+geometry, the device family, program-verify, periphery and energy models, and any field added
 to ``ChipConfig`` later, with no edit here).
 
-``n_tiles: auto`` takes as many tiles as the mapped network needs. ``pulse`` overrides
-single parameters of aihwkit's ``PCMPresetDevice`` pulse response."""
+``n_tiles: auto`` takes as many tiles as the mapped network needs. ``device`` chooses the
+device family (``family: pcm`` unless given; ``pcm-twin devices`` lists them); its ``pulse``
+overrides single parameters of the family's aihwkit pulse preset. ``g_max_us`` left out is
+the family's characterised maximum."""
 
 ChipSpec = create_model(
     "ChipSpec", __base__=_ChipSection, __module__=__name__, __doc__=_CHIP_DOC, **_chip_fields()
@@ -454,7 +447,7 @@ def scenario_json_schema() -> dict[str, Any]:
     }
     defs = schema["$defs"]
     # what the validators accept beyond the models' own schemas: a quantiser by name alone,
-    # and single pulse-model parameters (the rest come from aihwkit's PCMPresetDevice)
+    # and single pulse-model parameters (the rest come from the family's aihwkit preset)
     quantiser = defs["MappingSpec"]["properties"]["quantiser"]
     names = {"type": "string", "enum": list(QUANTISERS)}
     defs["MappingSpec"]["properties"]["quantiser"] = {

@@ -26,7 +26,7 @@ from controller.workloads.datasets import DatasetSplit, load_dataset
 from controller.workloads.network import NetworkDescription
 from controller.workloads.training_config import HardwareAwareConfig, TrainingConfig
 from controller.workloads.zoo import Workload, get_workload
-from device_twin.physics import seeded_global_torch
+from device_twin.rng import seeded_global_torch
 
 #: Bump when a change to the training code changes the weights it produces.
 CACHE_VERSION = 2

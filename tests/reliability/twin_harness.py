@@ -27,9 +27,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.rpc.client import TwinClient
+from device_twin.chip import Chip
 from device_twin.config import ChipConfig
-from device_twin.physics import PCMPhysics
-from device_twin.pulses import PulseModel
 from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
@@ -102,17 +101,14 @@ def chip_copy(c) -> ChipCopy:
 
 
 def g_bound_us(config: ChipConfig) -> float:
-    """The largest conductance a device of this chip can physically hold: its pulse
-    saturation bound, or a programmed g_max plus 8 sigma of programming noise."""
-    pm = PulseModel(config.pulse, config.seed)
+    """The largest conductance a device of this chip can hold: its own saturation bound (no
+    write puts a device above it)."""
+    chip = Chip(config)
     n = config.tile_rows * config.tile_cols
     arrays = np.repeat(np.arange(2, dtype=np.int8), n)
     index = np.tile(np.arange(n, dtype=np.int64), 2)
-    sat = max(float(pm.saturation_us(pm.device_params(t, arrays, index)).max())
-              for t in range(config.n_tiles))  # fmt: skip
-    phys = PCMPhysics(config.device, config.g_max_us, config.program_verify)
-    sigma = float(phys.programming_sigma_us(np.array([config.g_max_us]))[0])
-    return max(sat, config.g_max_us + 8 * sigma * config.device.prog_noise_scale)
+    return max(float(chip.pulse_model.bound_us(t, arrays, index).max())
+               for t in range(config.n_tiles))  # fmt: skip
 
 
 class Outcome:

@@ -3,11 +3,12 @@
 ``DurableRegistry`` is the ``ChipRegistry`` the gRPC server uses. Every operation runs under
 its chip's lock and, with a ``StateStore``, is recorded in the write-ahead log before it is
 acknowledged. The log stores *results, not operations*: a write is recorded as the device
-values it left (``DeviceWrites``: g_prog, nu, t_write), which ``Chip.apply_writes`` replays
-without random draws; every record also carries what the operation did to the chip's clock
-(``now_s``), random state (``op_counter``: randomness is counter based, so this integer is the
-whole generator state), tile version and energy ledger. A restored chip therefore continues
-exactly as if the server had never stopped.
+values it left (``DeviceWrites``: g_prog, nu, t_write, write count), which
+``Chip.apply_writes`` replays without random draws; every record also carries what the
+operation did to the chip's clock (``now_s``), operation count, tile version and energy
+ledger. Randomness is keyed by what is drawn (a write by the device's write count, read noise
+by the instant, periphery noise by the call's number at its instant), so a restored chip
+continues exactly as if the server had never stopped.
 
 Durability, per kind of call:
 
@@ -17,9 +18,10 @@ Durability, per kind of call:
 - reads (read_devices, probe, mvm): they change no device, but advance ``op_counter``,
   ``now_s`` and the ledger. Their record is appended with a plain ``write`` (no fsync) before
   the call returns: it survives a SIGKILL (the data is in the kernel's page cache) but not a
-  power loss, after which the chip may resume a few reads earlier (with the same devices, but
-  later reads draw different noise than the lost run did). Any later fsync (the next device
-  write) makes all earlier records durable too, since the log is one append-only file.
+  power loss, after which the chip may resume a few reads earlier (with the same devices and
+  the same read noise; only a repeated probe or MVM at that very instant would be numbered
+  differently). Any later fsync (the next device write) makes all earlier records durable
+  too, since the log is one append-only file.
 
 Retries: a call may carry a ``request_id``. Each chip remembers the results of its last
 requests (``RECENT_RESULTS``, ``RECENT_RESULT_BYTES``), in the log and snapshots too, so a

@@ -1,12 +1,14 @@
 """What the state directory stores of one chip, and how it becomes a chip again.
 
-A snapshot holds each chip's clock (``now_s``), random state (``op_counter``: randomness is
-counter based, so this integer is the whole generator state), per-tile flags and versions,
-energy ledger and, per programmed tile, the device arrays ``g_prog_us``, ``nu`` and
-``t_write_s``. A log record of an operation holds its result (``OpResult``, with the device
-writes it made) and what it did to the chip's clock, random state, tile and ledger;
-``replay_op`` applies it without random draws. ``ChipExtra`` is what the durable registry
-keeps per chip besides the chip: the results of its last requests, for retries.
+A snapshot holds each chip's clock (``now_s``), operation count (``op_counter``), per-tile
+flags and versions, energy ledger, the numbers of the periphery calls made at the current
+instant, and, per programmed tile, the device arrays ``g_prog_us``, ``nu``, ``t_write_s``
+and ``write_count``. Randomness is keyed by what is drawn (``device_twin.rng``), so these
+arrays and call numbers are the chip's whole random state. A log record of an operation holds
+its result (``OpResult``, with the device writes it made) and what it did to the chip's
+clock, tile and ledger; ``replay_op`` applies it without random draws. ``ChipExtra`` is what
+the durable registry keeps per chip besides the chip: the results of its last requests, for
+retries.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from device_twin.energy import EnergyLedger, LedgerEntry
 #: ones only while their data stays under ``RECENT_RESULT_BYTES``).
 RECENT_RESULTS = 16
 RECENT_RESULT_BYTES = 8 * 1024**2
+#: The device arrays a snapshot stores per programmed tile.
+TILE_ARRAYS = ("g_prog_us", "nu", "t_write_s", "write_count")
 
 
 def result_header(r: OpResult) -> dict[str, Any]:
@@ -33,14 +37,20 @@ def result_header(r: OpResult) -> dict[str, Any]:
         "pulses": int(r.pulses), "iterations": int(r.iterations),
         "energy_pj": float(r.energy_pj), "latency_s": float(r.latency_s),
         "scale_us": None if r.scale_us is None else float(r.scale_us),
+        "has_failed": r.failed is not None,
     }  # fmt: skip
 
 
-def result_from(h: dict[str, Any], values: np.ndarray | None) -> OpResult:
+def result_from(
+    h: dict[str, Any], values: np.ndarray | None, failed: np.ndarray | None = None
+) -> OpResult:
+    if failed is None and h.get("has_failed"):
+        failed = np.zeros(0, np.int64)
     return OpResult(
         h["kind"], h["tile"], h["at_s"], devices=h["devices"], pulses=h["pulses"],
         iterations=h["iterations"], energy_pj=h["energy_pj"], latency_s=h["latency_s"],
         values=None if values is None else values.copy(), scale_us=h["scale_us"],
+        failed=None if failed is None else failed.copy(),
     )  # fmt: skip
 
 
@@ -69,7 +79,7 @@ class ChipCopy:
 
     chip_id: str
     meta: dict[str, Any]
-    tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+    tiles: list[tuple[int, dict[str, np.ndarray]]]
     recent: list[tuple[str, OpResult]]
 
 
@@ -80,9 +90,11 @@ def copy_chip(chip_id: str, chip: Chip, extra: ChipExtra) -> ChipCopy:
         "programmed": [bool(p) for p in chip.programmed],
         "tile_version": [int(v) for v in chip.tile_version],
         "ledger": chip.ledger.to_dict(),
+        "periphery_calls": [[t, kind, seq] for (t, kind), (at, seq)
+                            in sorted(chip.periphery_calls.items()) if at == chip.now_s],
     }  # fmt: skip
     tiles = [
-        (int(t), chip.g_prog_us[t].copy(), chip.nu[t].copy(), chip.t_write_s[t].copy())
+        (int(t), {name: getattr(chip, name)[t].copy() for name in TILE_ARRAYS})
         for t in np.flatnonzero(chip.programmed)
     ]
     return ChipCopy(chip_id, meta, tiles, list(extra.recent.items()))
@@ -97,11 +109,13 @@ def restore_chip(
     chip.programmed[:] = np.asarray(meta["programmed"], bool)
     chip.tile_version[:] = np.asarray(meta["tile_version"], np.int64)
     chip.ledger = EnergyLedger.from_dict(meta["ledger"])
+    for t, kind, seq in meta.get("periphery_calls", []):
+        chip.periphery_calls[(int(t), str(kind))] = (chip.now_s, int(seq))
     for h, arrays in tiles:
         t = h["tile"]
-        chip.g_prog_us[t] = arrays["g_prog_us"]
-        chip.nu[t] = arrays["nu"]
-        chip.t_write_s[t] = arrays["t_write_s"]
+        for name in TILE_ARRAYS:
+            if name in arrays:  # snapshots of format 1 have no write counts
+                getattr(chip, name)[t] = arrays[name]
     return chip, ChipExtra()
 
 
@@ -125,8 +139,12 @@ def op_record(
     if w is not None:
         header["t_write_s"] = float(w.t_write_s)
         arrays = {"array": w.array, "index": w.index, "g_prog_us": w.g_prog_us, "nu": w.nu}
+        if w.write_count is not None:
+            arrays["write_count"] = w.write_count
     elif r.values is not None:
         arrays = {"values": r.values}
+    if r.failed is not None:
+        arrays["failed"] = r.failed
     return header, arrays, w is not None
 
 
@@ -139,12 +157,14 @@ def replay_op(chip: Chip, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> O
     if "t_write_s" in h:
         chip.apply_writes(DeviceWrites(
             tile, arrays["array"], arrays["index"], arrays["g_prog_us"], arrays["nu"],
-            h["t_write_s"],
+            h["t_write_s"], arrays.get("write_count"),
         ))  # fmt: skip
+    if h["kind"] in ("probe", "mvm"):
+        chip.record_periphery_call(tile, h["kind"], h["at_s"])
     chip.programmed[tile] = h["programmed"]
     chip.tile_version[tile] = h["tile_version"]
     chip.now_s = h["now_s"]
     chip.op_counter = h["op_counter"]
     if h["ledger"] is not None:
         chip.ledger.by_kind[h["kind"]] = LedgerEntry(**h["ledger"])
-    return result_from(h, arrays.get("values"))
+    return result_from(h, arrays.get("values"), arrays.get("failed"))

@@ -34,7 +34,7 @@ from device_twin.service.persistence.chip_state import (
     result_from,
 )
 from device_twin.service.persistence.records import TornRecord, read_records
-from device_twin.service.persistence.store import FORMAT_VERSION, StateStore, StateStoreError
+from device_twin.service.persistence.store import READABLE_VERSIONS, StateStore, StateStoreError
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class DurableRegistry(ChipRegistry):
 
     def _load_snapshot(self, records: Iterator[tuple[dict, dict[str, np.ndarray]]]) -> int:
         head, _ = next(records)
-        if head.get("t") != "snapshot" or head.get("version") != FORMAT_VERSION:
+        if head.get("t") != "snapshot" or head.get("version") not in READABLE_VERSIONS:
             raise StateStoreError(f"unsupported snapshot header {head!r}")
         metas: dict[str, tuple[dict, dict]] = {}
         tiles: dict[str, list] = {}
@@ -295,7 +295,7 @@ class DurableRegistry(ChipRegistry):
         for chip_id, (meta, values) in metas.items():
             chip, extra = restore_chip(meta, tiles.get(chip_id, []))
             for i, rh in enumerate(meta["recent"]):
-                extra.remember(rh["rid"], result_from(rh, values.get(f"v{i}")))
+                extra.remember(rh["rid"], result_from(rh, values.get(f"v{i}"), values.get(f"f{i}")))
             self.add_chip(chip_id, chip)
             self._extra[chip_id] = extra
         return int(head["next_segment"])

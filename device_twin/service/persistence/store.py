@@ -29,7 +29,9 @@ from device_twin.service.persistence.records import TornRecord, encode_record, r
 
 _SEGMENT_RE = re.compile(r"^wal-(\d{8})\.log$")
 _SNAPSHOT = "snapshot.ptw"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Snapshot formats this code restores (1: before per-device write counts).
+READABLE_VERSIONS = (1, 2)
 
 
 class StateStoreError(TwinError):
@@ -125,10 +127,12 @@ class StateStore:
                 values = {
                     f"v{i}": r.values for i, (_, r) in enumerate(c.recent) if r.values is not None
                 }
+                values.update(
+                    {f"f{i}": r.failed for i, (_, r) in enumerate(c.recent) if r.failed is not None}
+                )
                 put({**c.meta, "recent": recent}, values)
-                for t, g, nu, tw in c.tiles:
-                    put({"t": "tile", "chip": c.chip_id, "tile": t},
-                        {"g_prog_us": g, "nu": nu, "t_write_s": tw})  # fmt: skip
+                for t, arrays in c.tiles:
+                    put({"t": "tile", "chip": c.chip_id, "tile": t}, arrays)
             put({"t": "end"})
             f.flush()
             os.fsync(f.fileno())

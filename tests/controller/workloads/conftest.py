@@ -7,16 +7,24 @@ import torch
 
 from controller.workloads.network import NetworkDescription
 from controller.workloads.zoo import digits_mlp, paper_cnn
-from device_twin.config import ChipConfig, DeviceModelConfig, IOConfig, PeripheryConfig
+from device_twin.config import (
+    ChipConfig,
+    DeviceModelConfig,
+    IOConfig,
+    PeripheryConfig,
+    PulseModelConfig,
+)
 
 
 def ideal_chip_config(
     n_tiles: int, rows: int = 256, cols: int = 256, drift: float = 0.0
 ) -> ChipConfig:
-    """No programming or read noise, perfect periphery; drift only if asked for."""
+    """No programming or read noise, every device reaches g_max (no spread of its saturation
+    bound), perfect periphery; drift only if asked for."""
     return ChipConfig(
         n_tiles=n_tiles, tile_rows=rows, tile_cols=cols,
-        device=DeviceModelConfig(prog_noise_scale=0, read_noise_scale=0, drift_scale=drift),
+        device=DeviceModelConfig(prog_noise_scale=0, read_noise_scale=0, drift_scale=drift,
+                                 pulse=PulseModelConfig.from_aihwkit(w_max_dtod=0.0)),
         periphery=PeripheryConfig(forward=IOConfig(is_perfect=True), probe=IOConfig(is_perfect=True)),
     )  # fmt: skip
 

@@ -155,7 +155,7 @@ CASES = [
          "would return 1048576 bytes, over this server's limit"),
     Case("chip over the memory budget",
          rpc("CreateChip", create(small_config(tile_rows=64, tile_cols=64).model_dump_json())),
-         EXHAUSTED, "chip state of 262144 bytes does not fit"),
+         EXHAUSTED, "chip state of 327680 bytes does not fit"),  # 20 B per device
     Case("too many chips", too_many_chips, EXHAUSTED, "this twin holds at most 2 chips"),
     Case("bad chip id", rpc("CreateChip", create("{}", "bad id!")), INVALID,
          "chip_id 'bad id!' is not valid"),

@@ -62,6 +62,8 @@ def _chip_state(chip: Chip) -> dict:
             out[name] = value
     out["ledger"] = chip.ledger.to_dict()
     out["config"] = chip.config
+    # periphery calls number from 0 at each instant: only the current instant's are state
+    out["periphery_calls"] = {k: v for k, v in chip.periphery_calls.items() if v[0] == chip.now_s}
     return out
 
 

@@ -1,0 +1,184 @@
+"""What every device family provides, and the configuration pieces they share.
+
+A family turns keyed normal draws into device state and device state into conductances:
+
+- ``programmed(g_target, z1, z2)``: the state right after program-and-verify to a target
+  (``g_prog`` and the family's per-device parameter, stored in the chip's ``nu`` slot);
+- ``pulsed_param(g, z)``: that parameter for a device a pulse left at ``g``;
+- ``read(batch, draws)``: the conductance at an age (drift, relaxation, 1/f read noise);
+- ``programming_sigma_us``: the accuracy of its program-and-verify (for the failure rule);
+- its pulse response (``pulse``, the ExpStep rule), write energy (``write_energy``) and read
+  duration (``t_read_s``, used by the energy model too: one value per family).
+
+The family never draws random numbers itself: the chip hands it normals keyed by what is
+drawn (``device_twin.rng``), so a family is a pure function and is tested against its aihwkit
+model by giving both the same normals.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+_EXPSTEP_FIELDS = (
+    "dw_min", "up_down", "w_max", "w_min", "a", "b", "gamma_up", "A_up", "dw_min_dtod",
+    "up_down_dtod", "w_max_dtod", "w_min_dtod", "dw_min_std", "dw_min_std_add",
+    "dw_min_std_slope", "reset", "reset_dtod", "reset_std",
+)  # fmt: skip
+
+
+class StrictModel(BaseModel):
+    # NaN/Inf never make sense in a device model and would poison device state
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def preset_defaults(preset: str, **overrides: float) -> dict[str, float]:
+    """ExpStep parameters of an aihwkit preset device (the source of truth), with overrides."""
+    from aihwkit.simulator.presets import devices
+
+    dev = getattr(devices, preset)()
+    return {**{n: float(getattr(dev, n, 0.0)) for n in _EXPSTEP_FIELDS}, **overrides}
+
+
+class PulseModelConfig(StrictModel):
+    """Partial-SET pulse response: the ExpStep rule with an aihwkit preset's parameters.
+
+    Parameters are in aihwkit's weight units ``w`` in [w_min, w_max]; a device's conductance
+    is ``g = g_floor + (w - w_min) * g_per_w_us`` (``g_floor``: the family's lowest
+    conductance, 0 uS but for CMO; ``g_per_w_us`` defaults to (g_max - g_floor)/(w_max - w_min),
+    so w_max maps to the chip's g_max). One SET pulse on a device at ``w`` with bounds
+    [b_min, b_max]::
+
+        z  = 2*a*w/(b_max - b_min) + b
+        dw = max(1 - A_up*exp(gamma_up*z), 0) * scale_up
+        sd = dw_min_std*(|dw| + dw_min_std_add + dw_min_std_slope*|w|)
+        w <- max(w, min(w + max(dw + sd*xi, 0), b_max))
+
+    with device-to-device ``scale_up = |1 + dw_min_dtod*xi1 + up_down_dtod*xi2| * dw_min`` and
+    ``b_max = w_max*(1 + w_max_dtod*xi3)``. Unlike aihwkit's update, a SET step is truncated
+    at zero and never crosses the device's own bound: a SET pulse only ever raises a device,
+    and never above its bound. RESET sets ``w = reset + reset_dtod*xi4`` (fixed per device)
+    ``+ reset_std*xi`` (per pulse), clipped to the bounds.
+    """
+
+    dw_min: float = Field(gt=0)
+    up_down: float = 0.0
+    w_max: float = Field(gt=0)
+    w_min: float = Field(le=0)
+    a: float
+    b: float
+    gamma_up: float
+    A_up: float
+    dw_min_dtod: float = Field(ge=0)
+    up_down_dtod: float = Field(ge=0)
+    w_max_dtod: float = Field(ge=0)
+    w_min_dtod: float = Field(ge=0)
+    dw_min_std: float = Field(ge=0)
+    dw_min_std_add: float = Field(ge=0)
+    dw_min_std_slope: float = Field(ge=0)
+    reset: float
+    reset_dtod: float = Field(ge=0)
+    reset_std: float = Field(ge=0)
+    g_per_w_us: float | None = Field(None, gt=0)
+    max_pulses_per_call: int = Field(1000, ge=1)
+
+    @classmethod
+    def from_aihwkit(cls, preset: str = "PCMPresetDevice", **overrides: float) -> PulseModelConfig:
+        return cls(**preset_defaults(preset, **overrides))
+
+
+class WriteEnergyConfig(StrictModel):
+    """Energy and duration of one SET and one RESET pulse on one device of the family."""
+
+    set_pulse_pj: float = Field(ge=0)
+    set_pulse_s: float = Field(ge=0)
+    reset_pulse_pj: float = Field(ge=0)
+    reset_pulse_s: float = Field(ge=0)
+
+
+@dataclass
+class DeviceBatch:
+    """State of the devices being read, as torch tensors (``age_s`` may be used as scratch)."""
+
+    g_prog_us: torch.Tensor
+    param: torch.Tensor
+    age_s: torch.Tensor
+
+
+@dataclass
+class ReadDraws:
+    """Keyed randomness a read may use.
+
+    ``flicker(band)``: the unit 1/f process at this instant, variance ``band`` per device
+    (None: a noise-free read). ``relaxation()``: one normal per device, fixed for the life of
+    its current write (families whose state relaxes after a write)."""
+
+    flicker: Callable[[torch.Tensor], torch.Tensor] | None
+    relaxation: Callable[[], torch.Tensor]
+
+
+class DeviceFamily(ABC):
+    """The statistics of one device family, at the conductance level (uS)."""
+
+    name: ClassVar[str]
+    #: Lowest conductance a device can hold (uS).
+    g_floor_us: float = 0.0
+
+    def __init__(self, config: Any, g_max_us: float) -> None:
+        self.config = config
+        self.g_max_us = float(g_max_us)
+
+    # --- read duration and 1/f band -----------------------------------------------------
+    @property
+    def t_read_s(self) -> float:
+        """Duration of one device read (the 1/f model's t_read)."""
+        return float(self.config.t_read_s)
+
+    @property
+    def pulse(self) -> PulseModelConfig:
+        return self.config.pulse
+
+    @property
+    def write_energy(self) -> WriteEnergyConfig:
+        return self.config.write_energy
+
+    # --- writes ---------------------------------------------------------------------------
+    @abstractmethod
+    def programming_sigma_us(self, g_target_us: np.ndarray) -> np.ndarray:
+        """Spread of the outcome of program-and-verify around its target (uS, scaled)."""
+
+    @abstractmethod
+    def programmed(
+        self, g_target_us: np.ndarray, z_prog: np.ndarray, z_param: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(g_prog, param) right after program-and-verify to ``g_target_us`` (float32)."""
+
+    @abstractmethod
+    def pulsed_param(self, g_us: np.ndarray, z_param: np.ndarray) -> np.ndarray:
+        """The per-device parameter of devices a pulse left at ``g_us``."""
+
+    # --- reads ----------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, batch: DeviceBatch, draws: ReadDraws) -> torch.Tensor:
+        """Conductance of the devices at their ages (with read noise if ``draws.flicker``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name, sources and parameters, for ``pcm-twin devices``."""
+        return {"family": self.name, "source": type(self.config).__doc__ or "",
+                "parameters": self.config.model_dump(exclude={"family"})}  # fmt: skip
+
+
+def polynomial(coeff: tuple[float, ...] | list[float], x: np.ndarray) -> np.ndarray:
+    """sum_i coeff[i] * x**i (aihwkit's programming-noise polynomials), float64."""
+    out = np.full(np.shape(x), float(coeff[0]))
+    p = np.ones(np.shape(x))
+    for c in coeff[1:]:
+        p = p * x
+        out = out + c * p
+    return out

@@ -1,0 +1,183 @@
+"""Checks of every request to a chip, before anything changes (a refused request leaves the
+chip as it was). Each raises a ``TwinError`` whose ``code`` is the gRPC status to send."""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+
+import numpy as np
+
+from device_twin.config import ChipConfig
+from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Latest device time a chip accepts (about 31,700 years): device ages are float32.
+MAX_TIME_S = 1e12
+
+
+class Array(IntEnum):
+    """Which devices of the differential pairs.
+
+    ``POS`` (G+) and ``NEG`` (G-) address one array, devices by ``row*cols + col``. ``BOTH``
+    addresses the two arrays in one call, devices by ``array*rows*cols + row*cols + col``
+    (probe: codes of shape (2, rows, cols)). ``DIFF`` (probe only) reads G+ - G-.
+    Internally a device's array is an index (``2*pair + sign``; single-pair chips: 0, 1).
+    """
+
+    POS = 0
+    NEG = 1
+    DIFF = 2
+    BOTH = 3
+
+
+class PulseKind(IntEnum):
+    SET = 0
+    RESET = 1
+
+
+def check_float_array(a: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise InvalidArgument(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in _FLOAT_DTYPES:
+        raise InvalidArgument(f"{name} must be float32 or float64, got {a.dtype}")
+    if shape is not None and a.shape != shape:
+        raise InvalidArgument(f"{name} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise InvalidArgument(f"{name} contains NaN or Inf")
+    return a
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_tile(
+    config: ChipConfig, programmed: np.ndarray, tile: object, need_programmed=True
+) -> int:
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
+        raise InvalidArgument(f"tile must be an integer, got {type(tile).__name__}")
+    if not 0 <= tile < config.n_tiles:
+        raise NotFound(f"tile {tile} does not exist: this chip has tiles 0..{config.n_tiles - 1}")
+    if need_programmed and not programmed[tile]:
+        raise FailedPrecondition(f"tile {tile} is not programmed: call program first")
+    return int(tile)
+
+
+def check_time(now_s: float, at_s: object) -> float:
+    try:
+        t = float(at_s)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}") from None
+    if not math.isfinite(t) or t < 0 or t > MAX_TIME_S:
+        raise InvalidArgument(f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}")
+    if t < now_s:
+        raise FailedPrecondition(
+            f"time going backwards: at_s={t!r} is before the chip's current time {now_s!r}"
+        )
+    return t
+
+
+def check_array(array: object, allow_diff: bool = False) -> Array:
+    try:
+        a = Array(int(array))  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        raise InvalidArgument(
+            f"unknown array {array!r}: expected POS (0), NEG (1) or BOTH (3)"
+        ) from None
+    if a is Array.DIFF and not allow_diff:
+        raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH")
+    return a
+
+
+def check_indices(idx: object, limit: int, name: str) -> np.ndarray:
+    if not isinstance(idx, np.ndarray) or idx.ndim != 1:
+        raise InvalidArgument(f"{name} must be a 1-D integer numpy array")
+    if idx.dtype.kind not in "iu":
+        raise InvalidArgument(f"{name} must hold integers, got {idx.dtype}")
+    if idx.size == 0:
+        raise InvalidArgument(f"{name} is empty")
+    if idx.min() < 0 or idx.max() >= limit:
+        raise InvalidArgument(f"{name} out of range: expected 0..{limit - 1}")
+    out = idx.astype(np.int64)
+    # callers mostly pass sorted indices (np.flatnonzero): an O(n) check, sort otherwise
+    if out.size > 1 and not np.all(out[1:] > out[:-1]):
+        s = np.sort(out)
+        if np.any(s[1:] == s[:-1]):
+            raise InvalidArgument(f"{name} contains duplicates")
+    return out
+
+
+def check_devices(config: ChipConfig, array: object, devices: object):
+    """Validate (array, devices): per-device array (int8) and index within its array."""
+    arr = check_array(array)
+    n = config.tile_rows * config.tile_cols
+    if arr is Array.BOTH:
+        flat = check_indices(devices, 2 * n, "devices")
+        a, idx = np.divmod(flat, n)
+        return a.astype(np.int8), idx
+    idx = check_indices(devices, n, "devices")
+    return np.full(idx.size, int(arr), np.int8), idx
+
+
+def check_cols(config: ChipConfig, col_start: object, col_count: object) -> slice:
+    """Validate a column range; returns it as a slice."""
+    cols = config.tile_cols
+    start = check_int(col_start, "col_start")
+    n = cols - start if col_count is None else col_count
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}")
+    if start + n > cols:
+        raise InvalidArgument(f"columns {start}..{start + n - 1} out of range: the tile has {cols}")
+    return slice(start, int(start + n))
+
+
+def check_targets(config: ChipConfig, g: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    check_float_array(g, name, shape)
+    assert isinstance(g, np.ndarray)
+    if g.size and (g.min() < 0 or g.max() > config.g_max_us):
+        raise InvalidArgument(
+            f"{name} out of range: conductances must lie in [0, {config.g_max_us}] uS"
+        )
+    return g
+
+
+def check_pulses(config: ChipConfig, kind: object, count: object, n: int):
+    """Validate a pulse kind and counts (one per device, or one for all): (kind, counts)."""
+    try:
+        pk = PulseKind(int(kind))  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        raise InvalidArgument(
+            f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)"
+        ) from None
+    counts = np.asarray(count)
+    if counts.dtype.kind not in "iu" or counts.ndim > 1:
+        raise InvalidArgument("count must be an integer or a 1-D integer array")
+    counts = np.broadcast_to(counts, (n,)) if counts.ndim == 0 else counts
+    if counts.shape != (n,):
+        raise InvalidArgument(f"count has shape {counts.shape}, expected {(n,)}")
+    limit = config.pulse.max_pulses_per_call
+    if counts.min() < 1 or counts.max() > limit:
+        raise InvalidArgument(f"count out of range: expected 1..{limit} pulses per device")
+    return pk, counts.astype(np.int64)
+
+
+def check_mvm_input(config: ChipConfig, x: object, row_start: object) -> tuple[np.ndarray, int]:
+    """Validate an MVM's inputs and first row; returns x as contiguous float32."""
+    check_float_array(x, "x")
+    assert isinstance(x, np.ndarray)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise InvalidArgument(f"x has shape {x.shape}, expected (batch >= 1, inputs >= 1)")
+    r0 = check_int(row_start, "row_start")
+    k = x.shape[1]
+    if r0 + k > config.tile_rows:
+        raise InvalidArgument(
+            f"x drives rows {r0}..{r0 + k - 1}, but the tile has {config.tile_rows} rows"
+        )
+    with np.errstate(over="ignore"):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
+        raise InvalidArgument("x has values beyond the float32 range the periphery takes")
+    return x32, r0
