@@ -115,6 +115,44 @@ def pulse_curve_cmd(
     Console().print(table)
 
 
+@app.command("devices")
+def devices_cmd(
+    json_out: bool = typer.Option(False, "--json", help="print the full parameters as JSON"),
+) -> None:
+    """The device families a chip can have (ChipConfig ``device.family``), with their sources
+    and default parameters."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from device_twin.families import describe_families
+
+    families = describe_families()
+    if json_out:
+        typer.echo(json.dumps(families, indent=2))
+        return
+    table = Table(
+        title="Device families (chip config: device: {family: NAME, ...})",
+        caption="model: aihwkit's <model>NoiseModel; pulses: its <pulses>PresetDevice; "
+        "g_max in uS, t_read in ns, SET/RESET pulse energy in pJ",
+    )
+    for col in ("family", "model", "pulses", "g_max", "t_read", "SET/RESET"):
+        table.add_column(col, no_wrap=True)
+    for f in families:
+        table.add_row(f["family"], f["aihwkit_model"].removesuffix("NoiseModel"),
+                      f["pulse_preset"].removesuffix("PresetDevice"), f"{f['g_max_us']:g}",
+                      f"{f['t_read_s'] * 1e9:g}",
+                      f"{f['set_pulse_pj']:g} / {f['reset_pulse_pj']:g}")  # fmt: skip
+    console = Console()
+    console.print(table)
+    for f in families:
+        params = {k: v for k, v in f["parameters"].items() if k not in ("pulse", "write_energy")}
+        console.print(f"[bold]{f['family']}[/bold]: {f['sources']}")
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in params.items()), soft_wrap=True)
+    console.print("`pcm-twin devices --json` prints every parameter, pulse response included.")
+
+
 # --- twin: the CrossbarTwin gRPC service ---------------------------------------------------
 # --- options both servers take (pcmtwin.serving, pcmtwin.credentials) ---------------------
 TokenFile = Annotated[

@@ -62,6 +62,11 @@ class FlickerNoise:
         self._cached_bytes = 0
         self._phases: dict[tuple[int, int, int], float] = {}
 
+    def clear_cache(self) -> None:
+        """Forget every cached level array (a pure memo: nothing changes but the cost)."""
+        self._cache.clear()
+        self._cached_bytes = 0
+
     # --- keyed blocks ---------------------------------------------------------------------
     def bucket(self, tile: int, array: int, level: int, at_s: float) -> int:
         key = (tile, array, level)

@@ -129,7 +129,7 @@ class PulseModel:
             wa, up, hi, lo = w[act], params.scale_up[act], params.b_max[act], params.b_min[act]
             dw = self.set_step_mean_w(wa, up, hi, lo)
             xi = keys.subset(act).pulse_normals(k).astype(np.float64)
-            step = np.maximum(dw + self.set_step_sigma_w(wa, dw) * xi, 0.0)
+            step = lognormal_step(dw, self.set_step_sigma_w(wa, dw), xi)
             w[act] = np.maximum(wa, np.minimum(wa + step, hi))
         return self.to_g(w)
 
@@ -173,6 +173,17 @@ class PulseModel:
         reads = np.where(failed, max_iterations, reads)
         pulses = np.where(failed, np.maximum(pulses, max_iterations), pulses)
         return pulses.astype(np.int64), reads.astype(np.int64)
+
+
+def lognormal_step(mean: np.ndarray, sd: np.ndarray, xi: np.ndarray) -> np.ndarray:
+    """A step of the given mean and spread that is never negative: log-normal, from normals xi.
+
+    ``mean * exp(s*xi - s^2/2)`` with ``s^2 = ln(1 + (sd/mean)^2)`` has exactly that mean and
+    spread; a zero mean gives a zero step."""
+    mean = np.asarray(mean, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = np.where(mean > 0, np.log1p((sd / mean) ** 2), 0.0)
+    return np.where(mean > 0, mean * np.exp(np.sqrt(s2) * xi - s2 / 2), 0.0)
 
 
 def chip_pulse_model(config) -> PulseModel:

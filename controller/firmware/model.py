@@ -46,7 +46,9 @@ Order of events at one instant T (documented contract):
    corrections ended).
 
 An evaluation always waits for tiles under correction (tiles are unavailable meanwhile), so an
-evaluation at T that meets a job started before T sees the chip after that job.
+evaluation at T that meets a job started before T sees the chip after that job. Evaluations
+are observations: they take no simulated time and the twin's randomness is keyed by what is
+drawn, so adding or moving evaluation times changes no device, pulse or later measurement.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ deadlock), so it waits for tiles under correction, probing or programming. Once 
 at ``at_s = now``. The tiles are then held for the latency the twin reported (the sum over
 MVMs: the tiles of a layer chain work one after the other), and the pass is recorded on the
 ledger with its kind (calibration, evaluation or inference).
+
+An evaluation is the experimenter's measurement, not the chip's work: it waits for tiles
+under correction like any pass but then takes no simulated time (its ``end_s`` and ledger
+event still carry its latency). With the twin's draws keyed by what is drawn, adding or
+moving evaluation times then changes no device, pulse or later measurement.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import simpy
 
 from controller.firmware.context import ChipContext
 from controller.firmware.ledger import OpAccumulator
-from controller.firmware.quantities import CALIBRATION
+from controller.firmware.quantities import CALIBRATION, EVALUATION
 
 #: What runs on the chip: gets an MVM function and the compensation object (or None).
 ChipFn = Callable[[Callable[..., Any], Any], Any]
@@ -85,11 +90,13 @@ class OnChip:
             ops = ctx.ledger.action()
             comp = None if kind == CALIBRATION else self.compensation()
             value = fn(self.mvm_fn(ops, start), comp)
-            yield env.timeout(ops.latency_s)
+            if kind != EVALUATION:  # an observation takes no chip time (module docstring)
+                yield env.timeout(ops.latency_s)
         finally:
             for h in holds:
                 h.release()
         queued = 0.0 if submitted_s is None else start - submitted_s
         detail = {**detail, "mvm_calls": ops.ops, "queued_s": queued}
-        ctx.ledger.add(kind, start, env.now, devices=0, ops=ops, detail=detail)
-        return Pass(value, start, env.now, ops.energy_pj)
+        end = start + ops.latency_s
+        ctx.ledger.add(kind, start, end, devices=0, ops=ops, detail=detail)
+        return Pass(value, start, end, ops.energy_pj)

@@ -69,8 +69,17 @@ def default_g_max_us(device: Any) -> float:
     return DEFAULT_G_MAX_US.get(family, 25.0)
 
 
+def describe_families() -> list[dict[str, Any]]:
+    """Every family with its sources and default parameters (``pcm-twin devices``)."""
+    out = []
+    for config_cls, _ in FAMILIES.values():
+        config = config_cls()
+        out.append(make_family(config, default_g_max_us(config)).describe())
+    return out
+
+
 __all__ = [
     "DEFAULT_G_MAX_US", "FAMILIES", "DeviceConfig", "DeviceFamily", "HermesDeviceConfig",
     "PCMDeviceConfig", "PulseModelConfig", "ReRamCMODeviceConfig", "ReRamWan2022DeviceConfig",
-    "WriteEnergyConfig", "default_g_max_us", "make_family",
+    "WriteEnergyConfig", "default_g_max_us", "describe_families", "make_family",
 ]  # fmt: skip

@@ -58,13 +58,16 @@ class PulseModelConfig(StrictModel):
         z  = 2*a*w/(b_max - b_min) + b
         dw = max(1 - A_up*exp(gamma_up*z), 0) * scale_up
         sd = dw_min_std*(|dw| + dw_min_std_add + dw_min_std_slope*|w|)
-        w <- max(w, min(w + max(dw + sd*xi, 0), b_max))
+        w <- max(w, min(w + step, b_max)),  step of mean dw and spread sd, log-normal
 
     with device-to-device ``scale_up = |1 + dw_min_dtod*xi1 + up_down_dtod*xi2| * dw_min`` and
-    ``b_max = w_max*(1 + w_max_dtod*xi3)``. Unlike aihwkit's update, a SET step is truncated
-    at zero and never crosses the device's own bound: a SET pulse only ever raises a device,
-    and never above its bound. RESET sets ``w = reset + reset_dtod*xi4`` (fixed per device)
-    ``+ reset_std*xi`` (per pulse), clipped to the bounds.
+    ``b_max = w_max*(1 + w_max_dtod*xi3)``. aihwkit draws the step as dw + sd*xi, which goes
+    negative when sd is comparable to dw (near the top, sd is ~15x dw); a partial SET pulse
+    only crystallises, so the twin keeps aihwkit's mean and spread but draws the step
+    log-normal (never negative), and a step never crosses the device's own bound: a SET pulse
+    never lowers a device nor lifts it above its bound. RESET sets
+    ``w = reset + reset_dtod*xi4`` (fixed per device) ``+ reset_std*xi`` (per pulse), clipped
+    to the bounds.
     """
 
     dw_min: float = Field(gt=0)
@@ -127,6 +130,10 @@ class DeviceFamily(ABC):
     """The statistics of one device family, at the conductance level (uS)."""
 
     name: ClassVar[str]
+    #: The aihwkit noise model whose statistics the family reproduces.
+    aihwkit_model: ClassVar[str]
+    #: The aihwkit preset whose ExpStep parameters are the default pulse response.
+    pulse_preset: ClassVar[str] = "PCMPresetDevice"
     #: Lowest conductance a device can hold (uS).
     g_floor_us: float = 0.0
 
@@ -170,8 +177,19 @@ class DeviceFamily(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Name, sources and parameters, for ``pcm-twin devices``."""
-        return {"family": self.name, "source": type(self.config).__doc__ or "",
-                "parameters": self.config.model_dump(exclude={"family"})}  # fmt: skip
+        w = self.write_energy
+        return {
+            "family": self.name,
+            "aihwkit_model": self.aihwkit_model,
+            "pulse_preset": self.pulse_preset,
+            "sources": " ".join((type(self.config).__doc__ or "").split()),
+            "g_max_us": self.g_max_us,
+            "g_floor_us": self.g_floor_us,
+            "t_read_s": self.t_read_s,
+            "set_pulse_pj": w.set_pulse_pj,
+            "reset_pulse_pj": w.reset_pulse_pj,
+            "parameters": self.config.model_dump(mode="json", exclude={"family"}),
+        }
 
 
 def polynomial(coeff: tuple[float, ...] | list[float], x: np.ndarray) -> np.ndarray:

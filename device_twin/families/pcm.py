@@ -62,6 +62,8 @@ class PCMFamily(DeviceFamily):
     """aihwkit ``PCMLikeNoiseModel`` at the conductance level (see the module docstring)."""
 
     name: ClassVar[str] = "pcm"
+    aihwkit_model: ClassVar[str] = "PCMLikeNoiseModel"
+    pulse_preset: ClassVar[str] = "PCMPresetDevice"
     config: PCMDeviceConfig
 
     # --- writes -------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class HermesFamily(PCMFamily):
     """aihwkit ``HermesNoiseModel`` at the conductance level (see the module docstring)."""
 
     name: ClassVar[str] = "pcm_hermes"
+    aihwkit_model: ClassVar[str] = "HermesNoiseModel"
     config: HermesDeviceConfig
 
     def programming_sigma_us(self, g_target_us: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ spread ``s0*ln(t) + s1`` is negative below 55 us). The twin's rule: the law is e
 max(age, 1 s) (the relaxation seen 1 s after programming has happened by the first read),
 xi_r is one normal per write (keyed, drawn again at every read), so a device relaxes along one
 trajectory whose spread at each age is aihwkit's; the read noise is the keyed 1/f process of
-``device_twin.flicker``; log10(g) is taken of max(g, g_min). A pulse leaves a device at g,
-which becomes its new g_prog.
+``device_twin.flicker``; log10(g) is taken of max(g, 1e-3 uS) (aihwkit's is undefined at
+g <= 0). A pulse leaves a device at g, which becomes its new g_prog.
 
 Pulse response: aihwkit ``ReRamESPresetDevice`` (Gong et al. 2018), weights [-1, 1] mapped to
 [g_min, g_max], RESET to w_min. Write energy: NVSim's sample RRAM cell (0.6 pJ, 10 ns).
@@ -65,11 +65,18 @@ class ReRamCMODeviceConfig(StrictModel):
     pulse: PulseModelConfig = Field(default_factory=reram_pulse)
     write_energy: WriteEnergyConfig = Field(default_factory=nvsim_rram_energy)
 
+    @property
+    def t0_s(self) -> float:
+        """Time origin of the family's law: the age below which it is held (1 s)."""
+        return MIN_AGE_S
+
 
 class ReRamCMOFamily(DeviceFamily):
     """aihwkit ``ReRamCMONoiseModel`` with the twin's rule in time (module docstring)."""
 
     name: ClassVar[str] = "reram_cmo"
+    aihwkit_model: ClassVar[str] = "ReRamCMONoiseModel"
+    pulse_preset: ClassVar[str] = "ReRamESPresetDevice"
     config: ReRamCMODeviceConfig
 
     @property
@@ -100,11 +107,6 @@ class ReRamCMOFamily(DeviceFamily):
         if c.read_noise_scale > 0 and c.read_noise_k > 0 and draws.flicker is not None:
             t_read = self.t_read_s
             band = torch.log((age + t_read) / (2 * t_read))
-            amp = torch.clamp(g, min=max(c.g_min_us, 1e-30)).log10_().mul_(c.read_noise_k)
+            amp = torch.clamp(g, min=1e-3).log10_().mul_(c.read_noise_k)
             g.addcmul_(amp, draws.flicker(band), value=c.read_noise_scale)
         return g.clamp_(min=c.g_min_us, max=self.g_max_us)
-
-    def describe(self) -> dict:
-        d = super().describe()
-        d["parameters"]["relax_time_floor_s"] = MIN_AGE_S
-        return d

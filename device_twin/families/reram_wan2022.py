@@ -78,6 +78,11 @@ class ReRamWan2022DeviceConfig(StrictModel):
     pulse: PulseModelConfig = Field(default_factory=reram_pulse)
     write_energy: WriteEnergyConfig = Field(default_factory=nvsim_rram_energy)
 
+    @property
+    def t0_s(self) -> float:
+        """Time origin of the family's law: its first characterised time (1 s)."""
+        return float(min(self.coeff_by_time_s))
+
     @field_validator("coeff_by_time_s")
     @classmethod
     def _times(cls, v: dict[float, tuple[float, ...]]) -> dict[float, tuple[float, ...]]:
@@ -90,6 +95,8 @@ class ReRamWan2022Family(DeviceFamily):
     """aihwkit ``ReRamWan2022NoiseModel`` with the twin's rule in time (module docstring)."""
 
     name: ClassVar[str] = "reram_wan2022"
+    aihwkit_model: ClassVar[str] = "ReRamWan2022NoiseModel"
+    pulse_preset: ClassVar[str] = "ReRamESPresetDevice"
     config: ReRamWan2022DeviceConfig
 
     def sigma_at_knots_us(self, g_target_us: np.ndarray) -> np.ndarray:

@@ -13,9 +13,11 @@ from controller.workloads.weight_error import (
     default_chip,
     network_nmse,
 )
-from device_twin.config import DeviceModelConfig
+from device_twin.config import DeviceModelConfig, PulseModelConfig
 
 G_MAX = 25.0
+#: Every device's saturation bound far above g_max (50 uS): these tests see the noise model alone.
+NO_SATURATION = PulseModelConfig.from_aihwkit(w_max_dtod=0.0, g_per_w_us=25.0)
 
 
 def _layers(seed: int = 0) -> dict[str, np.ndarray]:
@@ -26,7 +28,7 @@ def _layers(seed: int = 0) -> dict[str, np.ndarray]:
 def test_without_noise_or_drift_the_error_is_zero():
     """No programming noise, read noise or drift: every translation reads back its weights."""
     chip = default_chip(device=DeviceModelConfig(prog_noise_scale=0, read_noise_scale=0,
-                                                 drift_scale=0))  # fmt: skip
+                                                 drift_scale=0, pulse=NO_SATURATION))  # fmt: skip
     for tr in (SinglePair(), dual_pair(2.0)):
         nmse = network_nmse(_layers(), tr, REPORT_TIMES_S, chip, seed=0)
         assert np.all(nmse < 1e-12)
@@ -36,7 +38,7 @@ def test_programming_noise_alone_gives_aihwkit_sigma():
     """Programming noise only: weights all at max|w| on one pair read G+ = g_max + sigma_P(g_max)
     xi and G- = max(sigma_P(0) xi', 0) (aihwkit clamps at 0 uS), so their NMSE is
     (sigma_P(g_max)^2 + sigma_P(0)^2 / 2) / g_max^2: checked on 200,000 weights within 2 %."""
-    device = DeviceModelConfig(read_noise_scale=0, drift_scale=0)
+    device = DeviceModelConfig(read_noise_scale=0, drift_scale=0, pulse=NO_SATURATION)
     w = {"ones": np.ones((1000, 200))}
     nmse = network_nmse(w, SinglePair(), (1.0, YEAR_S), default_chip(device=device), seed=3)
     # aihwkit's sigma_P(g) = c0 + c1 g/g_max + c2 (g/g_max)^2, at g_max and at 0 uS

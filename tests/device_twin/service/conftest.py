@@ -36,6 +36,10 @@ def assert_same_result(remote: OpResult, local: OpResult) -> None:
         assert remote.values.dtype == local.values.dtype
         assert remote.values.shape == local.values.shape
         assert remote.values.tobytes() == local.values.tobytes()
+    if local.failed is None:
+        assert remote.failed is None
+    else:
+        assert remote.failed.tolist() == local.failed.tolist()
 
 
 OPENSSL = "/usr/bin/openssl"

@@ -167,6 +167,11 @@ CASES = [
          "n_tile: Extra inputs are not permitted"),
     Case("config value out of range", rpc("CreateChip", create('{"tile_rows": 0}')), INVALID,
          "tile_rows: Input should be greater than or equal to 1"),
+    Case("unknown device family", rpc("CreateChip", create('{"device": {"family": "flash"}}')),
+         INVALID, "expected tags: 'pcm', 'pcm_hermes', 'reram_wan2022', 'reram_cmo'"),
+    Case("family beyond its range",
+         rpc("CreateChip", create('{"g_max_us": 30, "device": {"family": "pcm_hermes"}}')),
+         INVALID, "characterised up to 20.7 uS"),
 ]  # fmt: skip
 
 
