@@ -160,15 +160,20 @@ class DeviceFamily(ABC):
     def programming_sigma_us(self, g_target_us: np.ndarray) -> np.ndarray:
         """Spread of the outcome of program-and-verify around its target (uS, scaled)."""
 
-    @abstractmethod
     def programmed(
         self, g_target_us: np.ndarray, z_prog: np.ndarray, z_param: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(g_prog, param) right after program-and-verify to ``g_target_us`` (float32)."""
+        """(g_prog, param) right after program-and-verify to ``g_target_us`` (float32): the
+        target plus sigma_P(target) * z (aihwkit's additive programming noise), clipped at
+        0 uS, and the family's parameter for the target."""
+        g_t = np.asarray(g_target_us, np.float32)
+        g = g_t + (self.programming_sigma_us(g_t) * z_prog).astype(np.float32)
+        return np.maximum(g, 0.0).astype(np.float32), self.pulsed_param(g_t, z_param)
 
-    @abstractmethod
     def pulsed_param(self, g_us: np.ndarray, z_param: np.ndarray) -> np.ndarray:
-        """The per-device parameter of devices a pulse left at ``g_us``."""
+        """The per-device parameter of devices a pulse (or a program) left at ``g_us``; by
+        default that conductance itself (aihwkit's ReRAM models take the target as theirs)."""
+        return np.asarray(g_us, np.float32).copy()
 
     # --- reads ----------------------------------------------------------------------------
     @abstractmethod

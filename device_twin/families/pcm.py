@@ -73,11 +73,6 @@ class PCMFamily(DeviceFamily):
         sig = polynomial(c.prog_coeff, gh) * self.g_max_us / c.prog_coeff_g_max_reference_us
         return sig * c.prog_noise_scale
 
-    def programmed(self, g_target_us, z_prog, z_param):
-        g_t = np.asarray(g_target_us, np.float32)
-        g = g_t + (self.programming_sigma_us(g_t) * z_prog).astype(np.float32)
-        return np.maximum(g, 0.0).astype(np.float32), self.pulsed_param(g_t, z_param)
-
     def drift_mean_sigma(self, g_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mu_nu, sigma_nu) at relative conductance ``g_rel`` (already floored at 1e-7)."""
         ln = np.log(g_rel)

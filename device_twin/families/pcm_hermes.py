@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from device_twin.families.base import PulseModelConfig, StrictModel, WriteEnergyConfig, polynomial
+from device_twin.families.base import PulseModelConfig, StrictModel, WriteEnergyConfig
 from device_twin.families.pcm import PCMFamily
 
 # aihwkit HermesNoiseModel defaults per number of devices per unit cell
@@ -85,12 +85,6 @@ class HermesFamily(PCMFamily):
     name: ClassVar[str] = "pcm_hermes"
     aihwkit_model: ClassVar[str] = "HermesNoiseModel"
     config: HermesDeviceConfig
-
-    def programming_sigma_us(self, g_target_us: np.ndarray) -> np.ndarray:
-        c = self.config
-        gh = np.asarray(g_target_us, np.float64) / self.g_max_us
-        sig = polynomial(c.prog_coeff, gh) * self.g_max_us / c.prog_coeff_g_max_reference_us
-        return sig * c.prog_noise_scale
 
     def drift_mean_sigma(self, g_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ln = np.log(g_rel)

@@ -88,14 +88,6 @@ class ReRamCMOFamily(DeviceFamily):
         coeff = c.prog_coeff_by_acceptance[c.acceptance_range_percent]
         return np.abs(polynomial(coeff, np.asarray(g_target_us, np.float64))) * c.prog_noise_scale
 
-    def programmed(self, g_target_us, z_prog, z_param):
-        g_t = np.asarray(g_target_us, np.float32)
-        g = g_t + (self.programming_sigma_us(g_t) * z_prog).astype(np.float32)
-        return np.maximum(g, 0.0).astype(np.float32), g_t.copy()
-
-    def pulsed_param(self, g_us, z_param):
-        return np.asarray(g_us, np.float32).copy()
-
     def read(self, batch: DeviceBatch, draws: ReadDraws) -> torch.Tensor:
         c = self.config
         age = batch.age_s.clamp_(min=MIN_AGE_S)

@@ -110,14 +110,6 @@ class ReRamWan2022Family(DeviceFamily):
     def programming_sigma_us(self, g_target_us: np.ndarray) -> np.ndarray:
         return self.sigma_at_knots_us(g_target_us)[0]
 
-    def programmed(self, g_target_us, z_prog, z_param):
-        g_t = np.asarray(g_target_us, np.float32)
-        g = g_t + (self.programming_sigma_us(g_t) * z_prog).astype(np.float32)
-        return np.maximum(g, 0.0).astype(np.float32), g_t.copy()
-
-    def pulsed_param(self, g_us, z_param):
-        return np.asarray(g_us, np.float32).copy()
-
     def sigma_at_age_us(self, g_target_us: torch.Tensor, age_s: torch.Tensor) -> torch.Tensor:
         """sigma(a): linear in ln(a) between the characterised times, held outside them."""
         knots = self.sigma_at_knots_us(g_target_us.numpy())

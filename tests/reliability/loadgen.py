@@ -37,7 +37,7 @@ import numpy as np
 
 from controller.rpc.client import TwinClient
 from device_twin import Array, ChipConfig, PulseKind
-from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig
+from device_twin.config import DeviceModelConfig, IOConfig, PeripheryConfig, PulseModelConfig
 from tests.device_twin.service.conftest import ServerProcess
 
 AT_S = 1000.0
@@ -64,7 +64,9 @@ class LoadConfig:
     def chip_config(self, k: int) -> ChipConfig:
         return ChipConfig(
             n_tiles=3, tile_rows=self.rows, tile_cols=self.cols, seed=self.seed * 100 + k,
-            device=DeviceModelConfig(prog_noise_scale=0.0, read_noise_scale=0.0),
+            # no noise and every device's bound at g_max: a device holds the value written
+            device=DeviceModelConfig(prog_noise_scale=0.0, read_noise_scale=0.0,
+                                     pulse=PulseModelConfig.from_aihwkit(w_max_dtod=0.0)),
             periphery=PeripheryConfig(forward=IOConfig(is_perfect=True)),
         )  # fmt: skip
 
