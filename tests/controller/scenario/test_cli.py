@@ -71,9 +71,8 @@ def test_shipped_scenarios_conform_to_the_json_schema() -> None:
         assert [list(e.absolute_path) for e in validator.iter_errors(data)] == [["chip"]]
 
 
-<<<<<<< HEAD
 COMMANDS = [["run"], ["sweep"], ["validate"], ["schema"], ["policies"], ["demo"], ["pulse-curve"],
-            ["twin", "serve"], ["chip", "serve"], ["twin"], ["chip"], []]  # fmt: skip
+            ["devices"], ["twin", "serve"], ["chip", "serve"], ["twin"], ["chip"], []]  # fmt: skip
 
 
 def test_help_names_values_not_python_types() -> None:
@@ -129,7 +128,8 @@ def test_the_command_line_keeps_grpc_info_logs_off_the_terminal() -> None:
     env["GRPC_VERBOSITY"] = "INFO"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.strip() == "INFO", run.stderr
-=======
+
+
 def test_devices_lists_the_four_families_with_sources() -> None:
     """`pcm-twin devices` prints every family, its aihwkit model and sources; --json the
     parameters, each valid as a chip's device config."""
@@ -148,4 +148,3 @@ def test_devices_lists_the_four_families_with_sources() -> None:
     for f in families:
         cfg = ChipConfig(device={"family": f["family"], **f["parameters"]})
         assert cfg.g_max_us == f["g_max_us"]
->>>>>>> 3347eae (Device families tested against aihwkit, firmware and CLI on every family, evaluations that change nothing (issues 14.1, 19.2))
