@@ -30,7 +30,7 @@ def test_every_policy_runs_on_every_family(family):
         model = ChipModel(env, twin, cid, mapped, load_policy(name, params),
                           compensation_factory=toy_gdc_factory)  # fmt: skip
         model.start()
-        model.run(DAY)
+        model.advance(DAY)
         totals = model.totals()
         assert totals.get("error") is None, (family, name, totals.get("error"))
         if correcting:
@@ -73,9 +73,9 @@ def test_a_device_the_twin_cannot_program_fails_instead_of_being_retried():
     model = ChipModel(make_environment(), twin, cid, mapped, policy,
                       compensation_factory=toy_gdc_factory)  # fmt: skip
     model.start()
-    model.run(HOUR)
-    model.run_until_event(model.trigger_correction(mode="all"))
+    model.advance(HOUR)
+    model.wait(model.trigger_correction(mode="all"))
     assert twin.failed, "the set-up should leave devices out of reach"
     assert all(twin.writes[d] == 1 for d in twin.failed)
     assert max(twin.writes.values()) > 1  # reachable devices were re-programmed again
-    assert model.failed_devices >= len(twin.failed)
+    assert model.counters()["failed_devices"] >= len(twin.failed)
