@@ -115,9 +115,11 @@ def pulse_curve_cmd(
     Console().print(table)
 
 
-@app.command("devices")
+@command("devices")
 def devices_cmd(
-    json_out: bool = typer.Option(False, "--json", help="print the full parameters as JSON"),
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print every parameter as JSON data")
+    ] = False,
 ) -> None:
     """The device families a chip can have (ChipConfig ``device.family``), with their sources
     and default parameters."""

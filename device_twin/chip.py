@@ -86,7 +86,7 @@ class Chip:
         self.config = c = config
         self.family = make_family(c.device, c.g_max_us)
         self.pulse_model = PulseModel(self.family.pulse, c.seed, c.g_max_us, self.family.g_floor_us)
-        self.flicker = FlickerNoise(c.seed, self.family.t_read_s)
+        self.flicker = FlickerNoise(c.seed, self.family.t_read_s, c.tile_rows * c.tile_cols)
         self.energy_model = EnergyModel(
             c.energy, c.g_max_us, c.tile_cols, self.family.write_energy, self.family.t_read_s
         )

@@ -14,7 +14,8 @@ period the device has lived through (a + t0 + t_read) to the fastest a read reso
 - Z_k is constant over buckets of absolute device time of length tau_k = BUCKET * P_k, with
   a random phase per (tile, array, level): b_k(t) = floor((t + phase)/tau_k). Its value in a
   bucket is an array of normals drawn from the key (seed, tile, array, level, bucket, block
-  of ``BLOCK`` devices), so it is a pure function of what is read and when.
+  of ``BLOCK`` devices, or the whole array when smaller), so it is a pure function of what is
+  read and when.
 
 Consequences: reads at one instant (MVMs, probes, device reads) share one realisation;
 reads microseconds apart share all levels but the fastest; reads further apart than a
@@ -50,8 +51,16 @@ CACHE_BYTES = 64 * 1024**2
 class FlickerNoise:
     """The keyed 1/f process of one chip's devices (see the module docstring)."""
 
-    def __init__(self, seed: int, t_read_s: float, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        seed: int,
+        t_read_s: float,
+        devices_per_array: int = BLOCK,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.seed = int(seed)
+        #: Devices per drawn block: BLOCK, or the whole array if it is smaller.
+        self.block_size = min(BLOCK, int(devices_per_array))
         p0 = 2.0 * float(t_read_s)
         w = math.log(RATIO)
         self.band_lo = [k * w for k in range(LEVELS)]
@@ -83,7 +92,7 @@ class FlickerNoise:
         if z is not None:
             self._cache.move_to_end(key)
             return z
-        z = block_normals(derive_key(self.seed, FLICKER, *key), BLOCK)
+        z = block_normals(derive_key(self.seed, FLICKER, *key), self.block_size)
         self._cache[key] = z
         self._cached_bytes += z.nbytes
         while self._cached_bytes > self.cache_bytes and self._cache:
@@ -123,26 +132,28 @@ class FlickerNoise:
         if not weights:
             return torch.zeros_like(band)
         out = torch.empty_like(band)
+        size = self.block_size
         if index is None:
             n = band.numel()
-            for b, s in enumerate(range(0, n, BLOCK)):
-                e = min(s + BLOCK, n)
+            for b, s in enumerate(range(0, n, size)):
+                e = min(s + size, n)
                 for i, (k, wk) in enumerate(weights):
                     z = self.block(tile, int(arrays), k, self.bucket(tile, int(arrays), k, at_s), b)
                     _accumulate(out[s:e], wk, z[: e - s], s, e, first=i == 0)
             return out
         arrays = np.broadcast_to(np.asarray(arrays, np.int64), np.shape(index))
         index = np.asarray(index, np.int64)
-        group = arrays * (1 << 40) + (index >> 16)
+        block_of, local_index = np.divmod(index, size)
+        group = arrays * (1 << 40) + block_of
         order = None
         if group.size > 1 and np.any(group[1:] < group[:-1]):
             order = np.argsort(group, kind="stable")
-            group, index = group[order], index[order]
+            group, local_index = group[order], local_index[order]
             weights = [(k, w if isinstance(w, float) else w[torch.from_numpy(order)])
                        for k, w in weights]  # fmt: skip
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         ends = np.r_[starts[1:], group.size]
-        local = torch.from_numpy(index & (BLOCK - 1))
+        local = torch.from_numpy(local_index)
         acc = torch.empty_like(band)
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             a, b = divmod(int(group[s]), 1 << 40)

@@ -25,7 +25,7 @@ def _band(age_s: float) -> float:
 @pytest.mark.parametrize("age_s", [0.0, 60.0, 3600.0, 86400.0, 30 * 86400.0, YEAR_S, 1e11])
 def test_variance_is_aihwkits_at_every_age(age_s):
     """Var S = L(age) = ln((age + t0 + t_read)/(2 t_read)) over 131,072 devices (within 2 %)."""
-    f = FlickerNoise(seed=1, t_read_s=T_READ)
+    f = FlickerNoise(seed=1, t_read_s=T_READ, devices_per_array=N)
     band = torch.full((N,), _band(age_s))
     s = f.sample(tile=0, at_s=5e7 + age_s, band=band, arrays=0)
     assert abs(float(s.var()) / _band(age_s) - 1) < 0.02
@@ -35,7 +35,7 @@ def test_variance_is_aihwkits_at_every_age(age_s):
 def test_devices_of_different_ages_in_one_read_each_get_their_variance():
     """In one read, devices of four ages each have their own variance (within 3 %), and a
     device read alone or by index draws what the whole-array read gives it."""
-    f = FlickerNoise(seed=2, t_read_s=T_READ)
+    f = FlickerNoise(seed=2, t_read_s=T_READ, devices_per_array=N)
     ages = np.array([10.0, 3600.0, 86400.0, YEAR_S])[np.arange(N) % 4]
     band = torch.from_numpy(np.log((ages + T0 + T_READ) / (2 * T_READ)).astype(np.float32))
     s = f.sample(0, 1e8, band, 0).numpy()
@@ -124,8 +124,19 @@ def test_averaging_verify_reads_cannot_remove_read_noise():
 
 def test_cache_stays_within_its_budget():
     """Cached level arrays never exceed the cache's byte budget."""
-    f = FlickerNoise(seed=3, t_read_s=T_READ, cache_bytes=3 * BLOCK * 4)
+    f = FlickerNoise(3, T_READ, devices_per_array=4 * BLOCK, cache_bytes=3 * BLOCK * 4)
     band = torch.full((4 * BLOCK,), _band(YEAR_S))
     for k in range(5):
         f.sample(0, 1e6 + 3600.0 * k, band, 0)
         assert f._cached_bytes <= f.cache_bytes
+
+
+def test_a_small_array_draws_only_its_own_devices():
+    """An array smaller than a block draws blocks of its own size; a device read by index
+    sees what the whole-array read gives it."""
+    f = FlickerNoise(seed=6, t_read_s=T_READ, devices_per_array=24 * 16)
+    band = torch.full((24 * 16,), _band(3600.0))
+    whole = f.sample(1, 5e4, band, 1)
+    assert all(z.numel() == 24 * 16 for z in f._cache.values())
+    idx = np.array([3, 200, 383])
+    np.testing.assert_array_equal(f.sample(1, 5e4, band[idx], 1, idx), whole[idx])

@@ -50,12 +50,12 @@ def test_evaluation_times_change_no_device_pulse_or_common_accuracy(tiny_scenari
     assert few_chip["now_s"] == many_chip["now_s"]
     for name in STATE:
         np.testing.assert_array_equal(few_chip[name], many_chip[name], err_msg=name)
-    for key in ("pulses", "corrections", "devices_corrected", "correction_energy_pj"):
+    for key in ("correction_pulses", "corrections", "devices_corrected", "upkeep_energy_pj"):
         assert few.totals[key] == many.totals[key], key
     assert few.totals["corrections"] > 0  # the policy did correct: there was something to change
 
     def accuracies(res) -> dict[tuple[float, str], float]:
-        return {(r["t_s"], r["phase"]): r["accuracy"] for r in res.timeline}
+        return {(r["scheduled_s"], r["phase"]): r["accuracy"] for r in res.timeline}
 
     a, b = accuracies(few), accuracies(many)
     assert set(a) <= set(b) and len(a) >= 3  # incl. the evaluation after the corrections at 6 h
