@@ -4,7 +4,9 @@ Per device the chip keeps ``g_prog`` (uS, right after its last write, float32), 
 device family's parameter: PCM's drift exponent, float32), ``t_write_s`` (device time of its
 last write, float64) and ``write_count`` (its writes so far, uint32; keys its random draws):
 20 bytes. State arrays have shape (tiles, arrays, rows, cols), an array being
-``2*pair + sign`` (a single pair today: G+ = 0, G- = 1). Drift is lazy: nothing happens as
+``2*pair + sign`` (G+ = 0, G- = 1 of the first pair; ``pairs_per_weight`` pairs per weight,
+each operation names its pair, default 0; an MVM combines them as sum_k F^k (G+_k - G-_k),
+see ``reads.effective_weights``). Drift is lazy: nothing happens as
 time passes; a read evaluates the family's law for the devices it reads. Every operation
 takes ``at_s``, the device time at which it happens; per chip, time never goes backwards.
 
@@ -44,6 +46,7 @@ from device_twin.validation import (
     check_devices,
     check_indices,
     check_mvm_input,
+    check_pair,
     check_pulses,
     check_targets,
     check_tile,
@@ -53,8 +56,6 @@ from device_twin.writes import DeviceWrites
 
 __all__ = ["MAX_TIME_S", "Array", "Chip", "DeviceWrites", "OpResult", "PulseKind"]
 
-#: Arrays per tile: one differential pair (G+, G-).
-N_ARRAYS = 2
 _PERIPHERY_KINDS = {"probe": 1, "mvm": 2}
 
 
@@ -91,7 +92,8 @@ class Chip:
             c.energy, c.g_max_us, c.tile_cols, self.family.write_energy, self.family.t_read_s
         )
         self.ledger = EnergyLedger()
-        shape = (c.n_tiles, N_ARRAYS, c.tile_rows, c.tile_cols)
+        self.n_arrays = c.n_arrays
+        shape = (c.n_tiles, self.n_arrays, c.tile_rows, c.tile_cols)
         # np.zeros maps untouched pages lazily: an unwritten tile costs no memory.
         self.g_prog_us = np.zeros(shape, np.float32)
         self.nu = np.zeros(shape, np.float32)
@@ -114,7 +116,7 @@ class Chip:
     def positions(self, tile: int, array: np.ndarray | int, index: np.ndarray) -> np.ndarray:
         """Positions of devices in the raveled (tiles, arrays, rows, cols) state arrays."""
         n = self.config.tile_rows * self.config.tile_cols
-        return (N_ARRAYS * tile + np.asarray(array, np.int64)) * n + index
+        return (self.n_arrays * tile + np.asarray(array, np.int64)) * n + index
 
     def _tile(self, tile: object, need_programmed: bool = True) -> int:
         return check_tile(self.config, self.programmed, tile, need_programmed)
@@ -170,28 +172,43 @@ class Chip:
         )  # fmt: skip
 
     def program(
-        self, tile: int, g_target_pos_us: np.ndarray, g_target_neg_us: np.ndarray, at_s: float
+        self,
+        tile: int,
+        g_target_pos_us: np.ndarray,
+        g_target_neg_us: np.ndarray,
+        at_s: float,
+        pair: int = 0,
     ) -> OpResult:
-        """Program-and-verify a whole tile from RESET to the target conductances (rows, cols)."""
+        """Program-and-verify a pair of a tile (both arrays, every device) from RESET to the
+        target conductances (rows, cols). A tile counts as programmed once any of its pairs is;
+        a pair never programmed holds 0 uS."""
         tile = self._tile(tile, need_programmed=False)
         at_s = check_time(self.now_s, at_s)
+        pair = check_pair(self.config, pair)
         check_targets(self.config, g_target_pos_us, "g_target_pos_us", self.shape)
         check_targets(self.config, g_target_neg_us, "g_target_neg_us", self.shape)
         n = self.config.tile_rows * self.config.tile_cols
         target = np.stack([g_target_pos_us, g_target_neg_us]).reshape(-1)
-        array = np.repeat(np.arange(N_ARRAYS, dtype=np.int8), n)
-        index = np.tile(np.arange(n, dtype=np.int64), N_ARRAYS)
-        result = self._program(tile, array, index, target, at_s, np.arange(N_ARRAYS * n))
+        array = np.repeat(np.arange(2 * pair, 2 * pair + 2, dtype=np.int8), n)
+        index = np.tile(np.arange(n, dtype=np.int64), 2)
+        result = self._program(tile, array, index, target, at_s, np.arange(2 * n))
         self.programmed[tile] = True
         return result
 
     def program_devices(
-        self, tile: int, array: int, devices: np.ndarray, g_target_us: np.ndarray, at_s: float
+        self,
+        tile: int,
+        array: int,
+        devices: np.ndarray,
+        g_target_us: np.ndarray,
+        at_s: float,
+        pair: int = 0,
     ) -> OpResult:
-        """Program-and-verify chosen devices (see ``Array`` for how they are addressed)."""
+        """Program-and-verify chosen devices of a pair (see ``Array`` for how they are
+        addressed)."""
         tile = self._tile(tile)
         at_s = check_time(self.now_s, at_s)
-        arrays, idx = check_devices(self.config, array, devices)
+        arrays, idx = check_devices(self.config, array, devices, pair)
         check_targets(self.config, g_target_us, "g_target_us", idx.shape)
         addr = devices.astype(np.int64)  # type: ignore[union-attr]
         return self._program(tile, arrays, idx, g_target_us, at_s, addr)
@@ -204,8 +221,9 @@ class Chip:
         kind: int,
         count: int | np.ndarray,
         at_s: float,
+        pair: int = 0,
     ) -> OpResult:
-        """Apply ``count`` SET or RESET pulses to devices (see ``Array`` for addressing).
+        """Apply ``count`` SET or RESET pulses to devices of a pair (see ``Array``).
 
         A SET pulse acts on the device's drifted conductance at ``at_s``, only ever raises it
         and never above its own bound; any write restarts drift (``t_write_s = at_s``, the
@@ -213,7 +231,7 @@ class Chip:
         """
         tile = self._tile(tile)
         at_s = check_time(self.now_s, at_s)
-        arrays, idx = check_devices(self.config, array, devices)
+        arrays, idx = check_devices(self.config, array, devices, pair)
         pk, counts = check_pulses(self.config, kind, count, idx.size)
         reset = pk is PulseKind.RESET
         w = writes.pulse(self, tile, arrays, idx, reset, counts, at_s)
@@ -229,9 +247,10 @@ class Chip:
 
     # --- reads ----------------------------------------------------------------------------
     def read_devices(
-        self, tile: int, array: int, devices: np.ndarray | None, at_s: float
+        self, tile: int, array: int, devices: np.ndarray | None, at_s: float, pair: int = 0
     ) -> OpResult:
-        """Conductance (uS) of devices at ``at_s``, with the 1/f read noise of that instant.
+        """Conductance (uS) of devices of a pair at ``at_s``, with the 1/f read noise of that
+        instant.
 
         ``devices=None`` reads every device of the array, as (rows, cols), or (2, rows, cols)
         for ``BOTH``."""
@@ -239,11 +258,12 @@ class Chip:
         at_s = check_time(self.now_s, at_s)
         if devices is None:
             arr = check_array(array)
-            which = range(N_ARRAYS) if arr is Array.BOTH else [int(arr)]
+            base = 2 * check_pair(self.config, pair)
+            which = [base, base + 1] if arr is Array.BOTH else [base + int(arr)]
             g = torch.stack([reads.read_array(self, tile, a, at_s, True) for a in which])
             g = g if arr is Array.BOTH else g[0]
         else:
-            arrays, idx = check_devices(self.config, array, devices)
+            arrays, idx = check_devices(self.config, array, devices, pair)
             g = reads.read_selected(self, tile, arrays, idx, at_s, True)
         values = g.numpy()
         cost = self.energy_model.read_devices(values)
@@ -261,8 +281,9 @@ class Chip:
         at_s: float,
         col_start: int = 0,
         col_count: int | None = None,
+        pair: int = 0,
     ) -> OpResult:
-        """Identity-input read of ``rows`` through the probe periphery.
+        """Identity-input read of ``rows`` of a pair through the probe periphery.
 
         Only columns ``col_start .. col_start+col_count-1`` are converted (default: all from
         ``col_start``): a monitor that knows where its weights are reads only those.
@@ -276,9 +297,11 @@ class Chip:
         arr = check_array(array, allow_diff=True)
         r = check_indices(rows, self.config.tile_rows, "rows")
         csl = check_cols(self.config, col_start, col_count)
+        base = 2 * check_pair(self.config, pair)
         g_max = self.config.g_max_us
         both = arr in (Array.DIFF, Array.BOTH)
-        g = reads.read_block(self, tile, [0, 1] if both else [int(arr)], r, csl, at_s)
+        which = [base, base + 1] if both else [base + int(arr)]
+        g = reads.read_block(self, tile, which, r, csl, at_s)
         if arr is Array.DIFF:
             y = (g[0] - g[1]) / g_max
         else:
@@ -304,7 +327,8 @@ class Chip:
         return p
 
     def effective_weights(self, tile: int, at_s: float) -> tuple[torch.Tensor, np.ndarray]:
-        """(cols, rows) effective weights at ``at_s`` and per-row G+ + G- (``reads``)."""
+        """(cols, rows) effective weights sum_k F^k (G+_k - G-_k)/g_max at ``at_s`` and the
+        per-row sum of every device's conductance (``reads``)."""
         return reads.effective_weights(self, tile, at_s)
 
     def mvm(
@@ -342,9 +366,9 @@ class Chip:
         else:
             g_block_rows = reads.block_row_sum(self, tile, at_s, rsl, csl)
         cost = self.energy_model.mvm(x_norm, g_block_rows, k, n_out)
-        self._commit("mvm", tile, at_s, cost, 2 * k * n_out, 0)
+        self._commit("mvm", tile, at_s, cost, self.n_arrays * k * n_out, 0)
         return OpResult(
-            "mvm", tile, at_s, devices=2 * k * n_out,
+            "mvm", tile, at_s, devices=self.n_arrays * k * n_out,
             energy_pj=cost.energy_pj, latency_s=cost.latency_s, values=y,
         )  # fmt: skip
 

@@ -150,11 +150,15 @@ class EnergyModelConfig(_Strict):
 
 
 class ChipConfig(_Strict):
-    """A chip: ``n_tiles`` tiles of ``tile_rows`` x ``tile_cols`` weights, each a G+/G- pair.
+    """A chip: ``n_tiles`` tiles of ``tile_rows`` x ``tile_cols`` weights, each held by
+    ``pairs_per_weight`` G+/G- pairs.
 
     Rows are the input (word) lines, columns the output (bit) lines: an MVM computes
-    ``y[c] = sum_r x[r] * (G+[r, c] - G-[r, c]) / g_max``. ``device`` chooses the device
-    family (default ``pcm``); ``g_max_us`` defaults to the family's characterised maximum.
+    ``y[c] = sum_r x[r] * sum_k F^k (G+_k[r, c] - G-_k[r, c]) / g_max`` with the significance
+    factor F = ``significance_factor`` (Mackin 2022: W ~ F (G+ - G-) + (g+ - g-), pair 1 the
+    most significant); a single pair (the default) is ``(G+ - G-)/g_max``. ``device`` chooses
+    the device family (default ``pcm``); ``g_max_us`` defaults to the family's characterised
+    maximum.
     """
 
     n_tiles: int = Field(1, ge=1, le=4096)
@@ -171,6 +175,13 @@ class ChipConfig(_Strict):
     periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
     energy: EnergyModelConfig = Field(default_factory=EnergyModelConfig)
     seed: int = Field(0, ge=0, lt=2**63)
+    pairs_per_weight: int = Field(
+        1, ge=1, le=4, description="conductance pairs per weight (Mackin 2022: 2, MSP and LSP)"
+    )
+    significance_factor: float = Field(
+        2.0, gt=0, le=100,
+        description="F: pair k counts F^k times in a weight (Mackin 2022's optimum: 2)",
+    )  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -207,8 +218,18 @@ class ChipConfig(_Strict):
         return self.device.pulse
 
     @property
+    def n_arrays(self) -> int:
+        """Device arrays per tile: array ``2*pair + sign`` (sign 0 = G+, 1 = G-)."""
+        return 2 * self.pairs_per_weight
+
+    @property
+    def significance(self) -> tuple[float, ...]:
+        """f_k = F^k of each pair, least significant first."""
+        return tuple(float(self.significance_factor) ** k for k in range(self.pairs_per_weight))
+
+    @property
     def devices_per_tile(self) -> int:
-        return 2 * self.tile_rows * self.tile_cols
+        return self.n_arrays * self.tile_rows * self.tile_cols
 
     @property
     def n_devices(self) -> int:

@@ -88,30 +88,41 @@ def read_block(
 
 
 def effective_weights(chip: Chip, tile: int, at_s: float) -> tuple[torch.Tensor, np.ndarray]:
-    """(cols, rows) effective weights (G+ - G-)/g_max at ``at_s``, one read-noise draw, and
-    the per-row sum of G+ and G- (uS, for the read energy).
+    """(cols, rows) effective weights sum_k F^k (G+_k - G-_k)/g_max at ``at_s`` (one pair:
+    (G+ - G-)/g_max), one read-noise draw, and the per-row sum of every device's conductance
+    (uS, for the read energy).
 
-    As with aihwkit's ``drift_analog_weights(t)``, one realisation of the read noise holds for
-    all MVMs of a tile at one instant: it is a function of (seed, tile, state, at_s) alone, so
-    the cache below is a pure memo and a restored chip reads the same weights.
+    The periphery combines the pairs as the MVM runs (Mackin 2022: the MSP's current counts
+    F times, by a current mirror or a longer read pulse). As with aihwkit's
+    ``drift_analog_weights(t)``, one realisation of the read noise holds for all MVMs of a
+    tile at one instant: it is a function of (seed, tile, state, at_s) alone, so the cache
+    below is a pure memo and a restored chip reads the same weights.
     """
     key = (at_s, int(chip.tile_version[tile]))
     cached = chip.w_eff_cache.get(tile)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
-    g_pos = read_array(chip, tile, 0, at_s, True)
-    g_neg = read_array(chip, tile, 1, at_s, True)
-    w = ((g_pos - g_neg) / chip.config.g_max_us).T.contiguous()
-    g_row_sum = (g_pos + g_neg).sum(dim=1, dtype=torch.float64).numpy()
+    w = None
+    g_row_sum = np.zeros(chip.shape[0])
+    for k, f in enumerate(chip.config.significance):
+        g_pos = read_array(chip, tile, 2 * k, at_s, True)
+        g_neg = read_array(chip, tile, 2 * k + 1, at_s, True)
+        d = g_pos - g_neg if k == 0 else (g_pos - g_neg) * f
+        w = d if w is None else w + d
+        g_row_sum += (g_pos + g_neg).sum(dim=1, dtype=torch.float64).numpy()
+    assert w is not None
+    w = (w / chip.config.g_max_us).T.contiguous()
     chip.w_eff_cache[tile] = (key, w, g_row_sum)
     return w, g_row_sum
 
 
 def block_row_sum(chip: Chip, tile: int, at_s: float, rsl: slice, csl: slice) -> np.ndarray:
-    """Per-row sum of G+ and G- over a block, noise-free (the read energy of an MVM block)."""
+    """Per-row sum of every device's conductance over a block, noise-free (the read energy of
+    an MVM block)."""
     c = chip.shape[1]
     rows = np.arange(rsl.start, rsl.stop)
     index = (rows[:, None] * c + np.arange(csl.start, csl.stop)[None, :]).reshape(-1)
-    arr = np.repeat(np.arange(2, dtype=np.int8), index.size)
-    g = read_selected(chip, tile, arr, np.tile(index, 2), at_s, False)
-    return g.reshape(2, rows.size, -1).sum(dim=(0, 2), dtype=torch.float64).numpy()
+    n_arrays = chip.n_arrays
+    arr = np.repeat(np.arange(n_arrays, dtype=np.int8), index.size)
+    g = read_selected(chip, tile, arr, np.tile(index, n_arrays), at_s, False)
+    return g.reshape(n_arrays, rows.size, -1).sum(dim=(0, 2), dtype=torch.float64).numpy()

@@ -121,27 +121,35 @@ class ChipRegistry:
         return self.with_chip(chip_id, lambda c: c.ledger.to_dict())
 
     # --- operations (same names and arguments as the Chip, chip id first) -----------------
-    def program(self, chip_id: str, tile, g_target_pos_us, g_target_neg_us, at_s) -> OpResult:
+    def program(
+        self, chip_id: str, tile, g_target_pos_us, g_target_neg_us, at_s, pair=0
+    ) -> OpResult:
         return self.with_chip(
-            chip_id, lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s)
+            chip_id, lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s, pair)
         )
 
-    def program_devices(self, chip_id: str, tile, array, devices, g_target_us, at_s) -> OpResult:
+    def program_devices(
+        self, chip_id: str, tile, array, devices, g_target_us, at_s, pair=0
+    ) -> OpResult:
         return self.with_chip(
-            chip_id, lambda c: c.program_devices(tile, array, devices, g_target_us, at_s)
+            chip_id, lambda c: c.program_devices(tile, array, devices, g_target_us, at_s, pair)
         )
 
-    def apply_pulses(self, chip_id: str, tile, array, devices, kind, count, at_s) -> OpResult:
+    def apply_pulses(
+        self, chip_id: str, tile, array, devices, kind, count, at_s, pair=0
+    ) -> OpResult:
         return self.with_chip(
-            chip_id, lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s)
+            chip_id, lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s, pair)
         )
 
-    def read_devices(self, chip_id: str, tile, array, devices, at_s) -> OpResult:
-        return self.with_chip(chip_id, lambda c: c.read_devices(tile, array, devices, at_s))
+    def read_devices(self, chip_id: str, tile, array, devices, at_s, pair=0) -> OpResult:
+        return self.with_chip(chip_id, lambda c: c.read_devices(tile, array, devices, at_s, pair))
 
-    def probe(self, chip_id: str, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
+    def probe(
+        self, chip_id: str, tile, rows, array, at_s, col_start=0, col_count=None, pair=0
+    ) -> OpResult:
         return self.with_chip(
-            chip_id, lambda c: c.probe(tile, rows, array, at_s, col_start, col_count)
+            chip_id, lambda c: c.probe(tile, rows, array, at_s, col_start, col_count, pair)
         )
 
     def mvm(

@@ -22,7 +22,8 @@ class Array(IntEnum):
     ``POS`` (G+) and ``NEG`` (G-) address one array, devices by ``row*cols + col``. ``BOTH``
     addresses the two arrays in one call, devices by ``array*rows*cols + row*cols + col``
     (probe: codes of shape (2, rows, cols)). ``DIFF`` (probe only) reads G+ - G-.
-    Internally a device's array is an index (``2*pair + sign``; single-pair chips: 0, 1).
+    Every operation addresses the arrays of one pair (``pair``, default 0). Internally a
+    device's array is an index (``2*pair + sign``; single-pair chips: 0, 1).
     """
 
     POS = 0
@@ -92,6 +93,18 @@ def check_array(array: object, allow_diff: bool = False) -> Array:
     return a
 
 
+def check_pair(config: ChipConfig, pair: object) -> int:
+    """A pair index of the chip (0 = the least significant pair)."""
+    if isinstance(pair, bool) or not isinstance(pair, int | np.integer):
+        raise InvalidArgument(f"pair must be an integer, got {type(pair).__name__}")
+    if not 0 <= pair < config.pairs_per_weight:
+        raise InvalidArgument(
+            f"pair {pair} does not exist: this chip has pairs 0..{config.pairs_per_weight - 1} "
+            "per weight"
+        )
+    return int(pair)
+
+
 def check_indices(idx: object, limit: int, name: str) -> np.ndarray:
     if not isinstance(idx, np.ndarray) or idx.ndim != 1:
         raise InvalidArgument(f"{name} must be a 1-D integer numpy array")
@@ -110,16 +123,18 @@ def check_indices(idx: object, limit: int, name: str) -> np.ndarray:
     return out
 
 
-def check_devices(config: ChipConfig, array: object, devices: object):
-    """Validate (array, devices): per-device array (int8) and index within its array."""
+def check_devices(config: ChipConfig, array: object, devices: object, pair: object = 0):
+    """Validate (array, devices) of a pair: per-device array index (int8, ``2*pair + sign``)
+    and index within its array."""
     arr = check_array(array)
+    base = 2 * check_pair(config, pair)
     n = config.tile_rows * config.tile_cols
     if arr is Array.BOTH:
         flat = check_indices(devices, 2 * n, "devices")
         a, idx = np.divmod(flat, n)
-        return a.astype(np.int8), idx
+        return (a + base).astype(np.int8), idx
     idx = check_indices(devices, n, "devices")
-    return np.full(idx.size, int(arr), np.int8), idx
+    return np.full(idx.size, base + int(arr), np.int8), idx
 
 
 def check_cols(config: ChipConfig, col_start: object, col_count: object) -> slice:

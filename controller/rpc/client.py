@@ -299,45 +299,49 @@ class TwinClient:
         return json.loads(m.json_schema)
 
     # --- writes ---------------------------------------------------------------------------
-    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s) -> OpResult:
+    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s, pair=0) -> OpResult:
         request = twin_pb2.ProgramRequest(
             chip_id=chip_id, tile=int(tile), at_s=float(at_s), request_id=self._rid(),
             g_target_pos_us=numpy_to_tensor(np.asarray(g_target_pos_us)),
-            g_target_neg_us=numpy_to_tensor(np.asarray(g_target_neg_us)),
+            g_target_neg_us=numpy_to_tensor(np.asarray(g_target_neg_us)), pair=int(pair),
         )  # fmt: skip
         return result_from_proto(self._op("program", request))
 
-    def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s) -> OpResult:
+    def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s, pair=0) -> OpResult:
         request = twin_pb2.ProgramDevicesRequest(
             chip_id=chip_id, tile=int(tile), array=array_to_proto(array), at_s=float(at_s),
             devices=numpy_to_tensor(np.asarray(devices)),
             g_target_us=numpy_to_tensor(np.asarray(g_target_us)), request_id=self._rid(),
+            pair=int(pair),
         )  # fmt: skip
         return result_from_proto(self._op("program_devices", request))
 
-    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s) -> OpResult:
+    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s, pair=0) -> OpResult:
         request = twin_pb2.ApplyPulsesRequest(
             chip_id=chip_id, tile=int(tile), array=array_to_proto(array),
             devices=numpy_to_tensor(np.asarray(devices)), kind=pulse_kind_to_proto(kind),
             count=numpy_to_tensor(np.asarray(count)), at_s=float(at_s), request_id=self._rid(),
+            pair=int(pair),
         )  # fmt: skip
         return result_from_proto(self._op("apply_pulses", request))
 
     # --- reads ----------------------------------------------------------------------------
-    def read_devices(self, chip_id, tile, array, devices, at_s) -> OpResult:
+    def read_devices(self, chip_id, tile, array, devices, at_s, pair=0) -> OpResult:
         request = twin_pb2.ReadDevicesRequest(
             chip_id=chip_id, tile=int(tile), array=array_to_proto(array), at_s=float(at_s),
-            request_id=self._rid(),
+            request_id=self._rid(), pair=int(pair),
         )  # fmt: skip
         if devices is not None:
             request.devices.CopyFrom(numpy_to_tensor(np.asarray(devices)))
         return result_from_proto(self._op("read_devices", request))
 
-    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None) -> OpResult:
+    def probe(
+        self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, pair=0
+    ) -> OpResult:
         request = twin_pb2.ProbeRequest(
             chip_id=chip_id, tile=int(tile), rows=numpy_to_tensor(np.asarray(rows)),
             array=array_to_proto(array), at_s=float(at_s), request_id=self._rid(),
-            col_start=int(col_start),
+            col_start=int(col_start), pair=int(pair),
         )  # fmt: skip
         if col_count is not None:
             request.col_count = int(col_count)

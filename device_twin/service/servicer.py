@@ -151,7 +151,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         gn = required_tensor(request, "g_target_neg_us", FLOAT, what)
         r = self.registry.program(
             request.chip_id, int(request.tile), gp, gn, request.at_s,
-            request_id=request.request_id,
+            request_id=request.request_id, pair=int(request.pair),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -166,7 +166,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         )
         r = self.registry.program_devices(
             request.chip_id, int(request.tile), arr, dev, g, request.at_s,
-            request_id=request.request_id,
+            request_id=request.request_id, pair=int(request.pair),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -182,7 +182,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         )
         r = self.registry.apply_pulses(
             request.chip_id, int(request.tile), arr, dev, kind, count, request.at_s,
-            request_id=request.request_id,
+            request_id=request.request_id, pair=int(request.pair),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -201,7 +201,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         self._check_response_bytes(4 * n, f"reading {n} devices")
         r = self.registry.read_devices(
             request.chip_id, int(request.tile), arr, dev, request.at_s,
-            request_id=request.request_id,
+            request_id=request.request_id, pair=int(request.pair),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -219,6 +219,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.probe(
             request.chip_id, int(request.tile), rows, arr, request.at_s,
             int(request.col_start), col_count, request_id=request.request_id,
+            pair=int(request.pair),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -311,12 +312,12 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                     (t, chip.g_prog_us[t].copy(), chip.nu[t].copy(), chip.t_write_s[t].copy())
                     for t in tiles
                 ]
-                return head, data, chip.config.tile_cols
+                return head, data, chip.config.n_arrays * chip.config.tile_cols
 
             return self.registry.with_chip(request.chip_id, take)
 
-        head, data, cols = self._call(context, copy)
-        row_bytes = 2 * cols * (4 + 4 + 8)
+        head, data, devices_per_row = self._call(context, copy)
+        row_bytes = devices_per_row * (4 + 4 + 8)
         block = max(1, (self.max_message_bytes - MESSAGE_OVERHEAD_BYTES) // row_bytes)
         for t, g, nu, tw in data:
             for r0 in range(0, g.shape[1], block):

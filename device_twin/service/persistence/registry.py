@@ -207,31 +207,38 @@ class DurableRegistry(ChipRegistry):
         header, arrays, sync = op_record(chip_id, chip, k, r, request_id)
         self.store.append(header, arrays, sync=sync)
 
-    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s, request_id=""):
-        return self.execute(
-            chip_id, request_id, lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s)
-        )
-
-    def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s, request_id=""):
+    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s, request_id="", pair=0):
         return self.execute(
             chip_id, request_id,
-            lambda c: c.program_devices(tile, array, devices, g_target_us, at_s),
+            lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s, pair),
         )  # fmt: skip
 
-    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s, request_id=""):
-        return self.execute(
-            chip_id, request_id, lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s)
-        )
-
-    def read_devices(self, chip_id, tile, array, devices, at_s, request_id=""):
-        return self.execute(
-            chip_id, request_id, lambda c: c.read_devices(tile, array, devices, at_s)
-        )
-
-    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, request_id=""):
+    def program_devices(
+        self, chip_id, tile, array, devices, g_target_us, at_s, request_id="", pair=0
+    ):
         return self.execute(
             chip_id, request_id,
-            lambda c: c.probe(tile, rows, array, at_s, col_start, col_count),
+            lambda c: c.program_devices(tile, array, devices, g_target_us, at_s, pair),
+        )  # fmt: skip
+
+    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s, request_id="", pair=0):
+        return self.execute(
+            chip_id, request_id,
+            lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s, pair),
+        )  # fmt: skip
+
+    def read_devices(self, chip_id, tile, array, devices, at_s, request_id="", pair=0):
+        return self.execute(
+            chip_id, request_id, lambda c: c.read_devices(tile, array, devices, at_s, pair)
+        )
+
+    def probe(
+        self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, request_id="",
+        pair=0,
+    ):  # fmt: skip
+        return self.execute(
+            chip_id, request_id,
+            lambda c: c.probe(tile, rows, array, at_s, col_start, col_count, pair),
         )  # fmt: skip
 
     def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None, request_id=""):

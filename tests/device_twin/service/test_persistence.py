@@ -101,6 +101,26 @@ def test_restore_after_a_crash_is_exact_and_continues_identically(tmp_path):
     restored.close()
 
 
+def test_a_chip_with_several_pairs_restores_exactly(tmp_path):
+    """Writes to every pair of a two-pair chip are logged and restored exactly."""
+    cfg = small_config(pairs_per_weight=2)
+    rng = np.random.default_rng(3)
+    registry = DurableRegistry(store=StateStore(tmp_path))
+    registry.restore()
+    registry.create_chip(cfg, "p")
+    for pair in (0, 1):
+        g = random_targets(rng, (ROWS, COLS), 12.0)
+        registry.program("p", 0, g, g[::-1].copy(), 1.0 + pair, pair=pair)
+    dev = np.arange(5)
+    registry.apply_pulses("p", 0, Array.NEG, dev, PulseKind.SET, 2, 10.0, pair=1)
+    before = _chip_state(registry._chips["p"])
+    _crash(registry)
+    restored = DurableRegistry(store=StateStore(tmp_path))
+    restored.restore()
+    assert _chip_state(restored._chips["p"]) == before
+    restored.close()
+
+
 def test_snapshots_compact_the_log_and_restore_exactly(tmp_path):
     """A snapshot replaces the log segments it covers; snapshot plus newer log restore exactly."""
     ops = _ops(2, 30)
