@@ -125,8 +125,8 @@ def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None)
     seeds = max((v["seeds"] for v in variants.values()), default=1)
     what = accuracy_band(next(iter(variants.values())))[2] if variants else ""
     each = "; small: each seed" if seeds > 1 else ""
-    ax.set_title(title or f"{summary['scenario']}: accuracy before correction (mean and {what}, "
-                 f"{seeds} seed{'s' * (seeds > 1)}{each})", fontsize=10)  # fmt: skip
+    ax.set_title(title or f"{summary['scenario']}: accuracy before correction\nmean and {what} "
+                 f"({seeds} seed{'s' * (seeds > 1)}{each})", fontsize=10)  # fmt: skip
     ax.legend(handles, labels, **_LEGEND)
     return _save(fig, path)
 
