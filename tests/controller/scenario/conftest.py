@@ -57,3 +57,23 @@ def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "report_demo"
     run_to_folder(load_scenario(scenario), out, progress=False, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def report_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished sweep folder of two points (threshold 0.05 and 0.2 on the tiny run)."""
+    from controller.scenario.sweep import parse_grid, run_sweep
+
+    scenario = {
+        "name": "tiny_sweep", "seed": 5, "seeds": 1, "duration": "4h",
+        "evaluation": {"times": ["1s", "4h"]},
+        "workload": {"network": "digits_mlp", "test_images": 200},
+        "training": {"digital": {"epochs": 15}},
+        "mapping": {"quantiser": {"kind": "multiplicative", "annealing": {"n_steps": 40}}},
+        "chip": {"tile_rows": 64, "tile_cols": 64},
+        "controller": {"policy": {"name": "threshold", "params": {"interval_s": "2h"}}},
+    }  # fmt: skip
+    out = tmp_path_factory.mktemp("sweep") / "tiny_sweep"
+    run_sweep(scenario, [parse_grid("controller.policy.params.threshold=0.05,0.2")], out,
+              workers=1)  # fmt: skip
+    return out

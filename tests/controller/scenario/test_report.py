@@ -210,3 +210,22 @@ def test_the_notebook_example_runs(report_run: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "report_demo: 2 variant(s): gdc, threshold" in done.stdout
     assert "after_correction" in done.stdout and "tile 0 (fc1)" in done.stdout
+
+
+def test_a_sweep_gets_a_page_linking_its_runs(report_sweep: Path, tmp_path: Path) -> None:
+    """A sweep writes report.html with the front and a table whose points link to their
+    runs' pages (each run wrote its own); `pcm-twin report` on the sweep folder writes it
+    again, and the runs' pages where missing."""
+    html = (report_sweep / "report.html").read_text()
+    for point in ("threshold=0.05", "threshold=0.2"):
+        assert (report_sweep / "runs" / point / "report.html").is_file()
+        assert f'href="runs/{point}/report.html"' in html
+    assert "fig-front" in html and "plotly_click" in html
+    (report_sweep / "runs" / "threshold=0.2" / "report.html").unlink()
+    out = tmp_path / "sweep.html"
+    res = CliRunner().invoke(app, ["report", str(report_sweep), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (report_sweep / "runs" / "threshold=0.2" / "report.html").is_file()
+    sweep = load(report_sweep)
+    assert sorted(sweep.table["run"]) == ["threshold=0.05", "threshold=0.2"]
+    assert sweep.run("threshold=0.05").variants == ["base"]

@@ -37,3 +37,20 @@ def test_the_report_renders_in_chromium(browser, report_run: Path, tmp_path: Pat
     errors = browser.console_errors()
     assert errors == []
     browser.screenshot(tmp_path / "report.png")
+
+
+def test_a_sweep_page_links_its_points_to_their_runs(browser, report_sweep: Path) -> None:  # noqa: F811
+    """The sweep's page draws its front; a click on a point opens that run's page, which
+    draws too; no console error on either."""
+    browser.open((report_sweep / "report.html").as_uri())
+    plots = browser.wait_for(lambda: browser.run(PLOTS_JS), what="the front")
+    assert [p["id"] for p in plots] == ["fig-front"] and plots[0]["drawn"] > 0
+    browser.run("""
+        var el = document.getElementById('fig-front');
+        var trace = el.data[0];
+        el.emit('plotly_click', {points: [{customdata: trace.customdata[0]}]});""")
+    browser.wait_for(lambda: "pcm-twin report: tiny_sweep" in browser.driver.title,
+                     what="the run's page")  # fmt: skip
+    assert "/runs/threshold=" in browser.driver.current_url
+    assert len(browser.wait_for(lambda: browser.run(PLOTS_JS), what="the run's plots")) == 7
+    assert browser.console_errors() == []
