@@ -285,7 +285,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             self.close_connection = True
-            self._stream(after)
+            if self.command != "HEAD":
+                self._stream(after)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             pass  # the page went away
         finally:

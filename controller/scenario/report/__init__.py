@@ -14,7 +14,9 @@ their older names), :mod:`~controller.scenario.report.aggregate` (events to curv
 """
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from controller.scenario.report.data import (
     NotARunFolder,
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-def write_report(run_dir, out=None):  # noqa: ANN001, ANN201 (the page module's)
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Any]:
     """See :func:`controller.scenario.report.page.write_report` (imported when used: plotly
     and jinja2 load only for pages)."""
     from controller.scenario.report.page import write_report as write
@@ -49,14 +51,14 @@ def write_report(run_dir, out=None):  # noqa: ANN001, ANN201 (the page module's)
     return write(run_dir, out)
 
 
-def write_comparison(run_dirs, out):  # noqa: ANN001, ANN201
+def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Any]:
     """See :func:`controller.scenario.report.page.write_comparison`."""
     from controller.scenario.report.page import write_comparison as write
 
     return write(run_dirs, out)
 
 
-def write_sweep_report(sweep_dir, out=None):  # noqa: ANN001, ANN201
+def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Any]:
     """See :func:`controller.scenario.report.page.write_sweep_report`."""
     from controller.scenario.report.page import write_sweep_report as write
 

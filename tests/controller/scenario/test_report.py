@@ -78,7 +78,7 @@ def test_a_run_folder_loads_as_frames(report_run: Path) -> None:
 
 def test_an_older_run_folder_is_read_in_todays_names(tmp_path: Path, report_run: Path) -> None:
     """A run folder of summary version 1 (events.jsonl, t_s, correction_energy_pj, phase
-    'scheduled') loads and reports with today's names."""
+    'scheduled') loads and reports with today's names, and compares with a run of today."""
     old = tmp_path / "old"
     old.mkdir()
     summary = json.loads((report_run / "summary.json").read_text())
@@ -106,6 +106,8 @@ def test_an_older_run_folder_is_read_in_todays_names(tmp_path: Path, report_run:
     assert "end_s" in run.events(["kind", "end_s"]).columns
     path, _ = write_report(old)
     assert "threshold" in path.read_text()
+    both, _ = write_comparison([old, report_run], tmp_path / "old_vs_new.html")  # two versions
+    assert "old · threshold" in both.read_text() and "report_demo · threshold" in both.read_text()
 
 
 def test_wakeups_are_the_ledger_events_close_in_time() -> None:
