@@ -20,11 +20,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # torch is imported where a read needs it: configs load without it
+    import torch
 
 _EXPSTEP_FIELDS = (
     "dw_min", "up_down", "w_max", "w_min", "a", "b", "gamma_up", "A_up", "dw_min_dtod",
@@ -38,12 +40,28 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def preset_defaults(preset: str, **overrides: float) -> dict[str, float]:
-    """ExpStep parameters of an aihwkit preset device (the source of truth), with overrides."""
-    from aihwkit.simulator.presets import devices
+#: ExpStep parameters of aihwkit 1.1's preset devices, as its dataclasses define them
+#: (``tests/device_twin/test_pulses.py`` checks them against aihwkit): written out so that a
+#: chip config loads without aihwkit and torch.
+AIHWKIT_PRESETS: dict[str, dict[str, float]] = {
+    "PCMPresetDevice": {
+        "dw_min": 0.01, "up_down": 0.0, "w_max": 2.0, "w_min": 0.0, "a": -1.0, "b": 0.0,
+        "gamma_up": 2.5, "A_up": -27.235, "dw_min_dtod": 0.2, "up_down_dtod": 0.05,
+        "w_max_dtod": 0.1, "w_min_dtod": 0.0, "dw_min_std": 0.6, "dw_min_std_add": 0.042,
+        "dw_min_std_slope": 0.108, "reset": 0.01, "reset_dtod": 0.02, "reset_std": 0.01,
+    },
+    "ReRamESPresetDevice": {
+        "dw_min": 0.00135, "up_down": 0.259359, "w_max": 1.0, "w_min": -1.0, "a": -0.5,
+        "b": -0.5, "gamma_up": 5.0, "A_up": -1.18445, "dw_min_dtod": 0.2, "up_down_dtod": 0.05,
+        "w_max_dtod": 0.3, "w_min_dtod": 0.3, "dw_min_std": 5.0, "dw_min_std_add": 0.0,
+        "dw_min_std_slope": 0.0, "reset": 0.0, "reset_dtod": 0.0, "reset_std": 0.01,
+    },
+}  # fmt: skip
 
-    dev = getattr(devices, preset)()
-    return {**{n: float(getattr(dev, n, 0.0)) for n in _EXPSTEP_FIELDS}, **overrides}
+
+def preset_defaults(preset: str, **overrides: float) -> dict[str, float]:
+    """ExpStep parameters of an aihwkit preset device, with overrides."""
+    return {**AIHWKIT_PRESETS[preset], **overrides}
 
 
 class PulseModelConfig(StrictModel):

@@ -19,10 +19,9 @@ NVSim's sample PCRAM cell (Lee et al., ISCA 2009): SET 150 uA for 150 ns, RESET 
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from device_twin.families.base import (
@@ -34,6 +33,9 @@ from device_twin.families.base import (
     WriteEnergyConfig,
     polynomial,
 )
+
+if TYPE_CHECKING:  # torch is imported where a read needs it: configs load without it
+    import torch
 
 
 def _pcm_write_energy() -> WriteEnergyConfig:
@@ -92,6 +94,8 @@ class PCMFamily(DeviceFamily):
 
     def q_s(self, g_prog_us: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """aihwkit's Q_s(g_prog) times ``scale`` (a new tensor; g_prog >= 0)."""
+        import torch
+
         # min(0.0088/max(gh^0.65, 1e-3), 0.2) == 0.0088*max(gh, gh_c)^-0.65 for gh >= 0, with
         # gh_c where the 0.2 cap starts (the 1e-3 floor lies below it): one clamp, log, exp.
         knee_us = (0.0088 / 0.2) ** (1 / 0.65) * self.g_max_us
@@ -100,6 +104,8 @@ class PCMFamily(DeviceFamily):
 
     def read(self, batch: DeviceBatch, draws: ReadDraws) -> torch.Tensor:
         """Drift and 1/f read noise (aihwkit's law), clipped at 0 uS; consumes ``age_s``."""
+        import torch
+
         t0, t_read = self.t0_s, self.t_read_s
         # ln(1 + age/t0) serves both the drift law and the 1/f band:
         #   L = ln((age + t0 + t_read)/(2 t_read))

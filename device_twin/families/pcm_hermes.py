@@ -24,14 +24,16 @@ one device (22.5 pJ, 150 ns).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, model_validator
 
 from device_twin.families.base import PulseModelConfig, StrictModel, WriteEnergyConfig
 from device_twin.families.pcm import PCMFamily
+
+if TYPE_CHECKING:  # torch is imported where a read needs it: configs load without it
+    import torch
 
 # aihwkit HermesNoiseModel defaults per number of devices per unit cell
 _PROG_COEFF = {2: (0.16603222, 4.71806468, -8.48101252, 4.68961419),
@@ -99,6 +101,8 @@ class HermesFamily(PCMFamily):
         return mu, sig
 
     def q_s(self, g_prog_us: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        import torch
+
         gh = torch.div(g_prog_us, self.g_max_us).abs_()
         low_ln = torch.log(gh)
         if self.config.num_devices == 1:

@@ -23,10 +23,9 @@ Pulse response: aihwkit ``ReRamESPresetDevice`` (Gong et al. 2018), weights [-1,
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from device_twin.families.base import (
@@ -39,6 +38,9 @@ from device_twin.families.base import (
     polynomial,
 )
 from device_twin.families.reram_wan2022 import nvsim_rram_energy, reram_pulse
+
+if TYPE_CHECKING:  # torch is imported where a read needs it: configs load without it
+    import torch
 
 #: Age (s) below which the relaxation law is held at its 1-s value.
 MIN_AGE_S = 1.0
@@ -89,6 +91,8 @@ class ReRamCMOFamily(DeviceFamily):
         return np.abs(polynomial(coeff, np.asarray(g_target_us, np.float64))) * c.prog_noise_scale
 
     def read(self, batch: DeviceBatch, draws: ReadDraws) -> torch.Tensor:
+        import torch
+
         c = self.config
         age = batch.age_s.clamp_(min=MIN_AGE_S)
         ln_t = torch.log(age)

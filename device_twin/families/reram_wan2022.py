@@ -31,10 +31,9 @@ symmetric point of a training device). Write energy: NVSim's sample RRAM cell (2
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from device_twin.families.base import (
@@ -46,6 +45,9 @@ from device_twin.families.base import (
     WriteEnergyConfig,
     polynomial,
 )
+
+if TYPE_CHECKING:  # torch is imported where a read needs it: configs load without it
+    import torch
 
 _DAY_S = 86400.0
 #: aihwkit's fits, coefficients in ascending powers of g_T/g_max (uS).
@@ -112,6 +114,8 @@ class ReRamWan2022Family(DeviceFamily):
 
     def sigma_at_age_us(self, g_target_us: torch.Tensor, age_s: torch.Tensor) -> torch.Tensor:
         """sigma(a): linear in ln(a) between the characterised times, held outside them."""
+        import torch
+
         knots = self.sigma_at_knots_us(g_target_us.numpy())
         ln_t = [math.log(t) for t in self.config.coeff_by_time_s]
         ln_a = torch.log(torch.clamp(age_s, min=1e-30)).numpy().astype(np.float64)
@@ -122,6 +126,8 @@ class ReRamWan2022Family(DeviceFamily):
         return torch.from_numpy(out.astype(np.float32))
 
     def read(self, batch: DeviceBatch, draws: ReadDraws) -> torch.Tensor:
+        import torch
+
         g_t = batch.param
         sig1 = torch.from_numpy(self.programming_sigma_us(g_t.numpy()).astype(np.float32))
         sig = self.sigma_at_age_us(g_t, batch.age_s)

@@ -43,12 +43,31 @@ def _rule_expected_step_us(w: float, n: int = 400_000, seed: int = 0) -> float:
     return float(np.mean(w1 - w)) * G_PER_W
 
 
-def test_pulse_defaults_are_aihwkit_pcm_preset():
-    """The pulse model's defaults are read from aihwkit's PCMPresetDevice."""
-    p, cfg = PCMPresetDevice(), PulseModelConfig.from_aihwkit()
-    for name in ("dw_min", "w_max", "a", "b", "gamma_up", "A_up", "dw_min_dtod", "dw_min_std",
-                 "dw_min_std_add", "dw_min_std_slope", "reset", "reset_dtod", "w_max_dtod"):  # fmt: skip
-        assert getattr(cfg, name) == pytest.approx(getattr(p, name)), name
+@pytest.mark.parametrize("preset", ["PCMPresetDevice", "ReRamESPresetDevice"])
+def test_pulse_presets_are_aihwkits(preset):
+    """The ExpStep parameters written out in the core are those of aihwkit's preset devices."""
+    from aihwkit.simulator.presets import devices
+
+    from device_twin.families.base import _EXPSTEP_FIELDS, AIHWKIT_PRESETS
+
+    p, cfg = getattr(devices, preset)(), PulseModelConfig.from_aihwkit(preset)
+    for name in _EXPSTEP_FIELDS:
+        assert getattr(cfg, name) == pytest.approx(float(getattr(p, name))), name
+        assert AIHWKIT_PRESETS[preset][name] == pytest.approx(float(getattr(p, name))), name
+
+
+def test_a_chip_config_loads_without_torch_or_aihwkit():
+    """Reading chip configs of every family (what `pcm-twin validate` does) imports neither
+    torch nor aihwkit; the chip itself loads them on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, device_twin; from device_twin.config import ChipConfig; "
+            "[ChipConfig(device={'family': f}) for f in "
+            "('pcm', 'pcm_hermes', 'reram_wan2022', 'reram_cmo')]; "
+            "print('torch' in sys.modules, 'aihwkit' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stderr
 
 
 def test_device_to_device_parameters_follow_aihwkit_spread_and_are_fixed():
