@@ -69,28 +69,32 @@ def _column(values: list[Any]) -> pa.Array:
 
 def events_table(tagged: Iterable[tuple[str, int, dict[str, Any]]]) -> pa.Table:
     """The table of ``(variant, seed index, event dict)`` triples, in the order given."""
-    columns: dict[str, list[Any]] = {"variant": [], "seed": []}
-    n = 0
-
-    def put(name: str, value: Any) -> None:
-        col = columns.get(name)
-        if col is None:  # a key no event before had
-            col = columns[name] = [None] * n
-        col.append(value)
-
-    for variant, seed, ev in tagged:
-        columns["variant"].append(variant)
-        columns["seed"].append(int(seed))
+    variants: list[Any] = []
+    seeds: list[int] = []
+    sparse: dict[str, tuple[list[int], list[Any]]] = {}  # column -> (rows, values)
+    for i, (variant, seed, ev) in enumerate(tagged):
+        variants.append(variant)
+        seeds.append(int(seed))
         for key, value in ev.items():
             if key == "detail" and isinstance(value, dict):
                 for dk, dv in value.items():
-                    put(DETAIL_PREFIX + str(dk), dv)
+                    rows, values = sparse.setdefault(DETAIL_PREFIX + str(dk), ([], []))
+                    rows.append(i)
+                    values.append(dv)
             else:
-                put(str(key), value)
-        n += 1
-        for col in columns.values():  # keys this event did not have
-            if len(col) < n:
-                col.append(None)
+                rows, values = sparse.setdefault(str(key), ([], []))
+                rows.append(i)
+                values.append(value)
+    n = len(variants)
+    columns: dict[str, list[Any]] = {"variant": variants, "seed": seeds}
+    for name, (rows, values) in sparse.items():
+        if len(rows) == n:
+            columns[name] = values
+            continue
+        full: list[Any] = [None] * n  # keys an event did not have
+        for i, v in zip(rows, values, strict=True):
+            full[i] = v
+        columns[name] = full
     arrays = {name: _column(values) for name, values in columns.items()}
     arrays["variant"] = arrays["variant"].dictionary_encode()
     if "kind" in arrays:
