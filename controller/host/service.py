@@ -299,6 +299,13 @@ class ChipHostServer(serving.GrpcServer):
     def __init__(self, options: HostServerOptions) -> None:
         super().__init__(options, thread_name_prefix="host-rpc")
         self.options: HostServerOptions = options
+        live = None
+        if options.dashboard:  # refused (ConfigError) before anything is opened
+            check_dashboard_address(options.dashboard)
+            live = DashboardOptions(address=options.dashboard, token=options.token,
+                                    tls_cert=options.tls_cert, tls_key=options.tls_key,
+                                    insecure=options.insecure)  # fmt: skip
+            serving.check_bind_policy(live)
         self.twin = TwinClient(
             options.twin_address, token=options.twin_token,
             root_cert=str(options.twin_root_cert) if options.twin_root_cert else None,
@@ -308,13 +315,7 @@ class ChipHostServer(serving.GrpcServer):
                              allow_user_policies=options.allow_user_policies)  # fmt: skip
         self.servicer = ChipHostServicer(self.host, options.max_message_bytes)
         host_pb2_grpc.add_ChipHostServicer_to_server(self.servicer, self.server)
-        self.dashboard: Dashboard | None = None
-        if options.dashboard:
-            check_dashboard_address(options.dashboard)
-            self.dashboard = Dashboard(self.host, DashboardOptions(
-                address=options.dashboard, token=options.token, tls_cert=options.tls_cert,
-                tls_key=options.tls_key, insecure=options.insecure,
-            ))  # fmt: skip
+        self.dashboard = Dashboard(self.host, live) if live is not None else None
 
     def bind(self) -> int:
         port = super().bind()

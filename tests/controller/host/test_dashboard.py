@@ -10,7 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from controller.cli import app
 from controller.host.dashboard import Dashboard, DashboardOptions
 from pcmtwin.credentials import ConfigError, make_channel
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
@@ -133,3 +135,17 @@ def test_the_dashboard_serves_tls_with_the_servers_certificate(tmp_path: Path) -
             _get(port, "/healthz").read()
     finally:
         s.close()
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "message"),
+    [("0.0.0.0:0", "refusing to bind 0.0.0.0:0"), ("localhost", "expected HOST:PORT")],
+)
+def test_chip_serve_refuses_a_bad_dashboard_address(dashboard: str, message: str) -> None:
+    """`pcm-twin chip serve --dashboard` refuses a public address without token or TLS and an
+    address without a port: exit status 2, saying why, before anything is served."""
+    res = CliRunner().invoke(app, ["chip", "serve", "--twin", "127.0.0.1:9",
+                                   "--address", "127.0.0.1:0", "--dashboard", dashboard],
+                             env={"PCM_TWIN_TOKEN": ""})  # fmt: skip
+    assert res.exit_code == 2
+    assert message in res.output
