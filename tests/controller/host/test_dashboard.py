@@ -149,3 +149,30 @@ def test_chip_serve_refuses_a_bad_dashboard_address(dashboard: str, message: str
                              env={"PCM_TWIN_TOKEN": ""})  # fmt: skip
     assert res.exit_code == 2
     assert message in res.output
+
+
+def test_the_event_stream_starts_again_for_a_new_network(live) -> None:
+    """When LoadNetwork replaces the network, the stream says reset and goes on with the new
+    network's events, from seq 1."""
+    _load(live.stub, "threshold", {"interval_s": HOUR})
+    conn = http.client.HTTPConnection("127.0.0.1", live.host.dashboard.port, timeout=30)
+    conn.request("GET", "/api/events", headers=_auth(live))
+    resp = conn.getresponse()
+    order: list[tuple[str, int | None]] = []
+    event = None
+    while not any(kind == "ledger" for kind, _ in order):
+        line = resp.readline().decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            order.append((event, json.loads(line[6:]).get("seq")))
+    _load(live.stub, "gdc")
+    while ("reset", None) not in order or order[-1][0] != "ledger":
+        line = resp.readline().decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            order.append((event, json.loads(line[6:]).get("seq")))
+    conn.close()
+    after_reset = [seq for kind, seq in order[order.index(("reset", None)) :] if kind == "ledger"]
+    assert after_reset[0] == 1
