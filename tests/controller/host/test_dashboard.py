@@ -7,6 +7,7 @@ import http.client
 import json
 import ssl
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,27 @@ def live():
     s.close()
 
 
-def _get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def getheader(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def read(self) -> bytes:
+        return self.body
+
+
+def _get(port: int, path: str, headers: dict | None = None) -> Answer:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers=headers or {})
-    return conn.getresponse()
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return Answer(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
 
 
 def _auth(live) -> dict:
@@ -73,6 +91,7 @@ def test_the_dashboard_refuses_what_it_does_not_serve(live) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/api/status", body=b"{}", headers=_auth(live))
     assert conn.getresponse().status == 405
+    conn.close()
     assert _get(port, "/api/status", _auth(live)).status == 200
 
 
@@ -131,8 +150,9 @@ def test_the_dashboard_serves_tls_with_the_servers_certificate(tmp_path: Path) -
         conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
         conn.request("GET", "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
         assert conn.getresponse().status == 200
+        conn.close()
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
-            _get(port, "/healthz").read()
+            _get(port, "/healthz")
     finally:
         s.close()
 
