@@ -9,7 +9,6 @@ each given the shared ``context`` and its collaborators; the firmware's per-devi
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from controller.firmware.config import ControllerConfig, DigitalEnergyConfig
@@ -17,19 +16,19 @@ from controller.firmware.errors import PolicyError
 
 # The model and the ledger load the twin (torch, aihwkit: seconds); a scenario that is only
 # validated needs the policies and the configuration, so they load on first use (PEP 562).
-_LAZY = {
-    "Event": "controller.firmware.ledger",
-    "Ledger": "controller.firmware.ledger",
-    "ChipModel": "controller.firmware.model",
-    "RunResults": "controller.firmware.model",
-    "default_compensation_factory": "controller.firmware.model",
-    "make_environment": "controller.firmware.model",
-}
+_FROM_LEDGER = ("Event", "Ledger")
+_FROM_MODEL = ("ChipModel", "RunResults", "default_compensation_factory", "make_environment")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _FROM_LEDGER:
+        from controller.firmware import ledger
+
+        return getattr(ledger, name)
+    if name in _FROM_MODEL:
+        from controller.firmware import model
+
+        return getattr(model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -213,3 +213,24 @@ def test_dask_worker_in_another_directory_writes_where_the_client_says(
     # nothing of the sweep in the worker's directory (a trained-weights cache may be there:
     # $PCM_TWIN_CACHE_DIR, relative to a process's working directory by default)
     assert {p.name for p in worker_dir.iterdir()} <= {".cache"}
+
+
+def test_the_points_bar_counts_finished_and_failed_points() -> None:
+    """The sweep's progress bar counts the points finished and failed, and prints each
+    failure as it happens."""
+    import io
+
+    from rich.console import Console
+
+    from controller.scenario.progress import PointsBar
+
+    out = io.StringIO()
+    bar = PointsBar(Console(file=out, width=80, force_terminal=True))
+    bar.start(3)
+    bar.done("threshold=0.02", None)
+    bar.done("threshold=0.05", "RuntimeError: the twin went away")
+    bar.done("threshold=0.1", None)
+    bar.close()
+    assert (bar.finished, bar.failed) == (2, 1)
+    text = out.getvalue()
+    assert "FAILED threshold=0.05: RuntimeError: the twin went away" in text and "3/3" in text
