@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -232,5 +233,5 @@ def test_the_points_bar_counts_finished_and_failed_points() -> None:
     bar.done("threshold=0.1", None)
     bar.close()
     assert (bar.finished, bar.failed) == (2, 1)
-    text = out.getvalue()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # the terminal's codes
     assert "FAILED threshold=0.05: RuntimeError: the twin went away" in text and "3/3" in text
