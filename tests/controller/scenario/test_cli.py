@@ -148,3 +148,19 @@ def test_devices_lists_the_four_families_with_sources() -> None:
     for f in families:
         cfg = ChipConfig(device={"family": f["family"], **f["parameters"]})
         assert cfg.g_max_us == f["g_max_us"]
+
+
+def test_validate_loads_no_torch_aihwkit_pandas_or_grpc() -> None:
+    """`pcm-twin validate` on the paper's study (every shipped policy, eight variants) loads
+    none of torch, aihwkit, pandas, scipy, matplotlib, gRPC or SimPy: validating is reading
+    YAML and pydantic models (it took 5-15 s when it loaded them)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "aihwkit", "pandas", "scipy", "matplotlib", "grpc", "simpy")
+    code = ("import sys\nfrom controller.cli import app\n"
+            f"sys.argv = ['pcm-twin', 'validate', {str(REPO / 'scenarios' / 'paper_mnist_selfcorrect.yaml')!r}]\n"
+            "try:\n    app()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
