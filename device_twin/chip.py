@@ -142,6 +142,8 @@ class Chip:
 
     def _apply_writes(self, w: DeviceWrites) -> None:
         flat = self.positions(w.tile, w.array, w.index)
+        if flat.size and flat[-1] - flat[0] == flat.size - 1 and np.all(np.diff(flat) == 1):
+            flat = slice(int(flat[0]), int(flat[-1]) + 1)  # a whole tile: no scatter
         self.g_prog_us.reshape(-1)[flat] = w.g_prog_us
         self.nu.reshape(-1)[flat] = w.nu
         self.t_write_s.reshape(-1)[flat] = w.t_write_s

@@ -38,7 +38,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from device_twin.rng import FLICKER, block_normals, derive_key
+from device_twin.rng import FLICKER, block_normals, derive_key, mix64
 
 LEVELS = 6
 RATIO = 600.0
@@ -69,7 +69,8 @@ class FlickerNoise:
         self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cached_bytes = 0
-        self._phases: dict[tuple[int, int, int], float] = {}
+        #: (tile, array, level) -> (bucket phase in s, the key all its blocks derive from)
+        self._levels: dict[tuple[int, int, int], tuple[float, int]] = {}
 
     def clear_cache(self) -> None:
         """Forget every cached level array (a pure memo: nothing changes but the cost)."""
@@ -77,22 +78,31 @@ class FlickerNoise:
         self._cached_bytes = 0
 
     # --- keyed blocks ---------------------------------------------------------------------
-    def bucket(self, tile: int, array: int, level: int, at_s: float) -> int:
+    def _level(self, tile: int, array: int, level: int) -> tuple[float, int]:
         key = (tile, array, level)
-        phase = self._phases.get(key)
-        if phase is None:
-            u = derive_key(self.seed, FLICKER, tile, array, level, -1) / 2.0**63
-            phase = self._phases[key] = u * self.tau_s[level]
+        found = self._levels.get(key)
+        if found is None:
+            base = derive_key(self.seed, FLICKER, tile, array, level)
+            phase = (mix64(base ^ 0xFA5E) >> 11) / 2.0**53 * self.tau_s[level]
+            found = self._levels[key] = (phase, base)
+        return found
+
+    def bucket(self, tile: int, array: int, level: int, at_s: float) -> int:
+        phase, _ = self._level(tile, array, level)
         return math.floor((at_s + phase) / self.tau_s[level])
 
     def block(self, tile: int, array: int, level: int, bucket: int, block: int) -> torch.Tensor:
-        """The normals of one level, bucket and block of devices (cached, LRU)."""
+        """The normals of one level, bucket and block of devices (cached, LRU): drawn from
+        the key (seed, tile, array, level, bucket, block)."""
         key = (tile, array, level, bucket, block)
         z = self._cache.get(key)
         if z is not None:
             self._cache.move_to_end(key)
             return z
-        z = block_normals(derive_key(self.seed, FLICKER, *key), self.block_size)
+        base = self._level(tile, array, level)[1]
+        mask = (1 << 64) - 1
+        seed = mix64(mix64(base ^ (bucket & mask)) ^ block) >> 1
+        z = block_normals(seed, self.block_size)
         self._cache[key] = z
         self._cached_bytes += z.nbytes
         while self._cached_bytes > self.cache_bytes and self._cache:

@@ -66,7 +66,12 @@ def program(
     sigma = fam.programming_sigma_us(g_target)
     too_high = bound < g_target - sigma
     failed = too_high | (g_target < floor - sigma)
-    g_prog, param = fam.programmed(np.clip(g_target, floor, bound), z_prog, z_param)
+    reached = np.clip(g_target, floor, bound)
+    # sigma_P where the device ends: the target's, unless the target lies out of its reach
+    sigma_reached = (
+        sigma if np.array_equal(reached, g_target) else fam.programming_sigma_us(reached)
+    )
+    g_prog, param = fam.programmed(reached, z_prog, z_param, sigma_reached)
     g_prog = np.where(too_high, bound, np.minimum(g_prog, bound)).astype(np.float32)
     pulses, reads = pm.program_cost(g_target, failed, chip.config.program_verify.max_iterations)
     writes = DeviceWrites(tile, arrays.astype(np.int8), index, g_prog, param, at_s,

@@ -179,13 +179,18 @@ class DeviceFamily(ABC):
         """Spread of the outcome of program-and-verify around its target (uS, scaled)."""
 
     def programmed(
-        self, g_target_us: np.ndarray, z_prog: np.ndarray, z_param: np.ndarray
+        self,
+        g_target_us: np.ndarray,
+        z_prog: np.ndarray,
+        z_param: np.ndarray,
+        sigma_us: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(g_prog, param) right after program-and-verify to ``g_target_us`` (float32): the
         target plus sigma_P(target) * z (aihwkit's additive programming noise), clipped at
-        0 uS, and the family's parameter for the target."""
+        0 uS, and the family's parameter for the target. ``sigma_us``: sigma_P already known."""
         g_t = np.asarray(g_target_us, np.float32)
-        g = g_t + (self.programming_sigma_us(g_t) * z_prog).astype(np.float32)
+        sigma = self.programming_sigma_us(g_t) if sigma_us is None else sigma_us
+        g = g_t + (sigma * z_prog).astype(np.float32)
         return np.maximum(g, 0.0).astype(np.float32), self.pulsed_param(g_t, z_param)
 
     def pulsed_param(self, g_us: np.ndarray, z_param: np.ndarray) -> np.ndarray:
