@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.workloads.weight_error import MONTH_S
-from controller.workloads.wpo import WPOConfig
+from controller.workloads.wpo_config import MONTH_S, WPOConfig
 from controller.workloads.wpo_report import network_layers, study
 
 

@@ -29,10 +29,11 @@ from torch.nn import functional as nnf
 from controller.workloads.datasets import DatasetSplit
 from controller.workloads.layers import BatchNorm2d, Conv2d, Linear, Residual
 from controller.workloads.network import NetworkDescription
+from controller.workloads.pair_quantisers import quantise_on_chip
 from controller.workloads.quantisers import (
     LayerQuantisation,
+    PairLevels,
     QuantiserConfig,
-    quantise_layers,
     quantiser_config,
 )
 from device_twin.config import ChipConfig
@@ -80,6 +81,14 @@ class TileMapping:
     col_range: tuple[int, int] = (0, 0)  # [start, stop) columns of the layer matrix
     row_offset: int = 0  # first tile row of the block
     col_offset: int = 0  # first tile column of the block
+    #: pairs 1, 2, ... of a chip with several pairs per weight (pair 0: the fields above)
+    upper_pairs: list[PairLevels] = field(default_factory=list)
+
+    def pairs(self) -> list[PairLevels]:
+        """The targets (and levels) of every pair, pair 0 first."""
+        first = PairLevels(self.g_target_pos_us, self.g_target_neg_us, self.level_pos,
+                           self.level_neg, self.q_pos_us, self.q_neg_us)  # fmt: skip
+        return [first, *self.upper_pairs]
 
     @property
     def block_rows(self) -> int:
@@ -123,6 +132,12 @@ class MappedNetwork:
     quantised: NetworkDescription | None = None  # the network with the weights the targets hold
     max_mvm_bytes: int = MAX_MVM_BYTES
     _modules: Any = field(default=None, repr=False)
+    #: f_k = F^k of the chip's pairs per weight (one pair: (1.0,))
+    significance: tuple[float, ...] = (1.0,)
+
+    @property
+    def pairs_per_weight(self) -> int:
+        return len(self.significance)
 
     # --- running ------------------------------------------------------------------------
     def _torch_modules(self) -> list[torch.nn.Module]:
@@ -299,33 +314,28 @@ def map_network(
         )
     analog = desc.analog_layers()
     matrices = {layer.name: layer.weight_matrix().astype(np.float64) for _, layer in analog}
-    quant = quantise_layers(matrices, q, chip_config.g_max_us)
+    quant = quantise_on_chip(matrices, q, chip_config)
     tiles: list[TileMapping] = []
     layers: dict[str, AnalogLayer] = {}
-    levels = quant[analog[0][1].name].level_pos is not None if analog else False
     for index, layer in analog:
         lq = quant[layer.name]
         K, N = lq.w.shape
         positions = []
+        pair0 = PairLevels(lq.g_pos_us, lq.g_neg_us, lq.level_pos, lq.level_neg, lq.q_pos_us,
+                           lq.q_neg_us)  # fmt: skip
         for r0, r1 in _blocks(K, R):
             for c0, c1 in _blocks(N, C):
-                gp = np.zeros((R, C), np.float32)
-                gn = np.zeros((R, C), np.float32)
                 used = np.zeros((R, C), bool)
-                gp[: r1 - r0, : c1 - c0] = lq.g_pos_us[r0:r1, c0:c1]
-                gn[: r1 - r0, : c1 - c0] = lq.g_neg_us[r0:r1, c0:c1]
                 used[: r1 - r0, : c1 - c0] = True
-                lp = ln = None
-                if levels:
-                    lp = np.zeros((R, C), np.uint8)
-                    ln = np.zeros((R, C), np.uint8)
-                    lp[: r1 - r0, : c1 - c0] = lq.level_pos[r0:r1, c0:c1]  # type: ignore[index]
-                    ln[: r1 - r0, : c1 - c0] = lq.level_neg[r0:r1, c0:c1]  # type: ignore[index]
+                first, *upper = (
+                    _tile_block(p, (r0, r1), (c0, c1), (R, C)) for p in [pair0, *lq.upper_pairs]
+                )
                 positions.append(len(tiles))
                 tiles.append(
                     TileMapping(
-                        first_tile + len(tiles), layer.name, gp, gn, lp, ln, lq.q_pos_us,
-                        lq.q_neg_us, used, index, (r0, r1), (c0, c1),
+                        first_tile + len(tiles), layer.name, first.g_pos_us, first.g_neg_us,
+                        first.level_pos, first.level_neg, first.q_pos_us, first.q_neg_us, used,
+                        index, (r0, r1), (c0, c1), upper_pairs=upper,
                     )
                 )  # fmt: skip
         layers[layer.name] = AnalogLayer(index, layer.name, K, N, lq.out_scale, positions, lq)
@@ -333,7 +343,26 @@ def map_network(
         {layer.name: quant[layer.name].w_q.T.reshape(layer.weight.shape) for _, layer in analog}
     )
     return MappedNetwork(desc, tiles, chip_config.n_tiles, R, C, chip_config.g_max_us, q.kind,
-                         layers, quantised, max_mvm_bytes)  # fmt: skip
+                         layers, quantised, max_mvm_bytes,
+                         significance=chip_config.significance)  # fmt: skip
+
+
+def _tile_block(
+    p: PairLevels, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]
+) -> PairLevels:
+    """A pair's (K, N) targets, rows x cols of them placed at the top left of a tile."""
+    (r0, r1), (c0, c1) = rows, cols
+
+    def place(a: np.ndarray | None, dtype) -> np.ndarray | None:
+        if a is None:
+            return None
+        out = np.zeros(shape, dtype)
+        out[: r1 - r0, : c1 - c0] = a[r0:r1, c0:c1]
+        return out
+
+    return PairLevels(place(p.g_pos_us, np.float32), place(p.g_neg_us, np.float32),  # type: ignore[arg-type]
+                      place(p.level_pos, np.uint8), place(p.level_neg, np.uint8), p.q_pos_us,
+                      p.q_neg_us)  # fmt: skip
 
 
 # --- driving a chip -------------------------------------------------------------------------
@@ -345,11 +374,14 @@ class ProgrammableChip(Protocol):
 
 def program_mapped(mapped: MappedNetwork, chip: ProgrammableChip, at_s: float) -> list[Any]:
     """Program every tile of ``mapped`` at ``at_s`` (anything with ``program(tile, g_pos,
-    g_neg, at_s)``: an in-process ``Chip``, or a client bound to a chip id); returns the
-    results of the ``program`` calls."""
-    return [
-        chip.program(tm.tile, tm.g_target_pos_us, tm.g_target_neg_us, at_s) for tm in mapped.tiles
-    ]
+    g_neg, at_s)``, and ``pair=k`` for a network on several pairs: an in-process ``Chip``, or
+    a client bound to a chip id); returns the results of the ``program`` calls."""
+    out = []
+    for tm in mapped.tiles:
+        for k, p in enumerate(tm.pairs()):
+            extra = {"pair": k} if k else {}
+            out.append(chip.program(tm.tile, p.g_pos_us, p.g_neg_us, at_s, **extra))
+    return out
 
 
 def chip_mvm(chip: Any, at_s: float) -> MVMFn:

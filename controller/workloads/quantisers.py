@@ -11,10 +11,16 @@
   an exact multiple of its conductance unit q+- = D+- * s, which is what lets the controller
   recognise a drifted device and pulse it back to its stored level.
 
+On a chip with several pairs per weight (Mackin 2022), ``dual_pair`` (naive) and ``wpo``
+(optimised) spread each weight over the pairs, and ``multiplicative`` with ``lsp_trim`` puts
+its levels on the most significant pair and the residual on the least significant one
+(``controller.workloads.pair_quantisers``); the others program pair 0 and leave the rest at
+0 uS.
+
 For a layer the result is a ``LayerQuantisation``: the quantised weights, the conductance
-targets G+, G- (uS) and ``out_scale`` with w_q = (G+ - G-)/g_max * out_scale, so a crossbar
-output is rescaled digitally by ``out_scale``; for the level quantisers also the multipliers
-and the conductance per level.
+targets G+, G- (uS) of pair 0 (and ``upper_pairs``: pairs 1, 2, ...) and ``out_scale`` with
+w_q = sum_k F^k (G+_k - G-_k)/g_max * out_scale, so a crossbar output is rescaled digitally
+by ``out_scale``; for the level quantisers also the multipliers and the conductance per level.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from controller.workloads.wpo_config import WPOConfig
 
 
 class _Strict(BaseModel):
@@ -68,21 +76,44 @@ class MultiplicativeQuantiser(_Strict):
     # coarser, but no weight pays the programming noise of two large conductances.
     pairs: Literal["both", "single"] = "both"
     annealing: AnnealingConfig = Field(default_factory=AnnealingConfig)
+    # On a chip with two pairs per weight (Mackin 2022): the levels on the most significant
+    # pair, and the least significant pair trims each weight's residual w - Q(w).
+    lsp_trim: bool = False
+
+
+class DualPairQuantiser(_Strict):
+    """Naive programming over the chip's pairs (aihwkit's ``DualPairConductanceConverter``;
+    ``controller.workloads.pairs.NPair``): continuous targets, the least significant pair
+    first. Needs a chip with ``pairs_per_weight`` >= 2."""
+
+    kind: Literal["dual_pair"] = "dual_pair"
+
+
+class WPOQuantiser(_Strict):
+    """The weight programming optimiser's translation (Mackin 2022;
+    ``controller.workloads.wpo``), searched on the network's weights at the chip's F
+    (``significance_factor``), pairs and g_max (those fields of ``search`` are replaced by
+    the chip's). Needs a chip with ``pairs_per_weight`` >= 2."""
+
+    kind: Literal["wpo"] = "wpo"
+    search: WPOConfig = Field(default_factory=WPOConfig)
 
 
 QuantiserConfig = Annotated[
-    NoneQuantiser | UniformQuantiser | MultiplicativeQuantiser, Field(discriminator="kind")
+    NoneQuantiser | UniformQuantiser | MultiplicativeQuantiser | DualPairQuantiser | WPOQuantiser,
+    Field(discriminator="kind"),
 ]
-QUANTISERS = ("none", "uniform", "multiplicative")
+QUANTISERS = ("none", "uniform", "multiplicative", "dual_pair", "wpo")
+#: Quantisers that spread a weight over several pairs (the others program pair 0 only).
+PAIR_QUANTISERS = ("dual_pair", "wpo")
 
 
-def quantiser_config(
-    q: str | QuantiserConfig,
-) -> NoneQuantiser | UniformQuantiser | MultiplicativeQuantiser:
+def quantiser_config(q: str | QuantiserConfig) -> QuantiserConfig:
     """A quantiser config from its name (defaults) or as given."""
     if isinstance(q, str):
         table = {"none": NoneQuantiser, "uniform": UniformQuantiser,
-                 "multiplicative": MultiplicativeQuantiser}  # fmt: skip
+                 "multiplicative": MultiplicativeQuantiser, "dual_pair": DualPairQuantiser,
+                 "wpo": WPOQuantiser}  # fmt: skip
         if q not in table:
             raise ValueError(f"unknown quantiser {q!r}; known: {', '.join(QUANTISERS)}")
         return table[q]()
@@ -202,6 +233,18 @@ def anneal_bases(
 
 # --- per layer ------------------------------------------------------------------------------
 @dataclass
+class PairLevels:
+    """Targets of one more significant pair of a layer (pairs 1, 2, ...; (K, N) arrays)."""
+
+    g_pos_us: np.ndarray
+    g_neg_us: np.ndarray
+    level_pos: np.ndarray | None = None
+    level_neg: np.ndarray | None = None
+    q_pos_us: float | None = None
+    q_neg_us: float | None = None
+
+
+@dataclass
 class LayerQuantisation:
     """One layer's weights as conductance targets (all arrays are (rows, cols) = (K, N))."""
 
@@ -210,7 +253,7 @@ class LayerQuantisation:
     w_q: np.ndarray  # float32, the weights the targets represent
     g_pos_us: np.ndarray  # float32
     g_neg_us: np.ndarray
-    out_scale: float  # w_q = (G+ - G-)/g_max * out_scale
+    out_scale: float  # w_q = sum_k F^k (G+_k - G-_k)/g_max * out_scale
     level_pos: np.ndarray | None = None  # uint8 multipliers (level quantisers)
     level_neg: np.ndarray | None = None
     q_pos_us: float | None = None  # uS per level
@@ -218,6 +261,7 @@ class LayerQuantisation:
     delta_pos: float | None = None  # weight per level
     delta_neg: float | None = None
     annealing: AnnealingResult | None = None
+    upper_pairs: list[PairLevels] = field(default_factory=list)
 
 
 def _w_max(w: np.ndarray) -> float:
@@ -278,6 +322,8 @@ def quantise_layers(
 ) -> dict[str, LayerQuantisation]:
     """Quantise every layer's crossbar matrix (name -> (K, N) weights)."""
     q = quantiser_config(quantiser)
+    if q.kind in PAIR_QUANTISERS:
+        raise ValueError(f"{q.kind!r} spreads weights over pairs: see pair_quantisers")
     out: dict[str, LayerQuantisation] = {}
     if isinstance(q, NoneQuantiser):
         return {n: quantise_none(n, w, g_max_us) for n, w in weights.items()}

@@ -15,10 +15,11 @@ per layer, averaged over all weights of a network; the time-averaged NMSE over a
 times is what the weight programming optimiser minimises (aihwkit's
 ``WeightProgrammingOptimizer`` loss, without its constant factor of 100).
 
-A layer's weights sit on a square-ish block of one tile per pair (pair k on tile k; unused
-devices are programmed to 0 uS and not counted). Unlike aihwkit's weight-level
-``apply_drift_noise`` (which re-derives conductances from the programmed *weights* and so
-mixes the pairs of a multi-pair weight), every device keeps its own g_prog and nu.
+A layer's weights sit on a square-ish block of one tile with as many pairs per weight as the
+translation uses (unused devices are programmed to 0 uS and not counted). Unlike aihwkit's
+weight-level ``apply_drift_noise`` (which re-derives conductances from the programmed
+*weights* and so mixes the pairs of a multi-pair weight), every device keeps its own g_prog
+and nu.
 
 Randomness: a layer's chip has a seed derived from ``(seed, layer)``. The same seed gives the
 same draws for any translation of the same shape (common random numbers), which makes the
@@ -36,18 +37,9 @@ import numpy as np
 import torch
 
 from controller.workloads.pairs import PairTargets, Translation
+from controller.workloads.wpo_config import AFTER_PROGRAMMING_S, REPORT_TIMES_S
 from device_twin import Array, Chip, ChipConfig
 from device_twin.config import DeviceModelConfig
-
-DAY_S = 86400.0
-MONTH_S = 30 * DAY_S
-YEAR_S = 365 * DAY_S
-#: Programming happens at t = 0; "right after programming" is a read at t = 1 s (as elsewhere).
-AFTER_PROGRAMMING_S = 1.0
-#: The report's times: right after programming, a day, a month, a year.
-REPORT_TIMES_S = (AFTER_PROGRAMMING_S, DAY_S, MONTH_S, YEAR_S)
-#: The optimiser's default times: the report's and one hour, equally weighted.
-OPTIMISATION_TIMES_S = (AFTER_PROGRAMMING_S, 3600.0, DAY_S, MONTH_S, YEAR_S)
 
 
 @contextmanager
@@ -74,33 +66,48 @@ def _seed(*parts: int) -> int:
 
 @dataclass
 class LayerOnChip:
-    """A layer's targets programmed at t = 0 on a chip of its own (pair k on tile k)."""
+    """A layer's targets programmed at t = 0 on a one-tile chip of its own."""
 
     targets: PairTargets
     chip: Chip
+    _last: tuple[float, np.ndarray] | None = None
 
     def read_weights(self, at_s: float) -> np.ndarray:
-        """The weights the devices stand for at ``at_s`` (one read of every device)."""
+        """The weights the devices stand for at ``at_s`` (one read of every device; the twin
+        gives every read at one instant the same noise, so a second read then is reused)."""
+        if self._last is not None and self._last[0] == at_s:
+            return self._last[1]
         n = self.targets.g_pos_us[0].size
-        g = np.stack([self.chip.read_devices(k, Array.BOTH, None, at_s).values.reshape(2, -1)
-                      for k in range(self.targets.n_pairs)])  # fmt: skip
+        g = np.stack([
+            self.chip.read_devices(0, Array.BOTH, None, at_s, pair=k).values.reshape(2, -1)
+            for k in range(self.targets.n_pairs)
+        ])  # fmt: skip
         shape = self.targets.g_pos_us.shape
-        return self.targets.weights(g[:, 0, :n].reshape(shape), g[:, 1, :n].reshape(shape))
+        w = self.targets.weights(g[:, 0, :n].reshape(shape), g[:, 1, :n].reshape(shape))
+        self._last = (at_s, w)
+        return w
 
 
 def program_layer(targets: PairTargets, chip: ChipConfig, seed: int) -> LayerOnChip:
-    """Program every device of ``targets`` on a fresh chip with seed ``seed``."""
+    """Program every device of ``targets`` on a fresh one-tile chip with seed ``seed``, as
+    many pairs per weight as the targets have (significance f_k = F^k)."""
+    f = targets.significance
+    factor = float(f[1]) if len(f) > 1 else chip.significance_factor
+    if not np.allclose(f, [factor**k for k in range(len(f))], rtol=1e-9):
+        raise ValueError(f"a chip's pairs count F^k: significance {f} is not of that form")
     n = targets.g_pos_us[0].size
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
-    cfg = chip.model_copy(update={"n_tiles": targets.n_pairs, "tile_rows": rows,
-                                  "tile_cols": cols, "seed": seed})  # fmt: skip
+    cfg = chip.model_copy(update={
+        "n_tiles": 1, "tile_rows": rows, "tile_cols": cols, "seed": seed,
+        "pairs_per_weight": len(f), "significance_factor": factor,
+    })  # fmt: skip
     c = Chip(cfg)
     for k in range(targets.n_pairs):
         gp = np.zeros(rows * cols, np.float32)
         gn = np.zeros(rows * cols, np.float32)
         gp[:n], gn[:n] = targets.g_pos_us[k].ravel(), targets.g_neg_us[k].ravel()
-        c.program(k, gp.reshape(rows, cols), gn.reshape(rows, cols), 0.0)
+        c.program(0, gp.reshape(rows, cols), gn.reshape(rows, cols), 0.0, pair=k)
     return LayerOnChip(targets, c)
 
 

@@ -20,15 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from controller.workloads.pairs import SinglePair, Translation, dual_pair, msp_first, tabulate
-from controller.workloads.weight_error import (
-    DAY_S,
-    MONTH_S,
-    REPORT_TIMES_S,
-    YEAR_S,
-    WeightErrorTable,
-    compare_translations,
-)
-from controller.workloads.wpo import WPOConfig, WPOResult, optimise, pooled_normalised
+from controller.workloads.weight_error import WeightErrorTable, compare_translations
+from controller.workloads.wpo import WPOResult, optimise, pooled_normalised
+from controller.workloads.wpo_config import DAY_S, MONTH_S, REPORT_TIMES_S, YEAR_S, WPOConfig
 
 #: Times of the plot's curves (the table's, and a minute, an hour and a week between them).
 CURVE_TIMES_S = (1.0, 60.0, 3600.0, DAY_S, 7 * DAY_S, MONTH_S, YEAR_S)

@@ -46,7 +46,7 @@ def test_wpo_benchmark_gives_complete_records_on_a_small_network():
     import numpy as np
 
     from bench.bench_wpo import records
-    from controller.workloads.wpo import WPOConfig
+    from controller.workloads.wpo_config import WPOConfig
 
     layers = {"a": np.random.default_rng(0).normal(0, 0.3, (32, 8))}
     cfg = WPOConfig(n_bins=4, sample_size=256, sample_seeds=1, popsize=1, maxiter=2)

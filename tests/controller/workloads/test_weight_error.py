@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from controller.workloads.pairs import SinglePair, dual_pair
-from controller.workloads.weight_error import (
-    REPORT_TIMES_S,
-    YEAR_S,
-    compare_translations,
-    default_chip,
-    network_nmse,
-)
+from controller.workloads.weight_error import compare_translations, default_chip, network_nmse
+from controller.workloads.wpo_config import REPORT_TIMES_S, YEAR_S
 from device_twin.config import DeviceModelConfig, PulseModelConfig
 
 G_MAX = 25.0

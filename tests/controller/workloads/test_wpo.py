@@ -10,13 +10,13 @@ from aihwkit.inference.converter.wpo import denormalize, downsample_weight_distr
 from controller.workloads.pairs import GridTranslation, NPair, dual_pair
 from controller.workloads.weight_error import compare_translations, default_chip
 from controller.workloads.wpo import (
-    WPOConfig,
     decode,
     encode_naive,
     n_dimensions,
     optimise,
     resample_weights,
 )
+from controller.workloads.wpo_config import WPOConfig
 from device_twin.config import DeviceModelConfig
 
 CONFIGS = [
