@@ -6,6 +6,10 @@ m+ or m- of a multiplicative mapping, one byte), the target conductance that lev
 correction target is the stored level, never "the nearest multiple" of a drifted read
 (DESIGN.md §5: a top-level device falls by more than half a level spacing within about a
 minute of a write). Mappings without levels (uniform, unquantised) store the target only.
+
+On a chip with several pairs per weight (Mackin 2022) every array is indexed ``2*pair + sign``
+(sign 0 = G+, 1 = G-), as on the twin; each pair may or may not have levels (``multiplicative``
+with ``lsp_trim`` has them on the most significant pair only).
 """
 
 from __future__ import annotations
@@ -27,12 +31,22 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 class Firmware:
     """Level indices, targets and last write times of every device of a chip."""
 
-    def __init__(self, n_tiles: int, tile_rows: int, tile_cols: int, g_max_us: float) -> None:
+    def __init__(
+        self,
+        n_tiles: int,
+        tile_rows: int,
+        tile_cols: int,
+        g_max_us: float,
+        significance: tuple[float, ...] = (1.0,),
+    ) -> None:
         self.n_tiles, self.tile_rows, self.tile_cols = n_tiles, tile_rows, tile_cols
         self.g_max_us = float(g_max_us)
-        shape = (n_tiles, 2, tile_rows, tile_cols)
+        self.significance = tuple(float(f) for f in significance)
+        self.pairs_per_weight = len(self.significance)
+        n_arrays = 2 * self.pairs_per_weight
+        shape = (n_tiles, n_arrays, tile_rows, tile_cols)
         self.level: np.ndarray | None = None
-        self.q_us = np.full((n_tiles, 2), np.nan)
+        self.q_us = np.full((n_tiles, n_arrays), np.nan)
         self.target_us = np.zeros(shape, np.float32)
         self.used = np.zeros((n_tiles, tile_rows, tile_cols), bool)
         self.last_write_s = np.zeros(shape, np.float64)
@@ -54,20 +68,27 @@ class Firmware:
                     f"mapping of tile {t} has shape {used.shape}, "
                     f"expected {(self.tile_rows, self.tile_cols)}"
                 )
-            levels = (getattr(tm, "level_pos", None), getattr(tm, "level_neg", None))
-            qs = (getattr(tm, "q_pos_us", None), getattr(tm, "q_neg_us", None))
-            targets = (tm.g_target_pos_us, tm.g_target_neg_us)
-            for a in (0, 1):
-                if levels[a] is not None and qs[a] is not None:
-                    if self.level is None:
-                        self.level = np.zeros(self.target_us.shape, np.uint8)
-                    lv = np.asarray(levels[a], np.uint8)
-                    self.level[t, a][used] = lv[used]
-                    self.q_us[t, a] = float(qs[a])
-                    g = np.clip(lv.astype(np.float64) * float(qs[a]), 0.0, self.g_max_us)
-                else:
-                    g = np.asarray(targets[a], np.float64)
-                self.target_us[t, a][used] = g[used].astype(np.float32)
+            pairs = tm.pairs() if hasattr(tm, "pairs") else [_Pair(tm)]
+            if len(pairs) > self.pairs_per_weight:
+                raise ValueError(f"mapping of tile {t} has {len(pairs)} pairs per weight, "
+                                 f"the chip {self.pairs_per_weight}")  # fmt: skip
+            for k, p in enumerate(pairs):
+                sides = (
+                    (p.level_pos, p.q_pos_us, p.g_pos_us),
+                    (p.level_neg, p.q_neg_us, p.g_neg_us),
+                )
+                for sign, (lv, q, target) in enumerate(sides):
+                    a = 2 * k + sign
+                    if lv is not None and q is not None:
+                        if self.level is None:
+                            self.level = np.zeros(self.target_us.shape, np.uint8)
+                        lv = np.asarray(lv, np.uint8)
+                        self.level[t, a][used] = lv[used]
+                        self.q_us[t, a] = float(q)
+                        g = np.clip(lv.astype(np.float64) * float(q), 0.0, self.g_max_us)
+                    else:
+                        g = np.asarray(target, np.float64)
+                    self.target_us[t, a][used] = g[used].astype(np.float32)
             self.used[t] |= used
             tiles.append(t)
         self.tiles = tuple(sorted(set(tiles)))
@@ -76,9 +97,9 @@ class Firmware:
             cols = np.flatnonzero(self.used[t].any(axis=0))
             self.col_span[t] = (int(cols[0]), int(cols[-1] - cols[0] + 1)) if cols.size else (0, 1)
 
-    def program_targets(self, tile: int) -> tuple[np.ndarray, np.ndarray]:
-        """(G+, G-) targets of a whole tile, as ``program`` wants them."""
-        return self.target_us[tile, 0].copy(), self.target_us[tile, 1].copy()
+    def program_targets(self, tile: int, pair: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(G+, G-) targets of a pair of a whole tile, as ``program`` wants them."""
+        return self.target_us[tile, 2 * pair].copy(), self.target_us[tile, 2 * pair + 1].copy()
 
     def targets(self, tile: int, array: int, idx: np.ndarray) -> np.ndarray:
         """Targets (uS) of devices given by flat index."""
@@ -87,8 +108,23 @@ class Firmware:
     def record_write(self, tile: int, array: int, idx: np.ndarray, at_s: float) -> None:
         self.last_write_s[tile, array].reshape(-1)[idx] = at_s
 
-    def record_tile_write(self, tile: int, at_s: float) -> None:
-        self.last_write_s[tile] = at_s
+    def record_tile_write(self, tile: int, at_s: float, pair: int | None = None) -> None:
+        """Every device of a tile (or of one pair of it) written at ``at_s``."""
+        if pair is None:
+            self.last_write_s[tile] = at_s
+        else:
+            self.last_write_s[tile, 2 * pair : 2 * pair + 2] = at_s
+
+
+class _Pair:
+    """Pair 0 of a mapping that predates several pairs per weight (its tile's own fields)."""
+
+    def __init__(self, tm: Any) -> None:
+        self.g_pos_us, self.g_neg_us = tm.g_target_pos_us, tm.g_target_neg_us
+        self.level_pos = getattr(tm, "level_pos", None)
+        self.level_neg = getattr(tm, "level_neg", None)
+        self.q_pos_us = getattr(tm, "q_pos_us", None)
+        self.q_neg_us = getattr(tm, "q_neg_us", None)
 
 
 class FirmwareView:
@@ -107,6 +143,8 @@ class FirmwareView:
         self._programmed_at = programmed_at
         self.n_tiles, self.tile_rows, self.tile_cols = fw.n_tiles, fw.tile_rows, fw.tile_cols
         self.g_max_us = fw.g_max_us
+        self.pairs_per_weight = fw.pairs_per_weight
+        self.significance = fw.significance
         self.t0_s = float(t0_s)
         self._fw = fw
         self.q_us = _readonly(fw.q_us)

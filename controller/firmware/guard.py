@@ -100,6 +100,12 @@ class GuardedPolicy:
             raise PolicyError(
                 self.name, "probe_plan", "arrays must be distinct values of POS, NEG, DIFF", plan
             )
+        if plan.pairs is not None:
+            pairs = tuple(plan.pairs)
+            if not pairs or len(set(pairs)) != len(pairs):
+                raise PolicyError(self.name, "probe_plan", "pairs must be distinct", plan)
+            for k in pairs:
+                self._check_pair("probe_plan", k, view, plan)
         f = plan.rows_fraction
         if f is not None and (
             isinstance(f, bool) or not isinstance(f, Real) or not 0 < float(f) <= 1
@@ -119,12 +125,14 @@ class GuardedPolicy:
             if not isinstance(job, CorrectionJob):
                 raise PolicyError(self.name, "decide", "expected a list of CorrectionJob", jobs)
             self._check_tile("decide", job.tile, view, job)
+            self._check_pair("decide", job.pair, view, job)
             pos = self._check_devices(job, job.pos, "pos", n)
             neg = self._check_devices(job, job.neg, "neg", n)
             tp = self._check_targets(job, job.target_pos_us, pos, "target_pos_us", view)
             tn = self._check_targets(job, job.target_neg_us, neg, "target_neg_us", view)
             if pos.size + neg.size:
-                out.append(CorrectionJob(int(job.tile), pos, neg, str(job.reason), tp, tn))
+                out.append(CorrectionJob(int(job.tile), pos, neg, str(job.reason), tp, tn,
+                                         int(job.pair)))  # fmt: skip
         return out
 
     def pulse_scheme(self, view: ChipView, job: CorrectionJob) -> PulseScheme:
@@ -159,6 +167,14 @@ class GuardedPolicy:
         self._call("on_job_done", view, outcome)
 
     # --- checks -----------------------------------------------------------------------------
+    def _check_pair(self, method: str, pair: Any, view: ChipView, value: Any) -> None:
+        n = getattr(view, "pairs_per_weight", 1)
+        if isinstance(pair, bool) or not isinstance(pair, int | np.integer) or not 0 <= pair < n:
+            raise PolicyError(
+                self.name, method, f"pair {pair!r}: the chip has pairs 0..{n - 1} per weight",
+                value,
+            )  # fmt: skip
+
     def _check_tile(self, method: str, tile: Any, view: ChipView, value: Any) -> None:
         if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
             raise PolicyError(self.name, method, f"tile {tile!r} is not an integer", value)

@@ -148,7 +148,8 @@ class ChipModel:
         self.config = config or ControllerConfig()
         cc = chip_config if chip_config is not None else twin.chip_info(chip_id).config
         self.chip_config = cc
-        self.firmware = Firmware(cc.n_tiles, cc.tile_rows, cc.tile_cols, cc.g_max_us)
+        self.firmware = Firmware(cc.n_tiles, cc.tile_rows, cc.tile_cols, cc.g_max_us,
+                                 getattr(cc, "significance", (1.0,)))  # fmt: skip
         self.firmware.load(mapped)
         self.ledger = Ledger(keep_events=self.config.keep_events)
         self.locks = TileLocks(env)

@@ -13,6 +13,9 @@ numpy over the whole block:
 - per tile: the paper's drift metric, the mean |y_t - y_0| over the weights in use, with
   y = (G+ - G-)/g_max read now and y_0 its programmed level.
 
+On a chip with several pairs per weight each pair the plan names (default: all) is probed on
+the same rows, one reading per tile and pair (``report.pairs``).
+
 Wake-ups are anchored at the time the network was programmed: with an hourly interval they
 fall at exactly 1 h, 2 h, ... so that evaluations scheduled at those times meet the chip at
 the worst point of the cycle. A wake-up first waits for the work that must see the chip before
@@ -45,12 +48,12 @@ AtInstant = Callable[[float], Generator[simpy.Event, Any, None]]
 
 
 def tile_reading(
-    fw: FirmwareView, tile: int, rows: np.ndarray, g_us: dict[int, np.ndarray]
+    fw: FirmwareView, tile: int, rows: np.ndarray, g_us: dict[int, np.ndarray], pair: int = 0
 ) -> TileReading:
-    """Drift metrics of one probed block of rows (see the module docstring)."""
+    """Drift metrics of one probed block of rows of a pair (see the module docstring)."""
     g_max = fw.g_max_us
     used = fw.used[tile, rows]
-    target = {a: fw.target_us[tile, a, rows] for a in (POS, NEG)}
+    target = {a: fw.target_us[tile, 2 * pair + a, rows] for a in (POS, NEG)}
     deviation = {a: (g_us[a] - target[a]) / g_max for a in (POS, NEG) if a in g_us}
     y0 = (target[POS] - target[NEG]) / g_max
     if DIFF in g_us:
@@ -72,7 +75,7 @@ def tile_reading(
         (float(np.abs(d)[used].max(initial=0.0)) for d in deviation.values()), default=0.0
     )
     keep = {a: v for a, v in target.items() if a in g_us}
-    return TileReading(tile, rows, g_us, keep, used, deviation, metric, max_dist)
+    return TileReading(tile, rows, g_us, keep, used, deviation, metric, max_dist, pair)
 
 
 def _full_width(codes: np.ndarray, scale_us: float, tile_cols: int, c0: int) -> np.ndarray:
@@ -173,7 +176,8 @@ class DriftMonitor:
         else:
             plan = policy.probe_plan(view)
             if plan is not None and tiles is not None:
-                plan = ProbePlan(tiles=tiles, arrays=plan.arrays, rows_fraction=plan.rows_fraction)
+                plan = ProbePlan(tiles=tiles, arrays=plan.arrays, rows_fraction=plan.rows_fraction,
+                                 pairs=plan.pairs)  # fmt: skip
         report = None
         if plan is not None:
             report = yield from self.probe(plan)
@@ -200,10 +204,13 @@ class DriftMonitor:
         ctx, env = self.ctx, self.env
         fw, twin, chip = ctx.view, ctx.twin, ctx.chip_id
         fraction = ctx.config.rows_fraction if plan.rows_fraction is None else plan.rows_fraction
-        report = MonitorReport(at_s=env.now, tiles={})
+        pairs = tuple(range(fw.pairs_per_weight)) if plan.pairs is None else tuple(plan.pairs)
+        report = MonitorReport(at_s=env.now, tiles={}, pairs={k: {} for k in pairs})
+        if 0 in report.pairs:
+            report.tiles = report.pairs[0]
         tiles = fw.tiles if plan.tiles is None else tuple(int(t) for t in plan.tiles)
         for t in tiles:
-            rows = self._next_rows(t, fraction)
+            rows = self._next_rows(t, fraction)  # the same rows of every pair
             if rows.size == 0:
                 continue
             with ctx.locks.hold(t, PROBE) as lk:
@@ -211,22 +218,25 @@ class DriftMonitor:
                 start = env.now
                 ops = ctx.ledger.action()
                 c0, nc = fw.col_span[t]
-                g: dict[int, np.ndarray] = {}
-
-                arrays = [int(a) for a in plan.arrays]
-                if POS in arrays and NEG in arrays:  # both arrays in one call
-                    r = ops.add(twin.probe(chip, t, rows, Array.BOTH, env.now, c0, nc))
-                    g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
-                    g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
-                    arrays = [a for a in arrays if a not in (POS, NEG)]
-                    yield env.timeout(r.latency_s)
-                for a in arrays:
-                    r = ops.add(twin.probe(chip, t, rows, a, env.now, c0, nc))
-                    g[a] = _full_width(r.values, r.scale_us, fw.tile_cols, c0)
-                    yield env.timeout(r.latency_s)
-                tr = tile_reading(fw, t, rows, g)
-                report.tiles[t] = tr
-                devices = rows.size * nc * len(plan.arrays)
+                readings = []
+                for k in pairs:
+                    extra = {"pair": k} if k else {}
+                    g: dict[int, np.ndarray] = {}
+                    arrays = [int(a) for a in plan.arrays]
+                    if POS in arrays and NEG in arrays:  # both arrays in one call
+                        r = ops.add(twin.probe(chip, t, rows, Array.BOTH, env.now, c0, nc, **extra))
+                        g[POS] = _full_width(r.values[0], r.scale_us, fw.tile_cols, c0)
+                        g[NEG] = _full_width(r.values[1], r.scale_us, fw.tile_cols, c0)
+                        arrays = [a for a in arrays if a not in (POS, NEG)]
+                        yield env.timeout(r.latency_s)
+                    for a in arrays:
+                        r = ops.add(twin.probe(chip, t, rows, a, env.now, c0, nc, **extra))
+                        g[a] = _full_width(r.values, r.scale_us, fw.tile_cols, c0)
+                        yield env.timeout(r.latency_s)
+                    report.pairs[k][t] = tile_reading(fw, t, rows, g, k)
+                    readings.append(report.pairs[k][t])
+                tr = readings[0]  # the least significant pair probed (pair 0 if it was)
+                devices = rows.size * nc * len(plan.arrays) * len(pairs)
                 ctrl = ctx.config.digital_energy.check_pj(devices)
                 report.energy_pj += ops.energy_pj + ctrl
                 self.tile_metrics[t] = {
@@ -235,18 +245,13 @@ class DriftMonitor:
                     "max_distance": tr.max_distance,
                     "rows": int(rows.size),
                 }
-                ctx.ledger.add(
-                    PROBE,
-                    start,
-                    env.now,
-                    tile=t,
-                    devices=devices,
-                    ops=ops,
-                    controller_energy_pj=ctrl,
-                    detail={
-                        "rows": int(rows.size),
-                        "drift_metric": tr.drift_metric,
-                        "max_distance": tr.max_distance,
-                    },
-                )
+                detail = {
+                    "rows": int(rows.size),
+                    "drift_metric": tr.drift_metric,
+                    "max_distance": tr.max_distance,
+                }
+                if fw.pairs_per_weight > 1:
+                    detail["pairs"] = list(pairs)
+                ctx.ledger.add(PROBE, start, env.now, tile=t, devices=devices, ops=ops,
+                               controller_energy_pj=ctrl, detail=detail)  # fmt: skip
         return report

@@ -148,12 +148,17 @@ class PulseGenerator:
                 yield lk
                 start = self.env.now
                 ops = ctx.ledger.action()
-                g_pos, g_neg = fw.program_targets(tile)
-                r = ops.add(ctx.twin.program(ctx.chip_id, tile, g_pos, g_neg, at_s=self.env.now))
-                fw.record_tile_write(tile, self.env.now)
-                yield self.env.timeout(r.latency_s)
-                ctx.ledger.add(PROGRAM, start, self.env.now, tile=tile, devices=r.devices,
-                               ops=ops, detail={"iterations": r.iterations})  # fmt: skip
+                devices = iterations = 0
+                for pair in range(fw.pairs_per_weight):
+                    g_pos, g_neg = fw.program_targets(tile, pair)
+                    extra = {"pair": pair} if pair else {}
+                    r = ops.add(ctx.twin.program(ctx.chip_id, tile, g_pos, g_neg,
+                                                 at_s=self.env.now, **extra))  # fmt: skip
+                    devices, iterations = devices + r.devices, iterations + r.iterations
+                    fw.record_tile_write(tile, self.env.now, pair)
+                    yield self.env.timeout(r.latency_s)
+                ctx.ledger.add(PROGRAM, start, self.env.now, tile=tile, devices=devices,
+                               ops=ops, detail={"iterations": iterations})  # fmt: skip
 
     def _job(
         self, job: CorrectionJob, s: PulseScheme, first_read: dict[int, np.ndarray]
@@ -165,6 +170,8 @@ class PulseGenerator:
         tol_us = s.tolerance * g_max
         tile = job.tile
         n_arr = fw.tile_rows * fw.tile_cols
+        base = 2 * job.pair  # the job's arrays on the firmware's (tile, array) state
+        extra = {"pair": job.pair} if job.pair else {}
         with self.channels.request() as ch:
             yield ch
             with ctx.locks.hold(tile, CORRECTION) as lk:
@@ -184,7 +191,7 @@ class PulseGenerator:
                 ):
                     if np.size(idx):
                         idx = np.asarray(idx, np.int64)
-                        target = fw.targets(tile, a, idx) if tgt is None else np.asarray(tgt)
+                        target = fw.targets(tile, base + a, idx) if tgt is None else np.asarray(tgt)
                         flat_parts.append(a * n_arr + idx)
                         target_parts.append(target.astype(np.float32))
                         first_parts.append(first_read.get(a))
@@ -210,7 +217,7 @@ class PulseGenerator:
                     for a in (POS, NEG):
                         sel = arr == a
                         if np.any(sel):
-                            fw.record_write(tile, a, idx[sel], env.now)
+                            fw.record_write(tile, base + a, idx[sel], env.now)
 
                 def keep_only(mask: np.ndarray) -> None:
                     for k in ("flat", "target", "pulses", "reprogs", "unreachable"):
@@ -219,7 +226,13 @@ class PulseGenerator:
                 if s.rewrite_all and st:
                     r = ops.add(
                         twin.program_devices(
-                            chip, tile, Array.BOTH, st["flat"], st["target"], at_s=env.now
+                            chip,
+                            tile,
+                            Array.BOTH,
+                            st["flat"],
+                            st["target"],
+                            at_s=env.now,
+                            **extra,
                         )
                     )
                     record(st["flat"])
@@ -235,7 +248,7 @@ class PulseGenerator:
                     if it == 0 and have_first and not s.rewrite_all:
                         g = np.concatenate([np.asarray(f, np.float64) for f in first_parts])
                     else:
-                        g = yield from self._read(ops, tile, st["flat"], s.verify_reads)
+                        g = yield from self._read(ops, tile, st["flat"], s.verify_reads, extra)
                         g /= s.verify_reads
                     ctrl_pj += de.check_pj(st["flat"].size)
                     err = g - st["target"]
@@ -290,7 +303,13 @@ class PulseGenerator:
                         idx = st["flat"][reprog]
                         r = ops.add(
                             twin.program_devices(
-                                chip, tile, Array.BOTH, idx, st["target"][reprog], at_s=env.now
+                                chip,
+                                tile,
+                                Array.BOTH,
+                                idx,
+                                st["target"][reprog],
+                                at_s=env.now,
+                                **extra,
                             )
                         )
                         record(idx)
@@ -303,7 +322,14 @@ class PulseGenerator:
                         idx = st["flat"][pulse]
                         r = ops.add(
                             twin.apply_pulses(
-                                chip, tile, Array.BOTH, idx, SET, counts[pulse], at_s=env.now
+                                chip,
+                                tile,
+                                Array.BOTH,
+                                idx,
+                                SET,
+                                counts[pulse],
+                                at_s=env.now,
+                                **extra,
                             )
                         )
                         record(idx)
@@ -360,17 +386,20 @@ class PulseGenerator:
                 "iterations": o.iterations,
                 "method": s.method,
                 "tolerance": s.tolerance,
-            },
+            }
+            | ({"pair": o.job.pair} if self.firmware.pairs_per_weight > 1 else {}),
         )
 
     def _read(
-        self, ops: OpAccumulator, tile: int, flat: np.ndarray, n_reads: int
+        self, ops: OpAccumulator, tile: int, flat: np.ndarray, n_reads: int, extra: dict
     ) -> Generator[simpy.Event, Any, np.ndarray]:
-        """Sum of ``n_reads`` reads of devices of both arrays (one twin call per read)."""
+        """Sum of ``n_reads`` reads of devices of both arrays of a pair (``extra``: the pair
+        when not 0), one twin call per read."""
         ctx, env = self.ctx, self.env
         g = np.zeros(flat.size)
         for _ in range(n_reads):
-            r = ops.add(ctx.twin.read_devices(ctx.chip_id, tile, Array.BOTH, flat, at_s=env.now))
+            r = ops.add(ctx.twin.read_devices(ctx.chip_id, tile, Array.BOTH, flat, at_s=env.now,
+                                              **extra))  # fmt: skip
             g += r.values
             yield env.timeout(r.latency_s)
         return g

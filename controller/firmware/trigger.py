@@ -48,22 +48,25 @@ class CorrectionTrigger:
         tol = PulseScheme().tolerance
         cols = self.ctx.view.tile_cols
         jobs = []
-        for t, tr in report.tiles.items():
-            idx = {}
-            for a in (POS, NEG):
-                r, c = np.nonzero((np.abs(tr.deviation[a]) > tol) & tr.used)
-                idx[a] = tr.rows[r] * cols + c
-            if idx[POS].size + idx[NEG].size:
-                jobs.append(CorrectionJob(t, idx[POS], idx[NEG], reason="triggered by host"))
+        for pair, tiles in report.pairs.items():
+            for t, tr in tiles.items():
+                idx = {}
+                for a in (POS, NEG):
+                    r, c = np.nonzero((np.abs(tr.deviation[a]) > tol) & tr.used)
+                    idx[a] = tr.rows[r] * cols + c
+                if idx[POS].size + idx[NEG].size:
+                    jobs.append(CorrectionJob(t, idx[POS], idx[NEG], reason="triggered by host",
+                                              pair=pair))  # fmt: skip
         return jobs
 
     def probed_values(
         self, report: MonitorReport | None, job: CorrectionJob
     ) -> dict[int, np.ndarray] | None:
         """The report's reads of the job's devices, per array, where it read all of them."""
-        if report is None or job.tile not in report.tiles:
+        tiles = None if report is None else report.pairs.get(job.pair)
+        if tiles is None or job.tile not in tiles:
             return None
-        tr = report.tiles[job.tile]
+        tr = tiles[job.tile]
         cols = self.ctx.view.tile_cols
         where = np.full(self.ctx.view.tile_rows, -1, np.int64)
         where[tr.rows] = np.arange(tr.rows.size)

@@ -22,6 +22,13 @@ indices out of range, ...). A policy that raises or returns nonsense stops the r
 
 Units: conductances in uS, times in seconds, thresholds and tolerances in weight units, i.e.
 fractions of ``g_max`` (the twin's effective weight is ``(G+ - G-)/g_max``).
+
+Several pairs per weight (Mackin 2022; ``view.pairs_per_weight`` > 1): a weight is
+``sum_k f_k (G+_k - G-_k)/g_max`` with ``f_k = view.significance[k]`` (pair 0 the least
+significant, LSP). The view's arrays are indexed ``2*pair + sign`` (POS, NEG of pair 0 are
+0 and 1, as on a single-pair chip); a probe plan names the pairs it reads (default: all), a
+report holds a reading per tile and pair (``report.pairs[pair][tile]``; ``report.tiles`` is
+pair 0), and a job corrects devices of one pair (``job.pair``).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class ProbePlan:
     tiles: Sequence[int] | None = None
     arrays: Sequence[int] = (POS, NEG)
     rows_fraction: float | None = None
+    pairs: Sequence[int] | None = None  # None: every pair (the same rows of each)
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class CorrectionJob:
     """Devices of one tile to bring back to their levels: flat indices ``row * cols + col``.
 
     ``target_us`` (optional, per array) overrides the firmware's stored level targets for this
-    job; by default a device is corrected to ``level * q`` (DESIGN.md §5).
+    job; by default a device is corrected to ``level * q`` (DESIGN.md §5). ``pair``: which pair
+    of the weights the devices belong to (0 on a single-pair chip).
     """
 
     tile: int
@@ -66,6 +75,7 @@ class CorrectionJob:
     reason: str = ""
     target_pos_us: np.ndarray | None = None
     target_neg_us: np.ndarray | None = None
+    pair: int = 0
 
     @property
     def devices(self) -> int:
@@ -126,15 +136,22 @@ class TileReading:
     deviation: dict[int, np.ndarray]
     drift_metric: float
     max_distance: float
+    pair: int = 0  # which pair of the weights (arrays 2*pair + POS/NEG on the view)
 
 
 @dataclass
 class MonitorReport:
-    """What the drift monitor read at one wake-up (``tiles`` by tile index)."""
+    """What the drift monitor read at one wake-up: ``pairs[pair][tile]``; ``tiles`` is
+    ``pairs[0]``, the whole report on a single-pair chip."""
 
     at_s: float
     tiles: dict[int, TileReading]
     energy_pj: float = 0.0
+    pairs: dict[int, dict[int, TileReading]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            self.pairs = {0: self.tiles}
 
 
 @dataclass
@@ -171,7 +188,8 @@ class JobOutcome:
 class ChipView(Protocol):
     """What the firmware knows about its chip; read-only, live (see the module docstring).
 
-    Arrays are indexed (tile, array, row, col) with array 0 = G+ and 1 = G-.
+    Arrays are indexed (tile, array, row, col) with array ``2*pair + sign`` (0 = G+ and
+    1 = G- of pair 0; the only pair of a single-pair chip).
     """
 
     now_s: float
@@ -179,11 +197,13 @@ class ChipView(Protocol):
     tile_rows: int
     tile_cols: int
     g_max_us: float
+    pairs_per_weight: int  # conductance pairs per weight (1 on most chips)
+    significance: tuple[float, ...]  # f_k of each pair: a weight is sum_k f_k (G+_k - G-_k)
     t0_s: float
     tiles: tuple[int, ...]  # tiles holding the network
     programmed_at_s: float
     level: np.ndarray | None  # uint8 level index m per device (multiplicative mappings)
-    q_us: np.ndarray  # (n_tiles, 2) uS per level, NaN without levels
+    q_us: np.ndarray  # (n_tiles, 2 * pairs_per_weight) uS per level, NaN without levels
     target_us: np.ndarray  # float32 target conductance per device
     used: np.ndarray  # (n_tiles, rows, cols) bool: weights in use
     last_write_s: np.ndarray  # float64 device time of each device's last write

@@ -17,6 +17,13 @@
                     worst devices first.
 =================== ===========================================================================
 
+On a chip with several pairs per weight (Mackin 2022) the probing policies read every pair
+and, with ``pairs="all"`` (the default), bring each pair's devices back to their own targets,
+a device of pair k counting f_k = F^k times against the threshold; with ``pairs="lsp"`` they
+write the least significant pair only: where a weight's error (all pairs read together)
+exceeds the threshold, its LSP devices get new targets that absorb it (``lsp_targets``).
+``periodic_refresh`` re-programs every pair.
+
 Each is built from its parameter model (:mod:`controller.firmware.policies.params`: types,
 units, defaults, limits and meanings; ``pcm-twin policies`` lists them). Every correction
 policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, "adabs",
@@ -44,9 +51,11 @@ from controller.firmware.policies.base import (
     MonitorReport,
     ProbePlan,
     PulseScheme,
+    TileReading,
     expected_drift_factor,
     flat_indices,
 )
+from controller.firmware.policies.lsp import lsp_targets
 from controller.firmware.policies.params import (
     DAY_S,
     AdaptiveParams,
@@ -58,6 +67,10 @@ from controller.firmware.policies.params import (
     PolicyParams,
     ThresholdParams,
 )
+
+
+def _pairs(view: ChipView) -> int:
+    return int(getattr(view, "pairs_per_weight", 1))
 
 
 class _Configured(BasePolicy):
@@ -150,7 +163,8 @@ class PeriodicRefreshPolicy(_CorrectingPolicy):
         all_rows = np.arange(view.tile_rows)
         for t in view.tiles:
             idx = flat_indices(view.used[t], all_rows, cols)
-            jobs.append(CorrectionJob(t, pos=idx, neg=idx, reason="periodic refresh"))
+            for k in range(_pairs(view)):
+                jobs.append(CorrectionJob(t, pos=idx, neg=idx, reason="periodic refresh", pair=k))
         return jobs
 
 
@@ -173,42 +187,74 @@ class ThresholdPolicy(_CorrectingPolicy):
         self.threshold = p.threshold
         self.scope = p.scope
         self.expected_drift = p.expected_drift
+        self.pairs = p.pairs
 
-    def deviations(self, view: ChipView, report: MonitorReport, tile: int) -> dict[int, np.ndarray]:
-        """Signed deviation per device from its level, drift-corrected if ``expected_drift``."""
-        tr = report.tiles[tile]
+    def deviations(self, view: ChipView, at_s: float, tr: TileReading) -> dict[int, np.ndarray]:
+        """Signed deviation per device of a reading from its level (fractions of g_max),
+        drift-corrected if ``expected_drift``."""
         if not self.expected_drift:
             return {a: tr.deviation[a] for a in (POS, NEG) if a in tr.deviation}
         out = {}
         for a in (POS, NEG):
             if a not in tr.g_us:
                 continue
-            target = tr.target_us[a]
-            age = report.at_s - view.last_write_s[tile, a, tr.rows]
-            factor = expected_drift_factor(age, target, view.g_max_us, view.t0_s)
-            out[a] = (tr.g_us[a] / factor - target) / view.g_max_us
+            out[a] = (self.expected_read(view, at_s, tr, a) - tr.target_us[a]) / view.g_max_us
         return out
+
+    def expected_read(self, view: ChipView, at_s: float, tr: TileReading, a: int) -> np.ndarray:
+        """A reading's conductances (uS), divided by the drift expected for each device's age
+        and level if ``expected_drift``."""
+        if not self.expected_drift:
+            return tr.g_us[a]
+        target = tr.target_us[a]
+        age = at_s - view.last_write_s[tr.tile, 2 * tr.pair + a, tr.rows]
+        return tr.g_us[a] / expected_drift_factor(age, target, view.g_max_us, view.t0_s)
 
     def select(self, view: ChipView, report: MonitorReport) -> list[tuple[CorrectionJob, float]]:
         """Candidate jobs with, per job, the worst distance (used by ``budget``)."""
+        if self.pairs == "lsp" and _pairs(view) > 1:
+            return self.select_lsp(view, report)
         jobs = []
-        for t, tr in report.tiles.items():
-            dev = self.deviations(view, report, t)
-            if not dev:
-                continue
-            if self.scope == "tile":
-                if not tr.drift_metric > self.threshold:
+        significance = getattr(view, "significance", (1.0,))
+        for pair, tiles in report.pairs.items():
+            f = significance[pair]
+            for t, tr in tiles.items():
+                dev = self.deviations(view, report.at_s, tr)
+                if not dev:
                     continue
-                limit = self.scheme.tolerance
-            else:
-                limit = self.threshold
-            masks = {a: (np.abs(d) > limit) & tr.used for a, d in dev.items()}
-            pos = flat_indices(masks.get(POS, np.zeros_like(tr.used)), tr.rows, view.tile_cols)
-            neg = flat_indices(masks.get(NEG, np.zeros_like(tr.used)), tr.rows, view.tile_cols)
-            if pos.size + neg.size:
-                worst = max(float(np.abs(d[masks[a]]).max(initial=0)) for a, d in dev.items())
-                why = f"{self.name}: {pos.size + neg.size} devices beyond {limit:g}"
-                jobs.append((CorrectionJob(t, pos=pos, neg=neg, reason=why), worst))
+                if self.scope == "tile":
+                    if not f * tr.drift_metric > self.threshold:
+                        continue
+                    limit = self.scheme.tolerance
+                else:
+                    limit = self.threshold / f
+                masks = {a: (np.abs(d) > limit) & tr.used for a, d in dev.items()}
+                none = np.zeros_like(tr.used)
+                pos = flat_indices(masks.get(POS, none), tr.rows, view.tile_cols)
+                neg = flat_indices(masks.get(NEG, none), tr.rows, view.tile_cols)
+                if pos.size + neg.size:
+                    worst = f * max(float(np.abs(d[masks[a]]).max(initial=0))
+                                    for a, d in dev.items())  # fmt: skip
+                    why = f"{self.name}: {pos.size + neg.size} devices beyond {limit:g}"
+                    if pair:
+                        why += f" (pair {pair})"
+                    job = CorrectionJob(t, pos=pos, neg=neg, reason=why, pair=pair)
+                    jobs.append((job, worst))
+        return jobs
+
+    def select_lsp(
+        self, view: ChipView, report: MonitorReport
+    ) -> list[tuple[CorrectionJob, float]]:
+        """``pairs="lsp"``: per tile, the weights whose error (every pair read, raw) exceeds
+        the threshold get LSP targets that absorb it (``lsp_targets``)."""
+        jobs = []
+        for t in report.pairs.get(0, {}):
+            readings = [report.pairs.get(k, {}).get(t) for k in range(_pairs(view))]
+            if any(r is None or POS not in r.g_us or NEG not in r.g_us for r in readings):
+                continue  # the weight's error needs both devices of every pair
+            job, worst = lsp_targets(view, readings, self.threshold, self.name)
+            if job is not None:
+                jobs.append((job, worst))
         return jobs
 
     def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
@@ -221,6 +267,7 @@ class ThresholdPolicy(_CorrectingPolicy):
             "threshold": self.threshold,
             "scope": self.scope,
             "expected_drift": self.expected_drift,
+            "pairs": self.pairs,
         }
 
 
@@ -254,7 +301,7 @@ class AdaptivePolicy(ThresholdPolicy):
 
     def next_wake_s(self, view: ChipView) -> float | None:
         base = self.interval_s
-        written = np.stack([view.used[list(view.tiles)]] * 2, axis=1)
+        written = np.stack([view.used[list(view.tiles)]] * (2 * _pairs(view)), axis=1)
         last = view.last_write_s[list(view.tiles)][written]
         age = view.now_s - float(np.median(last)) if last.size else 0.0
         interval = base * (1.0 + self.growth * math.log1p(max(age, 0.0) / base))
@@ -299,25 +346,30 @@ class BudgetPolicy(ThresholdPolicy):
             return []
         # rank every candidate device of every tile by its distance, keep the n_afford worst
         cands = []
+        significance = getattr(view, "significance", (1.0,))
         for job, _ in self.select(view, report):
-            tr = report.tiles[job.tile]
-            dev = self.deviations(view, report, job.tile)
+            if job.target_pos_us is not None or job.target_neg_us is not None:
+                continue  # pairs="lsp": retargeted devices are not ranked, see below
+            tr = report.pairs[job.pair][job.tile]
+            dev = self.deviations(view, report.at_s, tr)
             for a, idx in ((POS, job.pos), (NEG, job.neg)):
                 if idx.size:
                     local = np.searchsorted(tr.rows, idx // view.tile_cols)
-                    dist = np.abs(dev[a][local, idx % view.tile_cols])
-                    cands.append((np.full(idx.size, job.tile), np.full(idx.size, a), idx, dist))
+                    dist = significance[job.pair] * np.abs(dev[a][local, idx % view.tile_cols])
+                    n = idx.size
+                    cands.append((np.full(n, job.tile), np.full(n, 2 * job.pair + a), idx, dist))
         if not cands:
             return []
         tiles, arrays, idx, dist = (np.concatenate(x) for x in zip(*cands, strict=True))
         keep = np.argsort(-dist, kind="stable")[:n_afford]
         jobs = []
-        for t in np.unique(tiles[keep]):
-            sel = keep[tiles[keep] == t]
-            pos = np.sort(idx[sel][arrays[sel] == POS])
-            neg = np.sort(idx[sel][arrays[sel] == NEG])
+        for t, pair in sorted({(int(t), int(a) // 2) for t, a in zip(tiles[keep], arrays[keep],
+                                                                    strict=True)}):  # fmt: skip
+            sel = keep[(tiles[keep] == t) & (arrays[keep] // 2 == pair)]
+            pos = np.sort(idx[sel][arrays[sel] == 2 * pair + POS])
+            neg = np.sort(idx[sel][arrays[sel] == 2 * pair + NEG])
             why = f"budget: {sel.size} worst devices within {left:.3g} pJ left today"
-            jobs.append(CorrectionJob(int(t), pos=pos, neg=neg, reason=why))
+            jobs.append(CorrectionJob(t, pos=pos, neg=neg, reason=why, pair=pair))
         return jobs
 
     def on_job_done(self, view: ChipView, outcome: JobOutcome) -> None:

@@ -134,6 +134,13 @@ class _Checked(_Verified):
         gt=0,
         le=1,
     )
+    pairs: Literal["all", "lsp"] = _param(
+        "all",
+        "on a chip with several pairs per weight: all: every pair's devices back to their own "
+        "targets (a device of pair k counts F^k times against the threshold); lsp: only the "
+        "least significant pair is written, its devices retargeted to absorb the whole "
+        "weight's error (small SET steps on one device of each pair where they can)",
+    )
 
 
 class ThresholdParams(_Checked):

@@ -64,6 +64,8 @@ CASES = [
     ("probe_plan", ProbePlan(tiles=(7,)), r"probe_plan\(\) returned .*unknown tile 7"),
     ("probe_plan", ProbePlan(arrays=(5,)), r"arrays must be distinct values of POS, NEG, DIFF"),
     ("probe_plan", ProbePlan(rows_fraction=2.0), r"rows_fraction must be in \(0, 1\]"),
+    ("probe_plan", ProbePlan(pairs=(1,)), r"pair 1: the chip has pairs 0\.\.0 per weight"),
+    ("decide", [CorrectionJob(0, pos=np.array([1]), pair=1)], r"pair 1: the chip has pairs 0"),
     ("decide", [CorrectionJob(99, pos=np.array([1]))], r"decide\(\) returned .*unknown tile 99"),
     ("decide", [CorrectionJob(0, pos=np.array([10_000]))], r"pos out of range 0\.\.255"),
     ("decide", [CorrectionJob(0, neg=np.array([3, 3]))], r"neg contains duplicates"),
