@@ -18,8 +18,9 @@ continues exactly. ``op_counter`` only counts operations. Every operation valida
 request before it changes anything, so a refused request leaves the chip as it was.
 
 Modules: ``validation`` (request checks), ``reads`` (device reads, MVM weights), ``writes``
-(program-and-verify, pulses), ``families`` (device statistics), ``pulses`` (pulse response,
-saturation, programming cost), ``energy`` (costs and ledger).
+(program-and-verify, pulses), ``program_verify`` (a correction job's closed loop),
+``families`` (device statistics), ``pulses`` (pulse response, saturation, programming cost),
+``energy`` (costs and ledger).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from device_twin import program_verify as pv
 from device_twin import reads, writes
 from device_twin.config import ChipConfig
 from device_twin.energy import Cost, EnergyLedger, EnergyModel
@@ -41,6 +43,7 @@ from device_twin.validation import (
     MAX_TIME_S,
     Array,
     PulseKind,
+    check_addresses,
     check_array,
     check_cols,
     check_devices,
@@ -64,7 +67,10 @@ class OpResult:
     """What an operation did: counts, cost, and its data (reads) or its writes.
 
     ``failed``: devices whose program-and-verify could not reach their target (their bound
-    lies below it), addressed as in the request (``Array.BOTH`` addressing for ``program``)."""
+    lies below it), addressed as in the request (``Array.BOTH`` addressing for ``program``);
+    for ``program_verify``, the positions in the request of the devices the loop left
+    outside tolerance, ``values`` the deviation of every device's last read (weight units)
+    and ``verify`` the loop's counts."""
 
     kind: str
     tile: int
@@ -78,6 +84,7 @@ class OpResult:
     scale_us: float | None = None  # probe: uS per ADC code
     writes: DeviceWrites | None = field(default=None, repr=False)
     failed: np.ndarray | None = None
+    verify: pv.VerifyStats | None = field(default=None, repr=False)  # program_verify only
 
 
 class Chip:
@@ -107,6 +114,7 @@ class Chip:
         self.periphery_calls: dict[tuple[int, str], tuple[float, int]] = {}
         self.w_eff_cache: dict[int, tuple] = {}
         self._peripheries: dict[tuple, TilePeriphery] = {}
+        self._nominal_response: pv.NominalPulseResponse | None = None
 
     # --- addressing and shared machinery ------------------------------------------------
     @property
@@ -245,6 +253,41 @@ class Chip:
         return OpResult(
             op, tile, at_s, devices=idx.size, pulses=n_pulses, energy_pj=cost.energy_pj,
             latency_s=cost.latency_s, writes=w,
+        )  # fmt: skip
+
+    def program_verify(
+        self,
+        tile: int,
+        arrays: np.ndarray,
+        devices: np.ndarray,
+        g_target_us: np.ndarray,
+        job: pv.VerifyJob,
+        at_s: float,
+        g_read_us: np.ndarray | None = None,
+    ) -> OpResult:
+        """Run a correction job's program-and-verify loop on the twin (``program_verify``).
+
+        Device i is (``arrays[i]``, ``devices[i]``): its array index (``2*pair + sign``) and
+        its flat index ``row*cols + col``. ``g_read_us``: the caller's own read of the devices
+        at ``at_s`` standing in for the loop's first read. The chip's clock stays at ``at_s``;
+        the result's latency is how long the tile is busy."""
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        job = pv.check_job(job, self.config.pulse.max_pulses_per_call)
+        a, idx = check_addresses(self.config, self.n_arrays, arrays, devices)
+        target = check_targets(self.config, g_target_us, "g_target_us", idx.shape)
+        first = pv.check_first_read(g_read_us, idx.size)
+        if self._nominal_response is None:
+            self._nominal_response = pv.NominalPulseResponse(self.pulse_model)
+        out = pv.run(self, tile, a, idx, target.astype(np.float32), job, first, at_s,
+                     self._nominal_response)  # fmt: skip
+        w = pv.final_writes(self, tile, a[out.written], idx[out.written])
+        self._commit("program_verify", tile, at_s, out.cost, idx.size, out.pulses)
+        return OpResult(
+            "program_verify", tile, at_s, devices=idx.size, pulses=out.pulses,
+            iterations=out.inner_reads, energy_pj=out.cost.energy_pj,
+            latency_s=out.cost.latency_s, values=out.deviation, writes=w,
+            failed=np.flatnonzero(out.failed), verify=out.stats,
         )  # fmt: skip
 
     # --- reads ----------------------------------------------------------------------------

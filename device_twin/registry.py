@@ -142,6 +142,14 @@ class ChipRegistry:
             chip_id, lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s, pair)
         )
 
+    def program_verify(
+        self, chip_id: str, tile, arrays, devices, g_target_us, job, at_s, g_read_us=None
+    ) -> OpResult:
+        return self.with_chip(
+            chip_id,
+            lambda c: c.program_verify(tile, arrays, devices, g_target_us, job, at_s, g_read_us),
+        )
+
     def read_devices(self, chip_id: str, tile, array, devices, at_s, pair=0) -> OpResult:
         return self.with_chip(chip_id, lambda c: c.read_devices(tile, array, devices, at_s, pair))
 

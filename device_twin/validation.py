@@ -137,6 +137,32 @@ def check_devices(config: ChipConfig, array: object, devices: object, pair: obje
     return np.full(idx.size, base + int(arr), np.int8), idx
 
 
+def check_addresses(config: ChipConfig, n_arrays: int, arrays: object, devices: object):
+    """Validate devices addressed one by one as (array index, flat index): (int8, int64).
+
+    The pairs must be distinct; an array index is ``2*pair + sign``, below ``n_arrays``."""
+    n = config.tile_rows * config.tile_cols
+    idx = devices
+    if not isinstance(idx, np.ndarray) or idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise InvalidArgument("devices must be a 1-D integer numpy array", field="devices")
+    if not isinstance(arrays, np.ndarray) or arrays.ndim != 1 or arrays.dtype.kind not in "iu":
+        raise InvalidArgument("arrays must be a 1-D integer numpy array", field="arrays")
+    if arrays.shape != idx.shape:
+        raise InvalidArgument(
+            f"arrays has {arrays.size} entries for {idx.size} devices: one per device",
+            field="arrays",
+        )
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise InvalidArgument(f"devices out of range: expected 0..{n - 1}", field="devices")
+    if arrays.size and (arrays.min() < 0 or arrays.max() >= n_arrays):
+        raise InvalidArgument(
+            f"arrays out of range: expected array indices 0..{n_arrays - 1}", field="arrays"
+        )
+    a = arrays.astype(np.int64)
+    flat = check_indices(a * n + idx.astype(np.int64), n_arrays * n, "devices")
+    return a.astype(np.int8), flat - a * n
+
+
 def check_cols(config: ChipConfig, col_start: object, col_count: object) -> slice:
     """Validate a column range; returns it as a slice."""
     cols = config.tile_cols

@@ -15,6 +15,7 @@ import numpy as np
 
 from device_twin.chip import Array, OpResult, PulseKind
 from device_twin.errors import InvalidArgument
+from device_twin.program_verify import METHODS, VerifyStats
 from pcmtwin.v1 import host_pb2, tensor_pb2, twin_pb2
 
 #: Full names of the two services (health checks and reflection name them).
@@ -102,6 +103,11 @@ def result_to_proto(r: OpResult) -> twin_pb2.OpResult:
         msg.scale_us = float(r.scale_us)
     if r.failed is not None:
         msg.failed.CopyFrom(numpy_to_tensor(np.asarray(r.failed, np.int64)))
+    v = r.verify
+    if v is not None:
+        msg.verify.CopyFrom(twin_pb2.ProgramVerifyStats(**v.header()))
+        if v.t_write_s is not None:
+            msg.verify.t_write_s.CopyFrom(numpy_to_tensor(np.asarray(v.t_write_s, np.float64)))
     return msg
 
 
@@ -110,10 +116,18 @@ def result_from_proto(m: twin_pb2.OpResult) -> OpResult:
     if m.HasField("values"):
         values = tensor_to_numpy(m.values, "values", ANY_DTYPE)
     failed = tensor_to_numpy(m.failed, "failed", ("int64",)) if m.HasField("failed") else None
+    verify = None
+    if m.HasField("verify"):
+        v = m.verify
+        t_write = None
+        if v.HasField("t_write_s"):
+            t_write = tensor_to_numpy(v.t_write_s, "verify.t_write_s", ("float64",))
+        verify = VerifyStats(steps=v.steps, reprograms=v.reprograms, set_pulses=v.set_pulses,
+                             checks=v.checks, plans=v.plans, t_write_s=t_write)  # fmt: skip
     return OpResult(
         m.kind, int(m.tile), m.at_s, devices=m.devices, pulses=m.pulses,
         iterations=m.iterations, energy_pj=m.energy_pj, latency_s=m.latency_s, values=values,
-        scale_us=m.scale_us if m.HasField("scale_us") else None, failed=failed,
+        scale_us=m.scale_us if m.HasField("scale_us") else None, failed=failed, verify=verify,
     )  # fmt: skip
 
 
@@ -160,3 +174,24 @@ def pulse_kind_from_proto(value: int) -> PulseKind:
 
 def pulse_kind_to_proto(k: int) -> int:
     return int(k) + 1
+
+
+# ProgramVerify's methods, by proto value (0 means unset)
+_VERIFY_METHODS = {
+    twin_pb2.VERIFY_METHOD_AUTO: "auto",
+    twin_pb2.VERIFY_METHOD_PULSE: "pulse",
+    twin_pb2.VERIFY_METHOD_PROGRAM: "program",
+}
+assert sorted(_VERIFY_METHODS.values()) == sorted(METHODS)
+
+
+def verify_method_from_proto(value: int) -> str:
+    expected = "VERIFY_METHOD_AUTO (1), VERIFY_METHOD_PULSE (2) or VERIFY_METHOD_PROGRAM (3)"
+    if value not in _VERIFY_METHODS:
+        what = f"value {value} is unknown" if value else "is not set (VERIFY_METHOD_UNSPECIFIED)"
+        raise InvalidArgument(f"method {what}: expected {expected}", field="method")
+    return _VERIFY_METHODS[value]
+
+
+def verify_method_to_proto(method: str) -> int:
+    return {v: k for k, v in _VERIFY_METHODS.items()}[method]

@@ -143,6 +143,7 @@ class GuardedPolicy:
             raise PolicyError(self.name, "pulse_scheme", "expected a PulseScheme", s)
         ok = (
             s.method in ("auto", "pulse", "program")
+            and s.loop in ("twin", "steps")
             and _finite_pos(s.tolerance)
             and _finite_pos(s.gain)
             and all(
@@ -156,7 +157,7 @@ class GuardedPolicy:
             raise PolicyError(
                 self.name,
                 "pulse_scheme",
-                "method must be auto/pulse/program; tolerance and gain > 0; "
+                "method must be auto/pulse/program; loop twin/steps; tolerance and gain > 0; "
                 "max_iterations, max_pulses, max_pulses_per_step, verify_reads >= 1; "
                 "max_reprograms >= 0",
                 s,

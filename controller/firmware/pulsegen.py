@@ -40,64 +40,19 @@ from controller.firmware.ledger import OpAccumulator
 from controller.firmware.policies.base import NEG, POS, CorrectionJob, JobOutcome, PulseScheme
 from controller.firmware.quantities import CORRECTION, PROGRAM, JobStats
 from device_twin.chip import Array
+from device_twin.program_verify import NominalPulseResponse as _CoreNominalPulseResponse
+from device_twin.program_verify import VerifyJob
 
 SET, RESET = 0, 1
 
 
-class NominalPulseResponse:
-    """Expected step and cycle-to-cycle spread of one SET pulse (ExpStep, no d2d spread), from
-    the chip's device family (``device_twin.pulses``)."""
+class NominalPulseResponse(_CoreNominalPulseResponse):
+    """The twin core's pulse planner (``device_twin.program_verify``) for a chip config."""
 
     def __init__(self, chip_config: Any) -> None:
         from device_twin.pulses import chip_pulse_model
 
-        self.pm = chip_pulse_model(chip_config)
-        self.c = chip_config.pulse
-
-    def step_and_sigma_us(self, g_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c, pm = self.c, self.pm
-        w = pm.to_w(g_us)
-        dw = pm.set_step_mean_w(w, c.dw_min, c.w_max, c.w_min)
-        sig = pm.set_step_sigma_w(w, dw)
-        return dw * pm.g_per_w_us, sig * pm.g_per_w_us
-
-    def plan(
-        self, g_us: np.ndarray, target_us: np.ndarray, max_count: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pulse count (1..max_count) per device whose nominal end point is closest to the
-        target, and the predicted rms miss (nominal miss and pulse noise), in uS."""
-        g = np.asarray(g_us, np.float64).copy()
-        tgt = np.asarray(target_us, np.float64)
-        best_n = np.ones(g.shape, np.int64)
-        best_err = np.full(g.shape, np.inf)
-        var = np.zeros(g.shape)
-        best_var = np.zeros(g.shape)
-        cap = float(self.pm.to_g(np.float64(self.c.w_max)))
-        for n in range(1, max_count + 1):
-            step, sig = self.step_and_sigma_us(g)
-            g = np.minimum(g + step, cap)
-            var += sig**2
-            err = np.abs(g - tgt)
-            better = err < best_err
-            best_n = np.where(better, n, best_n)
-            best_err = np.where(better, err, best_err)
-            best_var = np.where(better, var, best_var)
-            if not np.any(g < tgt):
-                break
-        return best_n, np.sqrt(best_err**2 + best_var)
-
-    def plan_within(
-        self, g_us: np.ndarray, target_us: np.ndarray, max_count: int, tol_us: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`plan`, but devices whose very first pulse is already noisier than
-        ``tol_us`` get an infinite predicted miss without being planned (saves the work)."""
-        _, sig1 = self.step_and_sigma_us(np.asarray(g_us, np.float64))
-        n = np.ones(np.shape(g_us), np.int64)
-        miss = np.full(np.shape(g_us), np.inf)
-        cand = sig1 <= tol_us
-        if np.any(cand):
-            n[cand], miss[cand] = self.plan(g_us[cand], target_us[cand], max_count)
-        return n, miss
+        super().__init__(chip_pulse_model(chip_config))
 
 
 def _reported_failed(r: Any, flat: np.ndarray) -> np.ndarray:
@@ -163,15 +118,9 @@ class PulseGenerator:
     def _job(
         self, job: CorrectionJob, s: PulseScheme, first_read: dict[int, np.ndarray]
     ) -> Generator[simpy.Event, Any, JobOutcome]:
-        ctx, env = self.ctx, self.env
-        twin, chip = ctx.twin, ctx.chip_id
-        fw, de = self.firmware, ctx.config.digital_energy
-        g_max = fw.g_max_us
-        tol_us = s.tolerance * g_max
+        ctx, env, fw = self.ctx, self.env, self.firmware
         tile = job.tile
         n_arr = fw.tile_rows * fw.tile_cols
-        base = 2 * job.pair  # the job's arrays on the firmware's (tile, array) state
-        extra = {"pair": job.pair} if job.pair else {}
         with self.channels.request() as ch:
             yield ch
             with ctx.locks.hold(tile, CORRECTION) as lk:
@@ -179,11 +128,8 @@ class PulseGenerator:
                 self.jobs_running += 1
                 start = env.now
                 ops = ctx.ledger.action()
-                ctrl_pj = 0.0
-                reprograms = 0
-                steps = 0
-                # The job's devices of both arrays travel together: one twin call per step
-                # (Array.BOTH), a device addressed as array * rows * cols + row * cols + col.
+                # The job's devices of both arrays of its pair travel together, a device
+                # addressed as sign * rows * cols + row * cols + col (``Array.BOTH``).
                 flat_parts, target_parts, first_parts = [], [], []
                 for a, idx, tgt in (
                     (POS, job.pos, job.target_pos_us),
@@ -191,179 +137,178 @@ class PulseGenerator:
                 ):
                     if np.size(idx):
                         idx = np.asarray(idx, np.int64)
-                        target = fw.targets(tile, base + a, idx) if tgt is None else np.asarray(tgt)
+                        arr = 2 * job.pair + a  # the pair's array on the firmware's state
+                        target = fw.targets(tile, arr, idx) if tgt is None else np.asarray(tgt)
                         flat_parts.append(a * n_arr + idx)
                         target_parts.append(target.astype(np.float32))
                         first_parts.append(first_read.get(a))
-                st: dict[str, np.ndarray] = {}
-                if flat_parts:
-                    flat = np.concatenate(flat_parts)
-                    st = {
-                        "flat": flat,
-                        "target": np.concatenate(target_parts),
-                        "pulses": np.zeros(flat.size, np.int64),
-                        "reprogs": np.zeros(flat.size, np.int64),
-                        # the twin reported that program-and-verify cannot reach the target
-                        "unreachable": np.zeros(flat.size, bool),
-                    }
-                have_first = bool(first_parts) and all(f is not None for f in first_parts)
-                converged: list[np.ndarray] = []
-                failed: list[np.ndarray] = []
-                conv_dev: list[np.ndarray] = []
-                fail_dev: list[np.ndarray] = []
-
-                def record(flat_idx: np.ndarray) -> None:
-                    arr, idx = np.divmod(flat_idx, n_arr)
-                    for a in (POS, NEG):
-                        sel = arr == a
-                        if np.any(sel):
-                            fw.record_write(tile, base + a, idx[sel], env.now)
-
-                def keep_only(mask: np.ndarray) -> None:
-                    for k in ("flat", "target", "pulses", "reprogs", "unreachable"):
-                        st[k] = st[k][mask]
-
-                if s.rewrite_all and st:
-                    r = ops.add(
-                        twin.program_devices(
-                            chip,
-                            tile,
-                            Array.BOTH,
-                            st["flat"],
-                            st["target"],
-                            at_s=env.now,
-                            **extra,
-                        )
-                    )
-                    record(st["flat"])
-                    st["reprogs"] += 1
-                    st["unreachable"] |= _reported_failed(r, st["flat"])
-                    reprograms += st["flat"].size
-                    yield env.timeout(r.latency_s)
-
-                for it in range(s.max_iterations + 1):
-                    if not st or st["flat"].size == 0:
-                        break
-                    last = it == s.max_iterations
-                    if it == 0 and have_first and not s.rewrite_all:
-                        g = np.concatenate([np.asarray(f, np.float64) for f in first_parts])
-                    else:
-                        g = yield from self._read(ops, tile, st["flat"], s.verify_reads, extra)
-                        g /= s.verify_reads
-                    ctrl_pj += de.check_pj(st["flat"].size)
-                    err = g - st["target"]
-                    ok = np.abs(err) <= tol_us
-                    converged.append(st["flat"][ok])
-                    conv_dev.append((err[ok] / g_max).astype(np.float32))
-                    keep = ~ok
-                    if last:
-                        failed.append(st["flat"][keep])
-                        fail_dev.append((err[keep] / g_max).astype(np.float32))
-                        steps = it + 1
-                        break
-                    keep_only(keep)
-                    g, err = g[keep], err[keep]
-                    if st["flat"].size == 0:
-                        steps = it + 1
-                        break
-                    over = err > 0
-                    reprog = over.copy()
-                    counts = np.zeros(g.size, np.int64)
-                    under = ~over
-                    if s.method == "program":
-                        reprog |= under
-                    elif np.any(under):
-                        planner = (
-                            self.response.plan_within
-                            if s.method == "auto"
-                            else lambda g_, t_, n_, _tol: self.response.plan(g_, t_, n_)
-                        )
-                        n, miss_us = planner(
-                            g[under], st["target"][under], s.max_pulses_per_step, tol_us
-                        )
-                        ctrl_pj += de.plan_pj(int(under.sum()))
-                        left = s.max_pulses - st["pulses"][under]
-                        n = np.minimum(n, left)
-                        bad = (n < 1) | ((miss_us > tol_us) if s.method == "auto" else False)
-                        u = np.flatnonzero(under)
-                        reprog[u[bad]] = True
-                        counts[u[~bad]] = n[~bad]
-                    # a device out of re-programs (or of pulses, for method="pulse") fails
-                    cannot = reprog & (st["reprogs"] >= s.max_reprograms)
-                    cannot |= st["unreachable"]  # its bound lies below its target
-                    if s.method == "pulse":
-                        cannot |= reprog & ~over
-                    if np.any(cannot):
-                        failed.append(st["flat"][cannot])
-                        fail_dev.append((err[cannot] / g_max).astype(np.float32))
-                        live = ~cannot
-                        keep_only(live)
-                        reprog, counts = reprog[live], counts[live]
-                    if np.any(reprog):
-                        idx = st["flat"][reprog]
-                        r = ops.add(
-                            twin.program_devices(
-                                chip,
-                                tile,
-                                Array.BOTH,
-                                idx,
-                                st["target"][reprog],
-                                at_s=env.now,
-                                **extra,
-                            )
-                        )
-                        record(idx)
-                        st["reprogs"][reprog] += 1
-                        st["unreachable"][reprog] |= _reported_failed(r, idx)
-                        reprograms += idx.size
-                        yield env.timeout(r.latency_s)
-                    pulse = counts > 0
-                    if np.any(pulse):
-                        idx = st["flat"][pulse]
-                        r = ops.add(
-                            twin.apply_pulses(
-                                chip,
-                                tile,
-                                Array.BOTH,
-                                idx,
-                                SET,
-                                counts[pulse],
-                                at_s=env.now,
-                                **extra,
-                            )
-                        )
-                        record(idx)
-                        st["pulses"][pulse] += counts[pulse]
-                        yield env.timeout(r.latency_s)
-                    steps = it + 1
-
-                def split(parts: list[np.ndarray], devs: list[np.ndarray]) -> tuple[dict, dict]:
-                    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-                    dev = np.concatenate(devs) if devs else np.zeros(0, np.float32)
-                    arr, idx = np.divmod(flat.astype(np.int64), n_arr)
-                    return (
-                        {a: idx[arr == a] for a in (POS, NEG)},
-                        {a: dev[arr == a].astype(np.float32) for a in (POS, NEG)},
-                    )
-
-                conv_idx, conv_d = split(converged, conv_dev)
-                fail_idx, fail_d = split(failed, fail_dev)
-                outcome = JobOutcome(
-                    job=job,
-                    start_s=start,
-                    end_s=env.now,
-                    converged=conv_idx,
-                    failed=fail_idx,
-                    final_deviation={a: np.concatenate([conv_d[a], fail_d[a]]) for a in (POS, NEG)},
-                    pulses=ops.pulses,
-                    reprograms=reprograms,
-                    iterations=steps,
-                    energy_pj=ops.energy_pj,
-                    controller_energy_pj=ctrl_pj,
-                )
+                flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, np.int64)
+                target = np.concatenate(target_parts) if target_parts else np.zeros(0, np.float32)
+                first = None
+                if first_parts and all(f is not None for f in first_parts):
+                    first = np.concatenate([np.asarray(f, np.float64) for f in first_parts])
+                loop = self._loop_twin if s.loop == "twin" else self._loop_steps
+                outcome = yield from loop(job, s, ops, flat, target, first)
+                outcome.start_s, outcome.end_s = start, env.now
                 self.jobs_running -= 1
                 self._record(outcome, ops, s)
                 return outcome
+
+    def _outcome(self, job: CorrectionJob, ops: OpAccumulator, flat: np.ndarray,
+                 failed: np.ndarray, deviation: np.ndarray, reprograms: int, steps: int,
+                 ctrl_pj: float) -> JobOutcome:  # fmt: skip
+        """A job's outcome from its devices (BOTH addressing), which failed, and the
+        deviation of each one's last read."""
+        arr, idx = np.divmod(flat, self.firmware.tile_rows * self.firmware.tile_cols)
+        conv, fail, dev = {}, {}, {}
+        for a in (POS, NEG):
+            ok, bad = (arr == a) & ~failed, (arr == a) & failed
+            conv[a], fail[a] = idx[ok], idx[bad]
+            dev[a] = np.concatenate([deviation[ok], deviation[bad]]).astype(np.float32)
+        return JobOutcome(
+            job=job, start_s=0.0, end_s=0.0, converged=conv, failed=fail, final_deviation=dev,
+            pulses=ops.pulses, reprograms=reprograms, iterations=steps,
+            energy_pj=ops.energy_pj, controller_energy_pj=ctrl_pj,
+        )  # fmt: skip
+
+    def _loop_twin(
+        self, job: CorrectionJob, s: PulseScheme, ops: OpAccumulator, flat: np.ndarray,
+        target: np.ndarray, first: np.ndarray | None,
+    ) -> Generator[simpy.Event, Any, JobOutcome]:  # fmt: skip
+        """The loop on the twin, one ``program_verify`` call; the tile stays held for the
+        latency it reports."""
+        ctx, env, fw = self.ctx, self.env, self.firmware
+        de = ctx.config.digital_energy
+        if flat.size == 0:
+            return self._outcome(job, ops, flat, np.zeros(0, bool), np.zeros(0, np.float32),
+                                 0, 0, 0.0)  # fmt: skip
+        n_arr = fw.tile_rows * fw.tile_cols
+        sign, idx = np.divmod(flat, n_arr)
+        base = 2 * job.pair * n_arr  # the pair's first array, on (array, row, col) indices
+        vj = VerifyJob(
+            method=s.method, tolerance_us=s.tolerance * fw.g_max_us,
+            max_iterations=s.max_iterations, max_pulses=s.max_pulses,
+            max_pulses_per_step=s.max_pulses_per_step, max_reprograms=s.max_reprograms,
+            verify_reads=s.verify_reads, rewrite_all=s.rewrite_all,
+        )  # fmt: skip
+        r = ops.add(ctx.twin.program_verify(
+            ctx.chip_id, job.tile, (2 * job.pair + sign).astype(np.int8), idx, target, vj,
+            at_s=env.now,
+            g_read_us=first,
+        ))  # fmt: skip
+        v = r.verify
+        written = ~np.isnan(v.t_write_s)
+        fw.record_writes(job.tile, base + flat[written], v.t_write_s[written])
+        failed = np.zeros(flat.size, bool)
+        failed[r.failed] = True
+        ctrl_pj = de.check_pj(v.checks) + de.plan_pj(v.plans)
+        yield env.timeout(r.latency_s)
+        return self._outcome(job, ops, flat, failed, r.values, v.reprograms, v.steps, ctrl_pj)
+
+    def _loop_steps(
+        self, job: CorrectionJob, s: PulseScheme, ops: OpAccumulator, flat: np.ndarray,
+        target: np.ndarray, first: np.ndarray | None,
+    ) -> Generator[simpy.Event, Any, JobOutcome]:  # fmt: skip
+        """The loop driven from here, one twin call per step (firmware prototyping)."""
+        ctx, env, fw = self.ctx, self.env, self.firmware
+        twin, chip, tile = ctx.twin, ctx.chip_id, job.tile
+        de = ctx.config.digital_energy
+        tol_us = s.tolerance * fw.g_max_us
+        n = flat.size
+        base = 2 * job.pair * fw.tile_rows * fw.tile_cols
+        extra = {"pair": job.pair} if job.pair else {}
+        pos = np.arange(n)  # position in the job of each device still converging
+        tgt = target
+        pulses = np.zeros(n, np.int64)
+        reprogs = np.zeros(n, np.int64)
+        unreachable = np.zeros(n, bool)  # the twin reported its bound lies below its target
+        failed = np.zeros(n, bool)
+        deviation = np.zeros(n, np.float32)
+        ctrl_pj = 0.0
+        reprograms = steps = 0
+
+        def record(sel: np.ndarray) -> None:
+            fw.record_writes(tile, base + flat[pos[sel]], env.now)
+
+        if s.rewrite_all and n:
+            r = ops.add(twin.program_devices(chip, tile, Array.BOTH, flat, tgt, at_s=env.now,
+                                             **extra))  # fmt: skip
+            record(slice(None))
+            reprogs += 1
+            unreachable |= _reported_failed(r, flat)
+            reprograms += n
+            yield env.timeout(r.latency_s)
+
+        for it in range(s.max_iterations + 1):
+            if pos.size == 0:
+                break
+            last = it == s.max_iterations
+            if it == 0 and first is not None and not s.rewrite_all:
+                g = first
+            else:
+                g = yield from self._read(ops, tile, flat[pos], s.verify_reads, extra)
+                g /= s.verify_reads
+            ctrl_pj += de.check_pj(pos.size)
+            err = g - tgt
+            ok = np.abs(err) <= tol_us
+            deviation[pos] = err / fw.g_max_us
+            if last:
+                failed[pos[~ok]] = True
+                steps = it + 1
+                break
+            keep = ~ok
+            pos, tgt, g, err = pos[keep], tgt[keep], g[keep], err[keep]
+            pulses, reprogs, unreachable = pulses[keep], reprogs[keep], unreachable[keep]
+            if pos.size == 0:
+                steps = it + 1
+                break
+            over = err > 0
+            reprog = over.copy()
+            counts = np.zeros(g.size, np.int64)
+            under = ~over
+            if s.method == "program":
+                reprog |= under
+            elif np.any(under):
+                if s.method == "auto":
+                    k, miss_us = self.response.plan_within(
+                        g[under], tgt[under], s.max_pulses_per_step, tol_us
+                    )
+                else:
+                    k, miss_us = self.response.plan(g[under], tgt[under], s.max_pulses_per_step)
+                ctrl_pj += de.plan_pj(int(under.sum()))
+                k = np.minimum(k, s.max_pulses - pulses[under])
+                bad = (k < 1) | ((miss_us > tol_us) if s.method == "auto" else False)
+                u = np.flatnonzero(under)
+                reprog[u[bad]] = True
+                counts[u[~bad]] = k[~bad]
+            # a device out of re-programs (or of pulses, for method="pulse") fails
+            cannot = reprog & (reprogs >= s.max_reprograms)
+            cannot |= unreachable
+            if s.method == "pulse":
+                cannot |= reprog & ~over
+            if np.any(cannot):
+                failed[pos[cannot]] = True
+                live = ~cannot
+                pos, tgt, pulses, reprogs = pos[live], tgt[live], pulses[live], reprogs[live]
+                unreachable, reprog, counts = unreachable[live], reprog[live], counts[live]
+            if np.any(reprog):
+                sel = flat[pos[reprog]]
+                r = ops.add(twin.program_devices(chip, tile, Array.BOTH, sel, tgt[reprog],
+                                                 at_s=env.now, **extra))  # fmt: skip
+                record(reprog)
+                reprogs[reprog] += 1
+                unreachable[reprog] |= _reported_failed(r, sel)
+                reprograms += sel.size
+                yield env.timeout(r.latency_s)
+            pulse = counts > 0
+            if np.any(pulse):
+                r = ops.add(twin.apply_pulses(chip, tile, Array.BOTH, flat[pos[pulse]], SET,
+                                              counts[pulse], at_s=env.now, **extra))  # fmt: skip
+                record(pulse)
+                pulses[pulse] += counts[pulse]
+                yield env.timeout(r.latency_s)
+            steps = it + 1
+        return self._outcome(job, ops, flat, failed, deviation, reprograms, steps, ctrl_pj)
 
     def _record(self, o: JobOutcome, ops: OpAccumulator, s: PulseScheme) -> None:
         st = self.stats

@@ -44,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from device_twin.chip import OpResult
 from device_twin.config import ChipConfig
+from device_twin.program_verify import VerifyJob
 from device_twin.registry import ChipInfo
 from pcmtwin.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -54,6 +55,7 @@ from pcmtwin.codec import (
     pulse_kind_to_proto,
     result_from_proto,
     tensor_to_numpy,
+    verify_method_to_proto,
 )
 from pcmtwin.credentials import make_channel
 from pcmtwin.status import TwinRpcError, error_from_rpc, error_from_status, status_code_from_value
@@ -324,6 +326,23 @@ class TwinClient:
             pair=int(pair),
         )  # fmt: skip
         return result_from_proto(self._op("apply_pulses", request))
+
+    def program_verify(
+        self, chip_id, tile, arrays, devices, g_target_us, job: VerifyJob, at_s, g_read_us=None
+    ) -> OpResult:
+        request = twin_pb2.ProgramVerifyRequest(
+            chip_id=chip_id, tile=int(tile), arrays=numpy_to_tensor(np.asarray(arrays)),
+            devices=numpy_to_tensor(np.asarray(devices)),
+            g_target_us=numpy_to_tensor(np.asarray(g_target_us)), at_s=float(at_s),
+            method=verify_method_to_proto(job.method), tolerance_us=float(job.tolerance_us),
+            max_iterations=int(job.max_iterations), max_pulses=int(job.max_pulses),
+            max_pulses_per_step=int(job.max_pulses_per_step),
+            max_reprograms=int(job.max_reprograms), verify_reads=int(job.verify_reads),
+            rewrite_all=bool(job.rewrite_all), request_id=self._rid(),
+        )  # fmt: skip
+        if g_read_us is not None:
+            request.g_read_us.CopyFrom(numpy_to_tensor(np.asarray(g_read_us)))
+        return result_from_proto(self._op("program_verify", request))
 
     # --- reads ----------------------------------------------------------------------------
     def read_devices(self, chip_id, tile, array, devices, at_s, pair=0) -> OpResult:

@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from device_twin.chip import Array
 from device_twin.config import ChipConfig
 from device_twin.errors import NotFound, ResourceExhausted
+from device_twin.program_verify import VerifyJob
 from device_twin.service.persistence import DurableRegistry
 from pcmtwin import status
 from pcmtwin.codec import (
@@ -39,6 +40,7 @@ from pcmtwin.codec import (
     required_tensor,
     result_to_proto,
     tensor_to_numpy,
+    verify_method_from_proto,
 )
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 
@@ -186,6 +188,36 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         )  # fmt: skip
         return result_to_proto(r)
 
+    def ProgramVerify(self, request, context):
+        return self._call(context, lambda: self._op_program_verify(request))
+
+    def _op_program_verify(self, request) -> twin_pb2.OpResult:
+        method = verify_method_from_proto(request.method)
+        arrays = required_tensor(
+            request, "arrays", INTEGER, "a 1-D integer Tensor, each device's array index"
+        )
+        dev = required_tensor(request, "devices", INTEGER, _DEVICES)
+        g = required_tensor(
+            request, "g_target_us", FLOAT, "a 1-D float Tensor, one target per device"
+        )
+        first = None
+        if request.HasField("g_read_us"):
+            first = tensor_to_numpy(request.g_read_us, "g_read_us", FLOAT)
+        # per device back: a float32 deviation and a float64 write instant
+        self._check_response_bytes(12 * dev.size, f"a ProgramVerify of {dev.size} devices")
+        job = VerifyJob(
+            method=method, tolerance_us=request.tolerance_us,
+            max_iterations=request.max_iterations, max_pulses=request.max_pulses,
+            max_pulses_per_step=request.max_pulses_per_step,
+            max_reprograms=request.max_reprograms, verify_reads=request.verify_reads,
+            rewrite_all=request.rewrite_all,
+        )  # fmt: skip
+        r = self.registry.program_verify(
+            request.chip_id, int(request.tile), arrays, dev, g, job, request.at_s,
+            g_read_us=first, request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
+
     # --- reads ----------------------------------------------------------------------------
     def ReadDevices(self, request, context):
         return self._call(context, lambda: self._op_read_devices(request))
@@ -245,7 +277,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
     _SESSION_OPS = {
         "program": "_op_program", "program_devices": "_op_program_devices",
         "apply_pulses": "_op_apply_pulses", "read_devices": "_op_read_devices",
-        "probe": "_op_probe", "mvm": "_op_mvm",
+        "probe": "_op_probe", "mvm": "_op_mvm", "program_verify": "_op_program_verify",
     }  # fmt: skip
 
     def Session(self, request_iterator, context) -> Iterator[twin_pb2.SessionResponse]:

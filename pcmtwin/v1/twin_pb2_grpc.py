@@ -80,6 +80,11 @@ class CrossbarTwinStub:
                 request_serializer=pcmtwin_dot_v1_dot_twin__pb2.ApplyPulsesRequest.SerializeToString,
                 response_deserializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
                 _registered_method=True)
+        self.ProgramVerify = channel.unary_unary(
+                '/pcmtwin.v1.CrossbarTwin/ProgramVerify',
+                request_serializer=pcmtwin_dot_v1_dot_twin__pb2.ProgramVerifyRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
+                _registered_method=True)
         self.ReadDevices = channel.unary_unary(
                 '/pcmtwin.v1.CrossbarTwin/ReadDevices',
                 request_serializer=pcmtwin_dot_v1_dot_twin__pb2.ReadDevicesRequest.SerializeToString,
@@ -160,6 +165,12 @@ class CrossbarTwinServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApplyPulses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProgramVerify(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -247,6 +258,11 @@ def add_CrossbarTwinServicer_to_server(servicer, server):
             'ApplyPulses': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyPulses,
                     request_deserializer=pcmtwin_dot_v1_dot_twin__pb2.ApplyPulsesRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.SerializeToString,
+            ),
+            'ProgramVerify': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProgramVerify,
+                    request_deserializer=pcmtwin_dot_v1_dot_twin__pb2.ProgramVerifyRequest.FromString,
                     response_serializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.SerializeToString,
             ),
             'ReadDevices': grpc.unary_unary_rpc_method_handler(
@@ -518,6 +534,33 @@ class CrossbarTwin:
             target,
             '/pcmtwin.v1.CrossbarTwin/ApplyPulses',
             pcmtwin_dot_v1_dot_twin__pb2.ApplyPulsesRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProgramVerify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.CrossbarTwin/ProgramVerify',
+            pcmtwin_dot_v1_dot_twin__pb2.ProgramVerifyRequest.SerializeToString,
             pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
             options,
             channel_credentials,

@@ -307,6 +307,52 @@ def test_apply_pulses(twin, r):
     send(twin, "ApplyPulses", r)
 
 
+VERIFY_INTS = {  # field: (good values, broken values)
+    "max_iterations": (st.integers(1, 3), st.sampled_from((0, -1, 1001)) | int64s()),
+    "max_pulses": (st.integers(1, 64), st.sampled_from((0, -5, 2**31)) | int64s()),
+    "max_pulses_per_step": (st.integers(1, 8), st.sampled_from((0, 1001, -1)) | int64s()),
+    "max_reprograms": (st.integers(0, 2), st.sampled_from((-1, 1001)) | int64s()),
+    "verify_reads": (st.integers(1, 2), st.sampled_from((0, 101)) | int64s()),
+}
+
+
+@st.composite
+def program_verify_requests(draw) -> Req:
+    """A ProgramVerify job: devices (an array index each), targets, an optional first read,
+    the method and limits, any of which may be broken (or their lengths disagree)."""
+    ints = {k: Field(st.one_of(good), bad) for k, (good, bad) in VERIFY_INTS.items()}
+    f, broken = draw(fill_and_flaws(
+        {"chip_id": CHIPS, "tile": TILE, "at": TIMES, "request_id": RIDS,
+         "method": Field(st.sampled_from((1, 2, 3)), st.sampled_from((0, 4)) | int64s()),
+         "tolerance_us": Field(st.floats(0.05, 5.0), st.sampled_from(
+             (0.0, -1.0, float("nan"), float("inf")))),
+         "rewrite_all": Field(st.booleans(), st.booleans()), **ints},
+        extra=("devices", "arrays", "g_target_us", "g_read_us", "length"),
+    ))  # fmt: skip
+    flat = draw(index_arrays(2 * N_DEV, 48, flaw="devices" in broken))
+    arrays, idx = np.divmod(flat.astype(np.int64), N_DEV) if flat.ndim == 1 else (flat, flat)
+    if "arrays" in broken:
+        arrays = draw(st.sampled_from((arrays + 2, -arrays - 1, arrays[:-1], arrays * 1.0)))
+    n = draw(st.integers(0, 50)) if "length" in broken else idx.size
+    g = draw(floats((n,), 0.0, CFG.g_max_us, extremes="g_target_us" in broken))
+    f["devices"], f["arrays"], f["g_target_us"] = np_tensor(idx), np_tensor(arrays), np_tensor(g)
+    if draw(st.booleans()) or "g_read_us" in broken:
+        f["g_read_us"] = np_tensor(draw(floats(
+            (draw(st.integers(0, 50)) if "g_read_us" in broken else idx.size,), 0.0,
+            CFG.g_max_us, extremes="g_read_us" in broken)))  # fmt: skip
+    if "g_target_us" in broken and draw(st.booleans()):
+        f["g_target_us"] = draw(bad_tensors(LIMIT))
+    at = f.pop("at")
+    return Req(twin_pb2.ProgramVerifyRequest, f, at)
+
+
+@fuzz_settings(120)
+@given(r=program_verify_requests())
+def test_program_verify(twin, r):
+    """ProgramVerify with any devices, arrays, targets, first reads, methods and limits."""
+    send(twin, "ProgramVerify", r)
+
+
 # --- reads ----------------------------------------------------------------------------------
 def indices(limit: int) -> Field:
     good = index_arrays(limit).map(np_tensor)
@@ -376,7 +422,7 @@ def test_mvm(twin, r):
 SESSION_OPS = {
     "Program": PROGRAM_REQUESTS, "ProgramDevices": program_devices_requests(),
     "ApplyPulses": apply_pulses_requests(), "ReadDevices": READ_REQUESTS,
-    "Probe": PROBE_REQUESTS, "Mvm": MVM_REQUESTS,
+    "Probe": PROBE_REQUESTS, "Mvm": MVM_REQUESTS, "ProgramVerify": program_verify_requests(),
 }  # fmt: skip
 
 

@@ -13,7 +13,9 @@ refuse reach the server. After every case it checks that
   operation counter by one, and wrote only the devices it addressed (reads wrote none);
   its data (reads, probes, MVMs) is finite;
 - every chip's state is physical: finite, ``g_prog`` in [0, the devices' saturation bound],
-  ``nu`` in [0, 0.5], ``t_write`` in [0, the chip's now], unprogrammed tiles untouched.
+  ``nu`` in [0, 0.5], ``t_write`` in [0, the chip's now], unprogrammed tiles untouched
+  (a ProgramVerify job stamps its writes at its steps' instants, from ``at_s`` to
+  ``at_s + latency``, while the chip's clock stays at ``at_s``: up to that end, then).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ RESET_AFTER_S = 1e6
 
 C = grpc.StatusCode
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
-DEVICE_OPS = ("Program", "ProgramDevices", "ApplyPulses", "ReadDevices", "Probe", "Mvm")
-WRITES = ("Program", "ProgramDevices", "ApplyPulses")
+DEVICE_OPS = ("Program", "ProgramDevices", "ApplyPulses", "ReadDevices", "Probe", "Mvm",
+              "ProgramVerify")  # fmt: skip
+WRITES = ("Program", "ProgramDevices", "ApplyPulses", "ProgramVerify")
 QUERIES = ("ListChips", "GetChipInfo", "GetEnergyLedger", "GetConfigSchema", "Snapshot")
 _OPS = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}
 ALLOWED: dict[str, set[grpc.StatusCode]] = {
@@ -134,6 +137,9 @@ class TwinHarness:
         self.rng = np.random.default_rng(0)
         self.g_max_bound = g_bound_us(CFG)
         self.cases = 0
+        #: (chip, tile) -> end of its last ProgramVerify job: its devices carry the write
+        #: instants of the job's steps, up to that end, while the chip's clock stays at at_s
+        self.busy_until_s: dict[tuple[str, int], float] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -154,9 +160,14 @@ class TwinHarness:
                 if c.now_s <= RESET_AFTER_S and c.programmed.tolist() == [True, False]:
                     continue
                 self.client.delete_chip(cid)
+            self.forget(cid)
             self.client.create_chip(CFG, cid)
             g = self.rng.uniform(0, CFG.g_max_us, (2, CFG.tile_rows, CFG.tile_cols))
             self.client.program(cid, 0, g[0].astype(np.float32), g[1].astype(np.float32), 0.0)
+
+    def forget(self, chip_id: str) -> None:
+        for key in [k for k in self.busy_until_s if k[0] == chip_id]:
+            del self.busy_until_s[key]
 
     def scratch_chips(self) -> list[str]:
         return [c for c in self.registry.list_chips() if c not in FIXTURES]
@@ -241,6 +252,8 @@ class TwinHarness:
         self.stub.ListChips(twin_pb2.ListChipsRequest(), timeout=120)
 
     def check_effect(self, rpc, request, response, before, after) -> None:
+        if rpc in ("CreateChip", "DeleteChip"):
+            self.forget(response.chip_id if rpc == "CreateChip" else request.chip_id)
         if rpc == "CreateChip":
             new = set(after) - set(before)
             assert set(before) <= set(after) and new == {response.chip_id}
@@ -267,16 +280,27 @@ class TwinHarness:
         if rpc == "Program":
             addressed[tile] = True
         else:
-            dt = np.dtype(request.devices.dtype).newbyteorder("<")
-            idx = np.frombuffer(request.devices.data, dt).astype(np.int64)
-            if request.array == twin_pb2.ARRAY_BOTH:  # array * rows * cols + row * cols + col
+            idx = _ints(request.devices)
+            if rpc == "ProgramVerify":  # an array index per device
+                arr = _ints(request.arrays)
+            elif request.array == twin_pb2.ARRAY_BOTH:  # array * rows * cols + row * cols + col
                 arr, idx = np.divmod(idx, N_DEV)
             else:
                 arr = np.full(idx.size, request.array - 1)
             r, col = np.divmod(idx, CFG.tile_cols)
             addressed[tile, arr, r, col] = True
         assert not (changed & ~addressed).any(), f"{rpc} wrote devices it did not address"
-        assert (a.tw[addressed] == request.at_s).all(), "a written device has t_write = at_s"
+        if rpc == "ProgramVerify":  # its steps write from at_s to at_s + latency
+            t_end = request.at_s + response.latency_s
+            assert (a.tw[changed] >= request.at_s).all() and (a.tw[changed] <= t_end).all()
+            key = (cid, tile)
+            self.busy_until_s[key] = max(self.busy_until_s.get(key, 0.0), t_end)
+            n = _ints(request.devices).size
+            dev = _values(response.values)
+            assert response.values.dtype == "float32" and dev.shape == (n,)
+            assert np.isfinite(dev).all() and response.verify.t_write_s.shape == [n]
+        else:
+            assert (a.tw[addressed] == request.at_s).all(), "a written device has t_write = at_s"
 
     @staticmethod
     def check_values(rpc: str, request, response) -> None:
@@ -307,4 +331,14 @@ class TwinHarness:
                 continue
             assert g.min() >= 0 and (bound is None or g.max() <= bound), (chip_id, g.max())
             assert nu.min() >= 0 and nu.max() <= NU_MAX, (chip_id, nu.max())
-            assert tw.min() >= 0 and tw.max() <= c.now_s, (chip_id, tw.max(), c.now_s)
+            latest = max(c.now_s, self.busy_until_s.get((chip_id, tile), 0.0))
+            assert tw.min() >= 0 and tw.max() <= latest, (chip_id, tw.max(), c.now_s)
+
+
+def _ints(t) -> np.ndarray:
+    """A Tensor of integers as int64."""
+    return np.frombuffer(t.data, np.dtype(t.dtype).newbyteorder("<")).astype(np.int64)
+
+
+def _values(t) -> np.ndarray:
+    return np.frombuffer(t.data, np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))

@@ -104,6 +104,11 @@ class PulseScheme:
     twin call for the whole job.
     ``rewrite_all=True`` re-programs every device of the job first, without reading it
     (a refresh), then verifies as above.
+
+    ``loop="twin"`` hands the whole loop to the twin in one call (``ProgramVerify``, the
+    on-die program-and-verify of real chips); ``loop="steps"`` makes one twin call per step
+    (to prototype firmware that drives the loop itself). Both run the same steps at the same
+    instants with the same physics: the outcomes, pulses and energies are the same.
     """
 
     method: Literal["auto", "pulse", "program"] = "auto"
@@ -115,6 +120,7 @@ class PulseScheme:
     gain: float = 0.8
     verify_reads: int = 1
     rewrite_all: bool = False
+    loop: Literal["twin", "steps"] = "twin"
 
 
 @dataclass

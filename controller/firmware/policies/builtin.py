@@ -113,6 +113,7 @@ class _CorrectingPolicy(_Configured):
             tolerance=p.tolerance,
             max_iterations=p.max_iterations,
             verify_reads=p.verify_reads,
+            loop=p.loop,
         )
         self.rows_fraction = getattr(p, "rows_fraction", None)
 
@@ -152,6 +153,7 @@ class PeriodicRefreshPolicy(_CorrectingPolicy):
             max_iterations=self.scheme.max_iterations,
             verify_reads=self.scheme.verify_reads,
             rewrite_all=True,
+            loop=self.scheme.loop,
         )
 
     def probe_plan(self, view: ChipView) -> ProbePlan | None:

@@ -100,6 +100,11 @@ class _Verified(GDCParams):
         2, "program-and-verify steps of a job before a device is reported failed", ge=1, le=1000
     )
     verify_reads: int = _param(1, "reads averaged per verify step", ge=1, le=100)
+    loop: Literal["twin", "steps"] = _param(
+        "twin", "twin: each job's program-and-verify loop runs in the twin in one call "
+        "(ProgramVerify, as on die); steps: the pulse generator drives it one twin call per "
+        "step (firmware prototyping; same physics and outcomes)"
+    )  # fmt: skip
 
 
 class PeriodicRefreshParams(_Verified):

@@ -22,6 +22,7 @@ import numpy as np
 from device_twin.chip import Chip, DeviceWrites, OpResult
 from device_twin.config import ChipConfig
 from device_twin.energy import EnergyLedger, LedgerEntry
+from device_twin.program_verify import VerifyStats
 
 #: Results remembered per chip for retried requests (the last one is always kept; older
 #: ones only while their data stays under ``RECENT_RESULT_BYTES``).
@@ -38,19 +39,25 @@ def result_header(r: OpResult) -> dict[str, Any]:
         "energy_pj": float(r.energy_pj), "latency_s": float(r.latency_s),
         "scale_us": None if r.scale_us is None else float(r.scale_us),
         "has_failed": r.failed is not None,
+        "verify": None if r.verify is None else r.verify.header(),
     }  # fmt: skip
 
 
 def result_from(
-    h: dict[str, Any], values: np.ndarray | None, failed: np.ndarray | None = None
-) -> OpResult:
+    h: dict[str, Any], values: np.ndarray | None, failed: np.ndarray | None = None,
+    verify_t_write_s: np.ndarray | None = None,
+) -> OpResult:  # fmt: skip
     if failed is None and h.get("has_failed"):
         failed = np.zeros(0, np.int64)
+    verify = None
+    if h.get("verify") is not None:
+        t_write = None if verify_t_write_s is None else verify_t_write_s.copy()
+        verify = VerifyStats(**h["verify"], t_write_s=t_write)
     return OpResult(
         h["kind"], h["tile"], h["at_s"], devices=h["devices"], pulses=h["pulses"],
         iterations=h["iterations"], energy_pj=h["energy_pj"], latency_s=h["latency_s"],
         values=None if values is None else values.copy(), scale_us=h["scale_us"],
-        failed=None if failed is None else failed.copy(),
+        failed=None if failed is None else failed.copy(), verify=verify,
     )  # fmt: skip
 
 
@@ -137,14 +144,20 @@ def op_record(
     arrays: dict[str, np.ndarray] = {}
     w = r.writes
     if w is not None:
-        header["t_write_s"] = float(w.t_write_s)
         arrays = {"array": w.array, "index": w.index, "g_prog_us": w.g_prog_us, "nu": w.nu}
+        if np.ndim(w.t_write_s):  # program_verify: each device its own write instant
+            header["t_write_s"] = None
+            arrays["t_write_s"] = np.asarray(w.t_write_s, np.float64)
+        else:
+            header["t_write_s"] = float(w.t_write_s)
         if w.write_count is not None:
             arrays["write_count"] = w.write_count
-    elif r.values is not None:
-        arrays = {"values": r.values}
+    if r.values is not None:
+        arrays["values"] = r.values
     if r.failed is not None:
         arrays["failed"] = r.failed
+    if r.verify is not None and r.verify.t_write_s is not None:
+        arrays["verify_t_write_s"] = r.verify.t_write_s
     return header, arrays, w is not None
 
 
@@ -155,9 +168,10 @@ def replay_op(chip: Chip, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> O
     """
     tile = h["tile"]
     if "t_write_s" in h:
+        t_write = h["t_write_s"] if h["t_write_s"] is not None else arrays["t_write_s"]
         chip.apply_writes(DeviceWrites(
             tile, arrays["array"], arrays["index"], arrays["g_prog_us"], arrays["nu"],
-            h["t_write_s"], arrays.get("write_count"),
+            t_write, arrays.get("write_count"),
         ))  # fmt: skip
     if h["kind"] in ("probe", "mvm"):
         chip.record_periphery_call(tile, h["kind"], h["at_s"])
@@ -167,4 +181,5 @@ def replay_op(chip: Chip, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> O
     chip.op_counter = h["op_counter"]
     if h["ledger"] is not None:
         chip.ledger.by_kind[h["kind"]] = LedgerEntry(**h["ledger"])
-    return result_from(h, arrays.get("values"), arrays.get("failed"))
+    return result_from(h, arrays.get("values"), arrays.get("failed"),
+                       arrays.get("verify_t_write_s"))  # fmt: skip

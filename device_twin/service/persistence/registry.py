@@ -213,6 +213,13 @@ class DurableRegistry(ChipRegistry):
             lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s, pair),
         )  # fmt: skip
 
+    def program_verify(self, chip_id, tile, arrays, devices, g_target_us, job, at_s,
+                       g_read_us=None, request_id=""):  # fmt: skip
+        return self.execute(
+            chip_id, request_id,
+            lambda c: c.program_verify(tile, arrays, devices, g_target_us, job, at_s, g_read_us),
+        )  # fmt: skip
+
     def program_devices(
         self, chip_id, tile, array, devices, g_target_us, at_s, request_id="", pair=0
     ):
@@ -302,7 +309,9 @@ class DurableRegistry(ChipRegistry):
         for chip_id, (meta, values) in metas.items():
             chip, extra = restore_chip(meta, tiles.get(chip_id, []))
             for i, rh in enumerate(meta["recent"]):
-                extra.remember(rh["rid"], result_from(rh, values.get(f"v{i}"), values.get(f"f{i}")))
+                extra.remember(rh["rid"], result_from(
+                    rh, values.get(f"v{i}"), values.get(f"f{i}"), values.get(f"w{i}")
+                ))  # fmt: skip
             self.add_chip(chip_id, chip)
             self._extra[chip_id] = extra
         return int(head["next_segment"])

@@ -130,6 +130,13 @@ class StateStore:
                 values.update(
                     {f"f{i}": r.failed for i, (_, r) in enumerate(c.recent) if r.failed is not None}
                 )
+                values.update(
+                    {
+                        f"w{i}": r.verify.t_write_s
+                        for i, (_, r) in enumerate(c.recent)
+                        if r.verify is not None and r.verify.t_write_s is not None
+                    }
+                )
                 put({**c.meta, "recent": recent}, values)
                 for t, arrays in c.tiles:
                     put({"t": "tile", "chip": c.chip_id, "tile": t}, arrays)
