@@ -188,25 +188,6 @@ def check_first_read(g_read_us: object, n: int) -> np.ndarray | None:
     return g.astype(np.float64)
 
 
-class _Live:
-    """The devices still converging: their position in the request and their loop state."""
-
-    def __init__(self, n: int, arrays, index, target) -> None:
-        self.pos = np.arange(n)
-        self.arrays, self.index, self.target = arrays, index, target
-        self.pulses = np.zeros(n, np.int64)
-        self.reprogs = np.zeros(n, np.int64)
-        self.unreachable = np.zeros(n, bool)  # its bound lies below its target
-
-    def keep(self, mask: np.ndarray) -> None:
-        for k in ("pos", "arrays", "index", "target", "pulses", "reprogs", "unreachable"):
-            setattr(self, k, getattr(self, k)[mask])
-
-    @property
-    def size(self) -> int:
-        return int(self.pos.size)
-
-
 def run(
     chip: Chip,
     tile: int,
@@ -218,7 +199,11 @@ def run(
     at_s: float,
     response: NominalPulseResponse,
 ) -> VerifyResult:
-    """Run the loop on validated devices (see the module docstring); writes the chip."""
+    """Run the loop on validated devices (see the module docstring); writes the chip.
+
+    The devices still converging are ``pos`` (positions in the request); per-device loop
+    state is kept for the whole request and indexed by it, so that dropping devices copies
+    one index array, not the state."""
     n = int(index.size)
     g_max = chip.config.g_max_us
     tol_us = float(job.tolerance_us)
@@ -226,98 +211,102 @@ def run(
     deviation = np.zeros(n, np.float32)
     failed = np.zeros(n, bool)
     t_write = np.full(n, np.nan)
+    pulses_dev = np.zeros(n, np.int64)
+    reprogs = np.zeros(n, np.int64)
+    unreachable = np.zeros(n, bool)  # its bound lies below its target
     st = VerifyStats()
     energy = 0.0
     pulses = inner_reads = 0
     t = float(at_s)
-    live = _Live(n, arrays, index, target)
+    pos = np.arange(n)
 
-    def program(sel: np.ndarray | slice) -> float:
+    def program(p: np.ndarray) -> float:
         nonlocal energy, pulses, inner_reads
-        a, i, g_t = live.arrays[sel], live.index[sel], live.target[sel]
-        out = writes.program(chip, tile, a, i, g_t, t)
+        g_t = target[p]
+        out = writes.program(chip, tile, arrays[p], index[p], g_t, t)
         cost = em.program(g_t, out.pulses, out.reads)
         chip.apply_writes(out.writes)
-        t_write[live.pos[sel]] = t
-        live.reprogs[sel] += 1
-        live.unreachable[sel] |= out.failed
-        st.reprograms += int(i.size)
-        pulses += int(i.size) + int(out.pulses.sum())
+        t_write[p] = t
+        reprogs[p] += 1
+        unreachable[p] |= out.failed
+        st.reprograms += int(p.size)
+        pulses += int(p.size) + int(out.pulses.sum())
         inner_reads += int(out.reads.sum())
         energy += cost.energy_pj
         return cost.latency_s
 
     if job.rewrite_all and n:
-        t = t + program(slice(None))
+        t = t + program(pos)
 
     for it in range(job.max_iterations + 1):
-        if live.size == 0:
+        if pos.size == 0:
             break
         last = it == job.max_iterations
         if it == 0 and first_read is not None and not job.rewrite_all:
             g = first_read
         else:
-            g = np.zeros(live.size)
+            g = np.zeros(pos.size)
+            a_live, i_live = arrays[pos], index[pos]
             for _ in range(job.verify_reads):
-                values = read_selected(chip, tile, live.arrays, live.index, t, True).numpy()
+                values = read_selected(chip, tile, a_live, i_live, t, True).numpy()
                 g += values
                 cost = em.read_devices(values)
                 energy += cost.energy_pj
-                inner_reads += live.size
+                inner_reads += pos.size
                 t = t + cost.latency_s
             g /= job.verify_reads
-        st.checks += live.size
-        err = g - live.target
+        st.checks += pos.size
+        err = g - target[pos]
         ok = np.abs(err) <= tol_us
-        deviation[live.pos] = err / g_max
+        deviation[pos] = err / g_max
         if last:
-            failed[live.pos[~ok]] = True
+            failed[pos[~ok]] = True
             st.steps = it + 1
             break
         keep = ~ok
-        live.keep(keep)
-        g, err = g[keep], err[keep]
-        if live.size == 0:
+        pos, g, err = pos[keep], g[keep], err[keep]
+        if pos.size == 0:
             st.steps = it + 1
             break
         over = err > 0
         reprog = over.copy()
-        counts = np.zeros(g.size, np.int64)
+        counts = np.zeros(pos.size, np.int64)
         under = ~over
         if job.method == "program":
             reprog |= under
         elif np.any(under):
+            p_under = pos[under]
             if job.method == "auto":
                 k, miss_us = response.plan_within(
-                    g[under], live.target[under], job.max_pulses_per_step, tol_us
+                    g[under], target[p_under], job.max_pulses_per_step, tol_us
                 )
             else:
-                k, miss_us = response.plan(g[under], live.target[under], job.max_pulses_per_step)
-            st.plans += int(under.sum())
-            k = np.minimum(k, job.max_pulses - live.pulses[under])
+                k, miss_us = response.plan(g[under], target[p_under], job.max_pulses_per_step)
+            st.plans += int(p_under.size)
+            k = np.minimum(k, job.max_pulses - pulses_dev[p_under])
             bad = (k < 1) | ((miss_us > tol_us) if job.method == "auto" else False)
             u = np.flatnonzero(under)
             reprog[u[bad]] = True
             counts[u[~bad]] = k[~bad]
         # a device out of re-programs (or of pulses, for method="pulse") fails
-        cannot = reprog & (live.reprogs >= job.max_reprograms)
-        cannot |= live.unreachable
+        cannot = reprog & (reprogs[pos] >= job.max_reprograms)
+        cannot |= unreachable[pos]
         if job.method == "pulse":
             cannot |= reprog & ~over
         if np.any(cannot):
-            failed[live.pos[cannot]] = True
-            live.keep(~cannot)
-            reprog, counts = reprog[~cannot], counts[~cannot]
+            failed[pos[cannot]] = True
+            live = ~cannot
+            pos, reprog, counts = pos[live], reprog[live], counts[live]
         if np.any(reprog):
-            t = t + program(reprog)
+            t = t + program(pos[reprog])
         pulse = counts > 0
         if np.any(pulse):
-            c = counts[pulse]
-            w = writes.pulse(chip, tile, live.arrays[pulse], live.index[pulse], False, c, t)
+            p, c = pos[pulse], counts[pulse]
+            w = writes.pulse(chip, tile, arrays[p], index[p], False, c, t)
             cost = em.pulses(c, reset=False)
             chip.apply_writes(w)
-            t_write[live.pos[pulse]] = t
-            live.pulses[pulse] += c
+            t_write[p] = t
+            pulses_dev[p] += c
             st.set_pulses += int(c.sum())
             pulses += int(c.sum())
             energy += cost.energy_pj

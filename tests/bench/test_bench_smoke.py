@@ -11,14 +11,17 @@ TINY = Size(n_in=60, n_hidden=20, n_out=5, tile=32)  # 1,300 weights on 3 tiles
 
 def test_scenario_benchmark_gives_complete_records_on_a_tiny_network():
     """Every record has the harness's fields and a finite value; the gRPC and in-process runs
-    of the same wake-ups correct the same devices; probing only corrects none and makes the
-    same twin calls per wake-up over a day and over a year."""
+    of the same wake-ups correct the same devices, and so does the hand-written loop beside
+    them; probing only corrects none and makes the same twin calls per wake-up over a day and
+    over a year; the daily drift-aware year runs."""
     recs = {r["name"]: r for r in records(TINY, year_budget_s=0.2, repeats=1, min_wakes=2)}
     assert set(recs) == {
         "scenario_year_resnet32_scale",
         "scenario_year_resnet32_scale_sim_s_per_wall_s",
         "scenario_year_resnet32_scale_in_process",
         "scenario_year_resnet32_scale_probe_only",
+        "scenario_year_resnet32_scale_drift_aware",
+        "handwritten_loop_year_resnet32_scale",
         "day_vs_year_same_probes",
         "day_vs_year_same_probes_probe_only",
     }
@@ -32,6 +35,11 @@ def test_scenario_benchmark_gives_complete_records_on_a_tiny_network():
     assert grpc["wakes_measured"] == local["wakes_measured"] == probe["wakes_measured"]
     assert grpc["devices_corrected_per_wake"] > 0
     assert grpc["devices_corrected_per_wake"] == local["devices_corrected_per_wake"]
+    hand = recs["handwritten_loop_year_resnet32_scale"]
+    assert grpc["baseline_name"] == hand["name"] and hand["wakes_measured"] >= 2
+    assert hand["devices_corrected_per_wake"] > 0  # the same policy corrects on both
+    drift_aware = recs["scenario_year_resnet32_scale_drift_aware"]
+    assert drift_aware["wakes_measured"] >= 2 and drift_aware["policy"] == "drift_aware"
     assert probe["devices_corrected_per_wake"] == 0
     assert set(probe["twin_calls_per_wake_by_method"]) == {"probe"}
     for name in ("day_vs_year_same_probes", "day_vs_year_same_probes_probe_only"):

@@ -323,7 +323,8 @@ def program_verify_requests(draw) -> Req:
     ints = {k: Field(st.one_of(good), bad) for k, (good, bad) in VERIFY_INTS.items()}
     f, broken = draw(fill_and_flaws(
         {"chip_id": CHIPS, "tile": TILE, "at": TIMES, "request_id": RIDS,
-         "method": Field(st.sampled_from((1, 2, 3)), st.sampled_from((0, 4)) | int64s()),
+         "method": Field(st.sampled_from((1, 2, 3)),
+                         st.sampled_from((0, 4)) | st.integers(-(2**31), 2**31 - 1)),
          "tolerance_us": Field(st.floats(0.05, 5.0), st.sampled_from(
              (0.0, -1.0, float("nan"), float("inf")))),
          "rewrite_all": Field(st.booleans(), st.booleans()), **ints},
