@@ -66,7 +66,8 @@ def test_both_loops_leave_every_device_bit_for_bit_the_same(params):
             assert np.array_equal(a.final_deviation[k][order_a], b.final_deviation[k][order_b])
     assert model_t.firmware.last_write_s == pytest.approx(model_s.firmware.last_write_s, abs=1e-9)
     assert chip_t.ledger.total_energy_pj == pytest.approx(chip_s.ledger.total_energy_pj, rel=1e-12)
-    assert model_t.counters() == model_s.counters()
+    counts_t, counts_s = model_t.counters(), model_s.counters()
+    assert counts_t == pytest.approx(counts_s, rel=1e-12)  # energies summed in another order
     assert "program_verify" in model_t.ledger.twin_calls_by_op
     assert "program_verify" not in model_s.ledger.twin_calls_by_op
 
