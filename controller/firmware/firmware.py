@@ -109,8 +109,8 @@ class Firmware:
         self.last_write_s[tile, array].reshape(-1)[idx] = at_s
 
     def record_writes(self, tile: int, flat: np.ndarray, at_s: float | np.ndarray) -> None:
-        """Devices by ``array * rows * cols + row * cols + col`` (array ``2*pair + sign``), written at
-        ``at_s`` (one instant, or one per device)."""
+        """Devices by ``array * rows * cols + row * cols + col`` (array: ``2*pair + sign``),
+        written at ``at_s`` (one instant, or one per device)."""
         self.last_write_s[tile].reshape(-1)[flat] = at_s
 
     def record_tile_write(self, tile: int, at_s: float, pair: int | None = None) -> None:
