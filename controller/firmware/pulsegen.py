@@ -192,9 +192,9 @@ class PulseGenerator:
             verify_reads=s.verify_reads, rewrite_all=s.rewrite_all,
         )  # fmt: skip
         r = ops.add(ctx.twin.program_verify(
-            ctx.chip_id, job.tile, (2 * job.pair + sign).astype(np.int8), idx, target, vj,
-            at_s=env.now,
-            g_read_us=first,
+            # int8 arrays and int32 indices: 5 bytes per device address on the wire
+            ctx.chip_id, job.tile, (2 * job.pair + sign).astype(np.int8), idx.astype(np.int32),
+            target, vj, at_s=env.now, g_read_us=first,
         ))  # fmt: skip
         v = r.verify
         written = ~np.isnan(v.t_write_s)
