@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from controller.firmware import ChipModel, make_environment
@@ -93,3 +94,38 @@ def test_both_loops_give_the_same_statistics_on_independent_chips():
     for x, y in ((fail_t, fail_s), (pj_t, pj_s)):
         se = np.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
         assert abs(x.mean() - y.mean()) < 4 * se + 1e-12, (x.mean(), y.mean(), se)
+
+
+@pytest.mark.parametrize("pairs", ["all", "lsp"])
+def test_on_two_pairs_per_weight_both_loops_write_the_same_devices(pairs):
+    """On a chip with two pairs per weight, jobs of either pair (every pair, or the least
+    significant one only) leave the same devices on both loops, and the firmware's write
+    times agree."""
+    from controller.firmware.policies import load_policy
+    from controller.workloads.mapping import map_network, tiles_needed
+    from controller.workloads.network import NetworkDescription
+    from controller.workloads.quantisers import DualPairQuantiser, MultiplicativeQuantiser
+    from controller.workloads.zoo import digits_mlp
+    from device_twin import ChipConfig
+
+    chips = []
+    for loop in ("twin", "steps"):
+        torch.manual_seed(0)
+        desc = NetworkDescription.from_torch(digits_mlp(), (1, 8, 8), name="digits_mlp")
+        cfg = ChipConfig(n_tiles=tiles_needed(desc, 64, 64), tile_rows=64, tile_cols=64, seed=3,
+                         pairs_per_weight=2, significance_factor=2.0)  # fmt: skip
+        quantiser = MultiplicativeQuantiser(lsp_trim=True) if pairs == "lsp" else None
+        mapped = map_network(desc, quantiser or DualPairQuantiser(), cfg)
+        twin, cid = toy_twin(cfg)
+        params = {"interval_s": HOUR, "threshold": 0.02, "tolerance": 0.02, "pairs": pairs,
+                  "loop": loop}  # fmt: skip
+        model = ChipModel(make_environment(), twin, cid, mapped, load_policy("threshold", params))
+        model.start()
+        model.advance(2 * HOUR + 60)
+        jobs = [e.detail for e in model.ledger.events if e.kind == "correction"]
+        assert jobs
+        chips.append((twin.with_chip(cid, lambda c: c), model.firmware.last_write_s.copy()))
+    (a, wa), (b, wb) = chips
+    for name in STATE:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert wa == pytest.approx(wb, abs=1e-9)
