@@ -37,6 +37,9 @@ from device_twin.rng import splitmix64 as _splitmix64
 
 #: Longest nominal pulse train tabulated for the programming cost.
 MAX_NOMINAL_PULSES = 100_000
+#: Largest look-up grid of the nominal levels (``nominal_pulses_us``); finer level spacings
+#: fall back to a binary search.
+MAX_GRID_CELLS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class PulseModel:
         span = cfg.w_max - cfg.w_min
         self.g_per_w_us = float(cfg.g_per_w_us or (g_max_us - g_floor_us) / span)
         self._nominal: np.ndarray | None = None
+        self._grid: tuple | bool | None = None
 
     # --- conductance <-> weight units -----------------------------------------------------
     def to_w(self, g_us: np.ndarray) -> np.ndarray:
@@ -158,10 +162,40 @@ class PulseModel:
         return self._nominal
 
     def nominal_pulses_us(self, g_target_us: np.ndarray) -> np.ndarray:
-        """Nominal SET pulses from RESET to reach each target (the last level if beyond)."""
+        """Nominal SET pulses from RESET to reach each target (the last level if beyond):
+        the number of nominal levels below ``g_target - 1e-6`` uS."""
         levels = self.nominal_levels_us()
-        n = np.searchsorted(levels, np.asarray(g_target_us, np.float64) - 1e-6, side="left")
+        x = np.asarray(g_target_us, np.float64) - 1e-6
+        grid = self._level_grid()
+        if grid is None:
+            n = np.searchsorted(levels, x, side="left")
+        else:
+            # binary search on unsorted targets mispredicts every branch: a uniform grid finer
+            # than the level spacing gives the count at each cell's start, corrected by one
+            start, inv_w, below, padded = grid
+            cell = ((x - start) * inv_w).astype(np.int64)
+            np.clip(cell, 0, below.size - 1, out=cell)
+            n0 = below[cell]
+            n = n0 + (padded[n0 + 1] < x) - (padded[n0] >= x)
         return np.minimum(n, levels.size - 1).astype(np.int64)
+
+    def _level_grid(self):
+        """(start, 1/width, levels below each cell's start, levels padded with -inf/+inf) of a
+        grid a quarter of the smallest level spacing wide, or None if it would be too large."""
+        if self._grid is None:
+            levels = self.nominal_levels_us()
+            spacing = float(np.diff(levels).min()) if levels.size > 1 else 0.0
+            span = float(levels[-1] - levels[0])
+            cells = int(np.ceil(span / (spacing / 4))) + 1 if spacing > 0 else 1 << 30
+            if cells > MAX_GRID_CELLS:
+                self._grid = False
+            else:
+                w = spacing / 4
+                edges = levels[0] + w * np.arange(cells)
+                below = np.searchsorted(levels, edges, side="left")
+                padded = np.concatenate([[-np.inf], levels, [np.inf]])
+                self._grid = (float(levels[0]), 1.0 / w, below, padded)
+        return self._grid or None
 
     def program_cost(
         self, g_target_us: np.ndarray, failed: np.ndarray, max_iterations: int

@@ -274,3 +274,19 @@ def test_program_cost_follows_the_nominal_pulse_response():
     t = np.full((4, 4), 12.5, np.float32)
     res = chip.program(0, t, np.zeros((4, 4), np.float32), 0.0)
     assert res.pulses == 32 + 16 * n12 and res.iterations == 16 * n12
+
+
+def test_nominal_pulse_counts_match_a_binary_search_at_and_between_the_levels():
+    """The grid look-up of nominal pulse counts gives numpy's binary search's count for
+    targets below, on, just around and between the nominal levels, and beyond the last."""
+    from device_twin.pulses import PulseModel
+
+    pm = PulseModel(PulseModelConfig.from_aihwkit(), seed=1, g_max_us=25.0)
+    levels = pm.nominal_levels_us()
+    rng = np.random.default_rng(0)
+    near = np.concatenate([levels + d for d in (-2e-6, -1e-6, -1e-9, 0.0, 1e-9, 1e-6, 2e-6)])
+    targets = np.concatenate([rng.uniform(-1.0, 30.0, 20_000), near]).astype(np.float32)
+    expected = np.searchsorted(levels, targets.astype(np.float64) - 1e-6, side="left")
+    expected = np.minimum(expected, levels.size - 1)
+    assert pm._level_grid() is not None
+    assert np.array_equal(pm.nominal_pulses_us(targets), expected)
