@@ -39,6 +39,7 @@ from device_twin.flicker import FlickerNoise
 from device_twin.periphery import TilePeriphery
 from device_twin.pulses import PulseModel
 from device_twin.rng import PERIPHERY, derive_key, seeded_global_torch, time_bits
+from device_twin.unroll import ConvGeometry, unrolled_blocks
 from device_twin.validation import (
     MAX_TIME_S,
     Array,
@@ -46,6 +47,8 @@ from device_twin.validation import (
     check_addresses,
     check_array,
     check_cols,
+    check_conv_block,
+    check_conv_input,
     check_devices,
     check_indices,
     check_mvm_input,
@@ -113,6 +116,7 @@ class Chip:
         #: (tile, kind) -> (instant, number of that instant's last periphery call)
         self.periphery_calls: dict[tuple[int, str], tuple[float, int]] = {}
         self.w_eff_cache: dict[int, tuple] = {}
+        self._block_rows: dict[tuple, tuple] = {}  # MVM block -> (its key, row conductance sums)
         self._peripheries: dict[tuple, TilePeriphery] = {}
         self._nominal_response: pv.NominalPulseResponse | None = None
 
@@ -141,10 +145,12 @@ class Chip:
         seq = last[1] + 1 if last is not None and last[0] == at_s else 0
         self.periphery_calls[(tile, kind)] = (at_s, seq)
 
-    def _commit(self, kind: str, tile: int, at_s: float, cost: Cost, devices: int, pulses: int):
+    def _commit(self, kind: str, tile: int, at_s: float, cost: Cost, devices: int, pulses: int,
+                periphery: bool = True):  # fmt: skip
+        """Book a done operation; ``periphery=False``: its periphery calls are recorded."""
         self.now_s = at_s
         self.op_counter += 1
-        if kind in _PERIPHERY_KINDS:
+        if periphery and kind in _PERIPHERY_KINDS:
             self.record_periphery_call(tile, kind, at_s)
         self.ledger.record(kind, cost, devices=devices, pulses=pulses)
 
@@ -376,6 +382,32 @@ class Chip:
         per-row sum of every device's conductance (``reads``)."""
         return reads.effective_weights(self, tile, at_s)
 
+    def _mvm_block(self, tile: int, at_s: float, row_start: int, k: int, csl: slice):
+        """The periphery of a block (rows ``row_start .. +k``, columns ``csl``) holding its
+        effective weights at ``at_s``, and the block's per-row conductance sums (read energy)."""
+        w_full, g_row_sum = reads.effective_weights(self, tile, at_s)
+        rsl = slice(row_start, row_start + k)
+        n_out = csl.stop - csl.start
+        per = self._periphery(tile, k, n_out)
+        key = (at_s, int(self.tile_version[tile]), row_start, csl.start)
+        per.load_weights(w_full[csl, rsl], key)
+        if n_out == self.config.tile_cols:
+            return per, g_row_sum[rsl]
+        block = (tile, row_start, k, csl.start, n_out)
+        cached = self._block_rows.get(block)
+        if cached is None or cached[0] != key:
+            cached = (key, reads.block_row_sum(self, tile, at_s, rsl, csl))
+            self._block_rows[block] = cached
+        return per, cached[1]
+
+    def _mvm_pass(self, tile, at_s, per, g_rows: np.ndarray, x: torch.Tensor) -> tuple:
+        """One MVM of the inputs ``x`` through a loaded block: (outputs, cost). Each is a
+        periphery call of its own (its own noise key)."""
+        with seeded_global_torch(self._periphery_seed(tile, "mvm", at_s)):
+            y = per.mvm(x)
+        self.record_periphery_call(tile, "mvm", at_s)
+        return y, self.energy_model.mvm(x.numpy(), g_rows, per.cols)
+
     def mvm(
         self,
         tile: int,
@@ -396,22 +428,58 @@ class Chip:
         x32, row_start = check_mvm_input(self.config, x, row_start)
         csl = check_cols(self.config, col_start, col_count)
         k, n_out = x32.shape[1], csl.stop - csl.start
-        w_full, g_row_sum = reads.effective_weights(self, tile, at_s)
-        rsl = slice(row_start, row_start + k)
-        per = self._periphery(tile, k, n_out)
-        key = (at_s, int(self.tile_version[tile]), row_start, csl.start)
-        per.load_weights(w_full[csl, rsl], key)
-        xt = torch.from_numpy(x32)
-        with seeded_global_torch(self._periphery_seed(tile, "mvm", at_s)):
-            y = per.mvm(xt).numpy()
-        xa = np.abs(x32)
-        x_norm = xa / np.maximum(xa.max(axis=1, keepdims=True), 1e-30)
-        if n_out == self.config.tile_cols:
-            g_block_rows = g_row_sum[rsl]
-        else:
-            g_block_rows = reads.block_row_sum(self, tile, at_s, rsl, csl)
-        cost = self.energy_model.mvm(x_norm, g_block_rows, k, n_out)
-        self._commit("mvm", tile, at_s, cost, self.n_arrays * k * n_out, 0)
+        per, g_rows = self._mvm_block(tile, at_s, row_start, k, csl)
+        y, cost = self._mvm_pass(tile, at_s, per, g_rows, torch.from_numpy(x32))
+        self._commit("mvm", tile, at_s, cost, self.n_arrays * k * n_out, 0, periphery=False)
+        return OpResult(
+            "mvm", tile, at_s, devices=self.n_arrays * k * n_out,
+            energy_pj=cost.energy_pj, latency_s=cost.latency_s, values=y.numpy(),
+        )  # fmt: skip
+
+    def conv_mvm(
+        self,
+        tile: int,
+        x: np.ndarray,
+        at_s: float,
+        geometry: ConvGeometry,
+        patch_start: int,
+        k: int,
+        row_start: int = 0,
+        col_start: int = 0,
+        col_count: int | None = None,
+        rows_per_mvm: int = 0,
+    ) -> OpResult:
+        """A convolution's MVMs at ``at_s``: the activation ``x`` (N, C, H, W) is unrolled
+        here (``device_twin.unroll``), columns ``patch_start .. patch_start+k-1`` of its
+        unrolled rows drive rows ``row_start .. row_start+k-1``, and the outputs of columns
+        ``col_start ..`` come back as (N*Ho*Wo, col_count), one row per (image, position).
+
+        The unrolled rows go through the periphery ``rows_per_mvm`` at a time (0: as many
+        as keep an MVM under 8 MiB, ``validation.check_conv_block``), each block one MVM
+        exactly as ``mvm`` would run it (same noise keys, energy and latency): the result
+        equals ``mvm`` calls on those blocks of the unrolled rows.
+        """
+        tile = self._tile(tile)
+        at_s = check_time(self.now_s, at_s)
+        x32 = check_conv_input(x)
+        csl = check_cols(self.config, col_start, col_count)
+        n_out = csl.stop - csl.start
+        row_start, patch_start, k, rows_per_mvm, (ho, wo) = check_conv_block(
+            self.config, x32.shape, geometry, row_start, patch_start, k, n_out, rows_per_mvm
+        )
+        n_rows = x32.shape[0] * ho * wo
+        per, g_rows = self._mvm_block(tile, at_s, row_start, k, csl)
+        y = np.empty((n_rows, n_out), np.float32)
+        cost = Cost()
+        blocks = unrolled_blocks(torch.from_numpy(x32), geometry, patch_start, k, rows_per_mvm)
+        r0 = 0
+        for block in blocks:
+            yb, c = self._mvm_pass(tile, at_s, per, g_rows, block)
+            y[r0 : r0 + block.shape[0]] = yb.numpy()
+            r0 += block.shape[0]
+            cost.energy_pj += c.energy_pj
+            cost.latency_s += c.latency_s
+        self._commit("mvm", tile, at_s, cost, self.n_arrays * k * n_out, 0, periphery=False)
         return OpResult(
             "mvm", tile, at_s, devices=self.n_arrays * k * n_out,
             energy_pj=cost.energy_pj, latency_s=cost.latency_s, values=y,

@@ -102,16 +102,21 @@ class EnergyModel:
         )
         return Cost(energy, n_rows * c.mvm_latency_s)
 
-    def mvm(
-        self, x_norm_abs: np.ndarray, g_row_sum_us: np.ndarray, n_rows: int, n_cols: int
-    ) -> Cost:
-        """``x_norm_abs``: (batch, rows) input amplitudes in [0, 1] after noise management;
+    def mvm(self, x: np.ndarray, g_row_sum_us: np.ndarray, n_cols: int) -> Cost:
+        """``x``: (batch, rows) float32 inputs as sent; each vector drives its rows at
+        amplitudes |x| / max|x| (the DAC's full range after noise management);
         ``g_row_sum_us``: (rows,) sum of G+ and G- over the columns read, per driven row."""
         c = self.cfg
-        batch = x_norm_abs.shape[0]
-        reads = self.read_pj_per_us * float(
-            np.sum(x_norm_abs.astype(np.float64) @ g_row_sum_us.astype(np.float64))
-        )
+        batch, n_rows = x.shape
+        xa = np.abs(x)
+        peak = xa.max(axis=1)
+        np.maximum(peak, 1e-30, out=peak)
+        # sum over vectors of (|x| . g) / peak: one pass over the inputs
+        g32 = g_row_sum_us.astype(np.float32)
+        per_vector = xa @ g32
+        if not np.all(np.isfinite(per_vector)):  # inputs near float32's limit: normalise first
+            per_vector, peak = (xa / peak[:, None]) @ g32, np.ones_like(peak)
+        reads = self.read_pj_per_us * float(np.sum(per_vector / peak, dtype=np.float64))
         energy = batch * (n_rows * c.dac_row_drive_pj + n_cols * c.adc_conversion_pj) + reads
         return Cost(energy, batch * c.mvm_latency_s)
 

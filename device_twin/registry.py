@@ -166,3 +166,13 @@ class ChipRegistry:
         return self.with_chip(
             chip_id, lambda c: c.mvm(tile, x, at_s, row_start, col_start, col_count)
         )
+
+    def conv_mvm(
+        self, chip_id: str, tile, x, at_s, geometry, patch_start, k, row_start=0, col_start=0,
+        col_count=None, rows_per_mvm=0,
+    ) -> OpResult:  # fmt: skip
+        return self.with_chip(
+            chip_id,
+            lambda c: c.conv_mvm(tile, x, at_s, geometry, patch_start, k, row_start, col_start,
+                                 col_count, rows_per_mvm),
+        )  # fmt: skip

@@ -9,7 +9,7 @@ from enum import IntEnum
 import numpy as np
 
 from device_twin.config import ChipConfig
-from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound
+from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Latest device time a chip accepts (about 31,700 years): device ages are float32.
@@ -222,3 +222,94 @@ def check_mvm_input(config: ChipConfig, x: object, row_start: object) -> tuple[n
     if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
         raise InvalidArgument("x has values beyond the float32 range the periphery takes")
     return x32, r0
+
+
+#: Inputs of one periphery call of a convolution (``Chip.conv_mvm``) when the request leaves
+#: the block size to the twin, and the most a request may ask for.
+DEFAULT_MVM_BLOCK_BYTES = 8 * 1024**2
+MAX_MVM_BLOCK_BYTES = 64 * 1024**2
+#: Largest output of one ``conv_mvm`` (its unrolled rows x columns read, float32), and the
+#: most MVMs (blocks of unrolled rows) it may make.
+MAX_CONV_OUTPUT_BYTES = 1024**3
+MAX_MVMS_PER_CONV = 4096
+
+
+def check_conv_input(x: object) -> np.ndarray:
+    """Validate a convolution's activation (N, C, H, W); returns it as contiguous float32."""
+    check_float_array(x, "x")
+    assert isinstance(x, np.ndarray)
+    if x.ndim != 4 or 0 in x.shape:
+        raise InvalidArgument(
+            f"x has shape {x.shape}, expected (images >= 1, channels, height, width)", field="x"
+        )
+    with np.errstate(over="ignore"):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
+        raise InvalidArgument("x has values beyond the float32 range the periphery takes")
+    return x32
+
+
+def check_conv_block(
+    config: ChipConfig,
+    shape: tuple[int, ...],
+    geometry: object,
+    row_start: object,
+    patch_start: object,
+    k: object,
+    n_out: int,
+    rows_per_mvm: object,
+) -> tuple[int, int, int, int, tuple[int, int]]:
+    """Validate where a convolution's unrolled input lands on a tile (its ``n_out`` columns
+    read) and how it is sent through the periphery; returns (row_start, patch_start, k, rows
+    per MVM, (Ho, Wo)). ``rows_per_mvm=0``: as many rows as keep an MVM's inputs and outputs
+    under ``DEFAULT_MVM_BLOCK_BYTES``."""
+    from device_twin.unroll import ConvGeometry  # torch-free configs: unroll imports torch
+
+    if not isinstance(geometry, ConvGeometry):
+        raise InvalidArgument(f"geometry must be a ConvGeometry, got {type(geometry).__name__}")
+    n, c, h, w = shape
+    ho, wo = geometry.output_size(h, w)
+    if ho < 1 or wo < 1:
+        raise InvalidArgument(
+            f"a kernel of {geometry.kernel} with dilation {geometry.dilation} does not fit an "
+            f"input of {h}x{w} padded by {geometry.padding}",
+            field="kernel",
+        )
+    r0 = check_int(row_start, "row_start")
+    p0 = check_int(patch_start, "patch_start")
+    kk = check_int(k, "k", minimum=1)
+    width = c * geometry.taps
+    if p0 + kk > width:
+        raise InvalidArgument(
+            f"unrolled columns {p0}..{p0 + kk - 1} out of range: {c} channels x {geometry.taps} "
+            f"kernel positions make {width}",
+            field="k",
+        )
+    if r0 + kk > config.tile_rows:
+        raise InvalidArgument(
+            f"the unrolled input drives rows {r0}..{r0 + kk - 1}, but the tile has "
+            f"{config.tile_rows} rows",
+            field="row_start",
+        )
+    rows = check_int(rows_per_mvm, "rows_per_mvm")
+    if rows == 0:
+        rows = max(1, DEFAULT_MVM_BLOCK_BYTES // (4 * max(kk, n_out)))
+    if rows * kk * 4 > MAX_MVM_BLOCK_BYTES:
+        raise ResourceExhausted(
+            f"rows_per_mvm={rows} of {kk} inputs is over {MAX_MVM_BLOCK_BYTES} bytes per MVM: "
+            "ask for fewer rows per MVM",
+            field="rows_per_mvm",
+        )
+    if n * ho * wo * n_out * 4 > MAX_CONV_OUTPUT_BYTES:
+        raise ResourceExhausted(
+            f"{n} images of {ho}x{wo} output positions would make over {MAX_CONV_OUTPUT_BYTES} "
+            "bytes of outputs: send fewer images per call",
+            field="x",
+        )
+    if -(-n * ho * wo // rows) > MAX_MVMS_PER_CONV:
+        raise ResourceExhausted(
+            f"{n * ho * wo} unrolled rows at {rows} per MVM would make over "
+            f"{MAX_MVMS_PER_CONV} MVMs: ask for more rows per MVM or send fewer images",
+            field="rows_per_mvm",
+        )
+    return r0, p0, kk, rows, (ho, wo)

@@ -3,7 +3,8 @@
 A forward pass holds every tile of the network (in tile order, so that two passes never
 deadlock), so it waits for tiles under correction, probing or programming. Once it has them,
 ``fn(mvm, compensation)`` runs at that instant: every MVM it makes is one twin ``mvm`` call
-at ``at_s = now``. The tiles are then held for the latency the twin reported (the sum over
+(a convolution's, one ``conv_mvm`` call per tile: the twin unrolls the activation) at
+``at_s = now``. The tiles are then held for the latency the twin reported (the sum over
 MVMs: the tiles of a layer chain work one after the other), and the pass is recorded on the
 ledger with its kind (calibration, evaluation or inference).
 
@@ -51,7 +52,8 @@ class OnChip:
         self.compensation = compensation
 
     def mvm_fn(self, ops: OpAccumulator, at_s: float) -> Callable[..., np.ndarray]:
-        """An MVM on one tile of this chip at ``at_s``, its cost booked on ``ops``."""
+        """An MVM on one tile of this chip at ``at_s``, its cost booked on ``ops``; with
+        ``.conv`` (a convolution's MVMs unrolled by the twin) if the twin offers them."""
         twin, chip = self.ctx.twin, self.ctx.chip_id
 
         def mvm(
@@ -60,19 +62,21 @@ class OnChip:
             if hasattr(x, "detach"):
                 x = x.detach().cpu().numpy()
             x = np.ascontiguousarray(x, dtype=np.float32)
-            r = ops.add(
-                twin.mvm(
-                    chip,
-                    int(tile),
-                    x,
-                    at_s,
-                    int(row_start),
-                    int(col_start),
-                    None if col_count is None else int(col_count),
-                )
-            )
-            return r.values
+            count = None if col_count is None else int(col_count)
+            r = twin.mvm(chip, int(tile), x, at_s, int(row_start), int(col_start), count)
+            return ops.add(r).values
 
+        def conv(
+            tile: int, x: np.ndarray, geometry: Any, patch_start: int, k: int, row_start: int,
+            col_start: int, col_count: int, rows_per_mvm: int,
+        ) -> np.ndarray:  # fmt: skip
+            r = twin.conv_mvm(chip, int(tile), np.ascontiguousarray(x, dtype=np.float32), at_s,
+                              geometry, int(patch_start), int(k), int(row_start),
+                              int(col_start), int(col_count), int(rows_per_mvm))  # fmt: skip
+            return ops.add(r).values
+
+        if hasattr(twin, "conv_mvm"):
+            mvm.conv = conv  # type: ignore[attr-defined]
         return mvm
 
     def run(

@@ -378,15 +378,47 @@ class TwinClient:
             if col_count is not None:
                 request.col_count = int(col_count)
             results.append(result_from_proto(self._op("mvm", request)))
-        if len(results) == 1:
-            return results[0]
-        first = results[0]
-        return OpResult(
-            first.kind, first.tile, first.at_s, devices=first.devices,
-            energy_pj=float(sum(r.energy_pj for r in results)),
-            latency_s=float(sum(r.latency_s for r in results)),
-            values=np.concatenate([r.values for r in results]),
-        )  # fmt: skip
+        return _joined(results)
+
+    def conv_mvm(
+        self, chip_id, tile, x, at_s, geometry, patch_start, k, row_start=0, col_start=0,
+        col_count=None, rows_per_mvm=0,
+    ) -> OpResult:  # fmt: skip
+        """A convolution's MVMs from its activation ``x`` (N, C, H, W), unrolled by the twin
+        (``Chip.conv_mvm``). A batch whose activation or outputs would not fit in one message
+        is sent as several calls of whole images at the same ``at_s`` (the unrolled rows'
+        blocks then restart with each call)."""
+        x = np.asarray(x)
+        if col_count is None:
+            col_count = self._cols(chip_id) - int(col_start)
+        results = []
+        for b0, b1 in self.conv_split(x, geometry, int(col_count)):
+            request = twin_pb2.ConvMvmRequest(
+                chip_id=chip_id, tile=int(tile), x=numpy_to_tensor(x[b0:b1]), at_s=float(at_s),
+                kernel=geometry.kernel, stride=geometry.stride, padding=geometry.padding,
+                dilation=geometry.dilation, patch_start=int(patch_start), k=int(k),
+                row_start=int(row_start), col_start=int(col_start), col_count=int(col_count),
+                rows_per_mvm=int(rows_per_mvm), request_id=self._rid(),
+            )  # fmt: skip
+            results.append(result_from_proto(self._op("conv_mvm", request)))
+        return _joined(results)
+
+    def conv_split(self, x: np.ndarray, geometry: Any, col_count: int) -> list[tuple[int, int]]:
+        """How ``conv_mvm`` splits a batch of images: (start, stop) pairs, each of which fits
+        in one request and one response message."""
+        if x.ndim != 4 or x.shape[0] <= 1:
+            return [(0, x.shape[0] if x.ndim >= 1 else 1)]
+        ho, wo = geometry.output_size(x.shape[2], x.shape[3])
+        per_in = x.nbytes // x.shape[0]
+        per_out = 4 * max(ho * wo, 1) * max(col_count, 1)
+        per = max(1, (self.max_message_bytes - MESSAGE_OVERHEAD_BYTES) // max(per_in, per_out))
+        return [(b, min(b + per, x.shape[0])) for b in range(0, x.shape[0], per)]
+
+    def _cols(self, chip_id: str) -> int:
+        cols = self._tile_cols.get(chip_id)
+        if cols is None:  # one look-up per chip: configs never change
+            cols = self.chip_info(chip_id).config.tile_cols
+        return cols
 
     def mvm_split(
         self, chip_id: str, x: np.ndarray, col_start: int = 0, col_count: int | None = None
@@ -400,10 +432,7 @@ class TwinClient:
         row_in = x.nbytes // batch
 
         if col_count is None:
-            cols = self._tile_cols.get(chip_id)
-            if cols is None:  # one look-up per chip: configs never change
-                cols = self.chip_info(chip_id).config.tile_cols
-            col_count = cols - int(col_start)
+            col_count = self._cols(chip_id) - int(col_start)
         row_out = 4 * max(int(col_count), 1)  # float32 outputs
         per = max(1, limit // max(row_in, row_out))
         return [(b, min(b + per, batch)) for b in range(0, batch, per)]
@@ -438,3 +467,16 @@ class TwinClient:
             state.nu[t] = np.concatenate([b[2] for b in blocks], axis=1)
             state.t_write_s[t] = np.concatenate([b[3] for b in blocks], axis=1)
         return state
+
+
+def _joined(results: list[OpResult]) -> OpResult:
+    """The results of one operation's calls (split to fit messages) as one."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    return OpResult(
+        first.kind, first.tile, first.at_s, devices=first.devices,
+        energy_pj=float(sum(r.energy_pj for r in results)),
+        latency_s=float(sum(r.latency_s for r in results)),
+        values=np.concatenate([r.values for r in results]),
+    )  # fmt: skip

@@ -13,6 +13,12 @@ column 0, so every tile of the list can be programmed on its own with ``program`
 output digitally by the quantiser's ``out_scale`` and adding the (digital) bias. Inputs are
 sent in chunks of at most ``max_mvm_bytes`` (8 MiB by default) per MVM call, so the same code
 can drive a twin over gRPC.
+
+A convolution's MVMs take its activation unrolled (``device_twin.unroll.im2col``). If the MVM
+function offers ``conv`` (:class:`ConvMVMFn`: ``Chip.conv_mvm``, the twin's ``ConvMvm``), the
+activation itself is sent and the twin unrolls it, in the same blocks of rows, through the
+same periphery: the outputs are the same, and the wire carries the activation instead of
+rows 9 times its size (a 3x3 kernel). Otherwise the rows are unrolled here.
 """
 
 from __future__ import annotations
@@ -37,10 +43,25 @@ from controller.workloads.quantisers import (
     quantiser_config,
 )
 from device_twin.config import ChipConfig
+from device_twin.unroll import ConvGeometry, im2col
 
 MVMFn = Callable[[int, np.ndarray, int, int, int], np.ndarray]
 """``mvm(tile, x (batch, k) float32, row_start, col_start, col_count) -> y (batch, col_count)``:
 the meaning of ``device_twin.chip.Chip.mvm``, y = x @ ((G+ - G-)/g_max)[row block, col block]."""
+
+
+class ConvMVMFn(Protocol):
+    """An ``MVMFn`` that also runs a convolution's MVMs from its activation, unrolled on the
+    chip: the meaning of ``device_twin.chip.Chip.conv_mvm``."""
+
+    def __call__(
+        self, tile: int, x: np.ndarray, row_start: int, col_start: int, col_count: int
+    ) -> np.ndarray: ...
+
+    def conv(
+        self, tile: int, x: np.ndarray, geometry: ConvGeometry, patch_start: int, k: int,
+        row_start: int, col_start: int, col_count: int, rows_per_mvm: int,
+    ) -> np.ndarray: ...  # fmt: skip
 
 
 class OutputCompensation(Protocol):
@@ -149,12 +170,17 @@ class MappedNetwork:
     def layer_tiles(self, name: str) -> list[TileMapping]:
         return [self.tiles[i] for i in self.layers[name].tiles]
 
+    def rows_per_mvm(self, pos: int) -> int:
+        """Input vectors per MVM call on ``tiles[pos]``: as many as keep the call's inputs and
+        outputs under ``max_mvm_bytes``."""
+        tm = self.tiles[pos]
+        return max(1, self.max_mvm_bytes // (4 * max(tm.block_rows, tm.block_cols)))
+
     def block_mvm(self, pos: int, x: np.ndarray, mvm: MVMFn) -> np.ndarray:
         """``x`` (M, block_rows) through the block of ``tiles[pos]``, in chunks that keep each
         call under ``max_mvm_bytes``; returns (M, block_cols) float32 in g_max units."""
         tm = self.tiles[pos]
-        width = max(tm.block_rows, tm.block_cols)
-        chunk = max(1, self.max_mvm_bytes // (4 * width))
+        chunk = self.rows_per_mvm(pos)
         out = np.empty((x.shape[0], tm.block_cols), np.float32)
         for s in range(0, x.shape[0], chunk):
             xs = np.ascontiguousarray(x[s : s + chunk], dtype=np.float32)
@@ -176,6 +202,30 @@ class MappedNetwork:
                 yb = compensation.apply(pos, yb)
             y[:, tm.col_range[0] : tm.col_range[1]] += yb
         return y * np.float32(al.out_scale)
+
+    def analog_conv(
+        self, layer: Conv2d, x: torch.Tensor, mvm: ConvMVMFn,
+        compensation: OutputCompensation | None = None,
+    ) -> tuple[np.ndarray, tuple[int, int]]:  # fmt: skip
+        """The convolution ``layer`` of ``x`` (N, C, H, W) on the chip, unrolled by the chip
+        (``mvm.conv``): as ``analog_matmul`` of ``im2col(x)``, block for block; returns
+        ((N*Ho*Wo, C_out), (Ho, Wo))."""
+        al = self.layers[layer.name]
+        geometry = conv_geometry(layer)
+        ho, wo = geometry.output_size(x.shape[2], x.shape[3])
+        y = np.zeros((x.shape[0] * ho * wo, al.cols), np.float32)
+        for pos in al.tiles:
+            tm = self.tiles[pos]
+            r0, r1 = tm.row_range
+            c0, c1 = r0 // geometry.taps, -(-r1 // geometry.taps)  # the channels it reads
+            xs = np.ascontiguousarray(x[:, c0:c1].numpy(), dtype=np.float32)
+            yb = mvm.conv(tm.tile, xs, geometry, r0 - c0 * geometry.taps, r1 - r0,
+                          tm.row_offset, tm.col_offset, tm.block_cols,
+                          self.rows_per_mvm(pos))  # fmt: skip
+            if compensation is not None:
+                yb = compensation.apply(pos, yb)
+            y[:, tm.col_range[0] : tm.col_range[1]] += yb
+        return y * np.float32(al.out_scale), (ho, wo)
 
     @torch.no_grad()
     def forward(
@@ -212,8 +262,11 @@ class MappedNetwork:
                 x = body + skip
             elif isinstance(layer, Conv2d):
                 n = x.shape[0]
-                cols, (h, w) = im2col(x, layer)
-                y = self.analog_matmul(layer.name, cols.numpy(), mvm, compensation)
+                if hasattr(mvm, "conv"):  # the chip unrolls the activation
+                    y, (h, w) = self.analog_conv(layer, x, mvm, compensation)  # type: ignore[arg-type]
+                else:
+                    cols, (h, w) = im2col(x, conv_geometry(layer))
+                    y = self.analog_matmul(layer.name, cols.numpy(), mvm, compensation)
                 # rows are (image, position): a channels-last view, no copy
                 x = torch.from_numpy(y).view(n, h, w, -1).permute(0, 3, 1, 2)
                 if layer.bias is not None:
@@ -244,27 +297,9 @@ class MappedNetwork:
         return int(sum(tm.used.sum() for tm in self.tiles))
 
 
-def im2col(x: torch.Tensor, conv: Conv2d) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The crossbar inputs of a convolution: ``x`` (N, C, H, W) -> ((N*Ho*Wo, C*kh*kw), (Ho, Wo)),
-    one row per (image, output position), columns in torch ``unfold``'s order (C outermost),
-    so row r of the result equals ``unfold(x)[n].T[p]``.
-
-    Built from a zero-padded channels-last copy of ``x`` with one strided copy: several times
-    faster than ``unfold`` followed by a transpose (two passes over data 9x the input's size
-    for a 3x3 kernel), the cost that dominated a ResNet-32 evaluation's controller side.
-    """
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
-    (ph, pw), (dh, dw) = conv.padding, conv.dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    xp = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
-    xp[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
-    s_n, s_h, s_w, s_c = xp.stride()
-    patches = xp.as_strided(
-        (n, ho, wo, c, kh, kw), (s_n, s_h * sh, s_w * sw, s_c, s_h * dh, s_w * dw)
-    )
-    return patches.reshape(n * ho * wo, c * kh * kw), (ho, wo)
+def conv_geometry(conv: Conv2d) -> ConvGeometry:
+    """How a convolution layer slides over its input."""
+    return ConvGeometry(conv.kernel_size, conv.stride, conv.padding, conv.dilation)
 
 
 def _blocks(size: int, step: int) -> list[tuple[int, int]]:
@@ -384,13 +419,36 @@ def program_mapped(mapped: MappedNetwork, chip: ProgrammableChip, at_s: float) -
     return out
 
 
-def chip_mvm(chip: Any, at_s: float) -> MVMFn:
-    """An ``MVMFn`` of an in-process ``Chip`` (or anything with its ``mvm``) at time ``at_s``."""
+class ChipMVM:
+    """The MVMs of an in-process ``Chip`` (or anything with its ``mvm`` and ``conv_mvm``) at
+    one instant: an ``MVMFn`` and a ``ConvMVMFn``."""
 
-    def mvm(tile: int, x: np.ndarray, row_start: int, col_start: int, col_count: int) -> np.ndarray:
-        return chip.mvm(tile, x, at_s, row_start, col_start, col_count).values
+    def __init__(self, chip: Any, at_s: float) -> None:
+        self.chip, self.at_s = chip, at_s
 
-    return mvm
+    def __call__(
+        self, tile: int, x: np.ndarray, row_start: int = 0, col_start: int = 0,
+        col_count: int | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        return self.chip.mvm(tile, x, self.at_s, row_start, col_start, col_count).values
+
+    def conv(
+        self, tile: int, x: np.ndarray, geometry: ConvGeometry, patch_start: int, k: int,
+        row_start: int, col_start: int, col_count: int, rows_per_mvm: int,
+    ) -> np.ndarray:  # fmt: skip
+        return self.chip.conv_mvm(tile, x, self.at_s, geometry, patch_start, k, row_start,
+                                  col_start, col_count, rows_per_mvm).values  # fmt: skip
+
+
+def chip_mvm(chip: Any, at_s: float, unroll_on_chip: bool = True) -> MVMFn:
+    """The MVM function of an in-process ``Chip`` at time ``at_s``; ``unroll_on_chip=False``:
+    plain MVMs only (convolutions are unrolled by the caller)."""
+    mvm = ChipMVM(chip, at_s)
+    if unroll_on_chip:
+        return mvm
+    return lambda tile, x, row_start, col_start, col_count: mvm(
+        tile, x, row_start, col_start, col_count
+    )
 
 
 def evaluate(

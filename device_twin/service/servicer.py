@@ -27,6 +27,7 @@ from device_twin.config import ChipConfig
 from device_twin.errors import NotFound, ResourceExhausted
 from device_twin.program_verify import VerifyJob
 from device_twin.service.persistence import DurableRegistry
+from device_twin.unroll import ConvGeometry
 from pcmtwin import status
 from pcmtwin.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -273,11 +274,38 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         )  # fmt: skip
         return result_to_proto(r)
 
+    def ConvMvm(self, request, context):
+        return self._call(context, lambda: self._op_conv_mvm(request))
+
+    def _op_conv_mvm(self, request) -> twin_pb2.OpResult:
+        x = required_tensor(request, "x", FLOAT, "a float Tensor, the activation (N, C, H, W)")
+        geometry = ConvGeometry.checked(
+            list(request.kernel), list(request.stride) or [1, 1],
+            list(request.padding) or [0, 0], list(request.dilation) or [1, 1],
+        )  # fmt: skip
+        cfg = self._config(request.chip_id)
+        col_count = int(request.col_count) if request.HasField("col_count") else None
+        n_out = col_count if col_count is not None else cfg.tile_cols - request.col_start
+        if x.ndim == 4:
+            ho, wo = geometry.output_size(x.shape[2], x.shape[3])
+            rows = x.shape[0] * max(ho, 0) * max(wo, 0)
+            self._check_response_bytes(
+                4 * rows * max(n_out, 0), f"a convolution of {rows} positions on {n_out} columns"
+            )
+        r = self.registry.conv_mvm(
+            request.chip_id, int(request.tile), x, request.at_s, geometry,
+            int(request.patch_start), int(request.k), int(request.row_start),
+            int(request.col_start), col_count, int(request.rows_per_mvm),
+            request_id=request.request_id,
+        )  # fmt: skip
+        return result_to_proto(r)
+
     # --- sessions -------------------------------------------------------------------------
     _SESSION_OPS = {
         "program": "_op_program", "program_devices": "_op_program_devices",
         "apply_pulses": "_op_apply_pulses", "read_devices": "_op_read_devices",
         "probe": "_op_probe", "mvm": "_op_mvm", "program_verify": "_op_program_verify",
+        "conv_mvm": "_op_conv_mvm",
     }  # fmt: skip
 
     def Session(self, request_iterator, context) -> Iterator[twin_pb2.SessionResponse]:

@@ -100,6 +100,11 @@ class CrossbarTwinStub:
                 request_serializer=pcmtwin_dot_v1_dot_twin__pb2.MvmRequest.SerializeToString,
                 response_deserializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
                 _registered_method=True)
+        self.ConvMvm = channel.unary_unary(
+                '/pcmtwin.v1.CrossbarTwin/ConvMvm',
+                request_serializer=pcmtwin_dot_v1_dot_twin__pb2.ConvMvmRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
+                _registered_method=True)
         self.Session = channel.stream_stream(
                 '/pcmtwin.v1.CrossbarTwin/Session',
                 request_serializer=pcmtwin_dot_v1_dot_twin__pb2.SessionRequest.SerializeToString,
@@ -194,6 +199,12 @@ class CrossbarTwinServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConvMvm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Session(self, request_iterator, context):
         """A session: device operations streamed on one call, answered one by one, in order. It
         saves the set-up of a unary call per operation, which is most of a small call's cost; a
@@ -278,6 +289,11 @@ def add_CrossbarTwinServicer_to_server(servicer, server):
             'Mvm': grpc.unary_unary_rpc_method_handler(
                     servicer.Mvm,
                     request_deserializer=pcmtwin_dot_v1_dot_twin__pb2.MvmRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.SerializeToString,
+            ),
+            'ConvMvm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConvMvm,
+                    request_deserializer=pcmtwin_dot_v1_dot_twin__pb2.ConvMvmRequest.FromString,
                     response_serializer=pcmtwin_dot_v1_dot_twin__pb2.OpResult.SerializeToString,
             ),
             'Session': grpc.stream_stream_rpc_method_handler(
@@ -642,6 +658,33 @@ class CrossbarTwin:
             target,
             '/pcmtwin.v1.CrossbarTwin/Mvm',
             pcmtwin_dot_v1_dot_twin__pb2.MvmRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvMvm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.CrossbarTwin/ConvMvm',
+            pcmtwin_dot_v1_dot_twin__pb2.ConvMvmRequest.SerializeToString,
             pcmtwin_dot_v1_dot_twin__pb2.OpResult.FromString,
             options,
             channel_credentials,

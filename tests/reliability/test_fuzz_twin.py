@@ -419,11 +419,54 @@ def test_mvm(twin, r):
     send(twin, "Mvm", r)
 
 
+ACTIVATION_SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 6),
+                              st.integers(2, 6))  # fmt: skip
+BAD_ACTIVATIONS = st.one_of(
+    ACTIVATION_SHAPES.flatmap(lambda s: floats(s, -1.0, 1.0, extremes=True)),
+    st.sampled_from(((0, 1, 4, 4), (1, 1, 0, 4), (4, 4), (1, 2, 3), (1, 1, 1, 1, 1))).flatmap(
+        lambda s: floats(s, -1.0, 1.0)
+    ),
+    st.just((2, 1, 300, 300)).flatmap(lambda s: floats(s, -1.0, 1.0)),  # output over the limit
+)
+
+
+def conv_pairs(good: tuple, minimum: int) -> Field:
+    """A (height, width) field: good values (or unset), or wrong lengths, signs and sizes."""
+    bad = st.sampled_from(((minimum - 1, 1), (3,), (1, 2, 3), (65, 1), (7, 7))) | st.lists(
+        int64s(), max_size=3
+    )
+    return Field(st.sampled_from(good).map(list), bad.map(list))
+
+
+CONV_REQUESTS = requests(
+    twin_pb2.ConvMvmRequest, chip_id=CHIPS, tile=TILE,
+    x=Field(ACTIVATION_SHAPES.flatmap(lambda s: floats(s, -1.0, 1.0)).map(np_tensor),
+            bad_tensors(LIMIT, BAD_ACTIVATIONS)),
+    kernel=conv_pairs(((3, 3), (1, 1), (2, 3)), 1), stride=conv_pairs(((), (1, 1), (2, 1)), 1),
+    padding=conv_pairs(((), (0, 0), (1, 1)), 0), dilation=conv_pairs(((), (1, 1), (1, 2)), 1),
+    patch_start=Field(st.sampled_from((0, 0, 1)), int64s()),
+    k=Field(st.sampled_from((1, 4, 9)), st.sampled_from((0, 25)) | int64s()),
+    row_start=Field(st.sampled_from((0, 0, 3)), st.sampled_from((23, 24)) | int64s()),
+    col_start=Field(st.sampled_from((0, 0, 3)), st.sampled_from((15, 16)) | int64s()),
+    col_count=Field(st.none() | st.sampled_from((1, 4)), st.sampled_from((0, 16)) | int64s()),
+    rows_per_mvm=Field(st.sampled_from((0, 1, 5, 100)), int64s()),
+    request_id=RIDS,
+)  # fmt: skip
+
+
+@fuzz_settings(120)
+@given(r=CONV_REQUESTS)
+def test_conv_mvm(twin, r):
+    """ConvMvm with any activations, geometries, windows and block sizes."""
+    send(twin, "ConvMvm", r)
+
+
 # --- sessions -------------------------------------------------------------------------------
 SESSION_OPS = {
     "Program": PROGRAM_REQUESTS, "ProgramDevices": program_devices_requests(),
     "ApplyPulses": apply_pulses_requests(), "ReadDevices": READ_REQUESTS,
     "Probe": PROBE_REQUESTS, "Mvm": MVM_REQUESTS, "ProgramVerify": program_verify_requests(),
+    "ConvMvm": CONV_REQUESTS,
 }  # fmt: skip
 
 

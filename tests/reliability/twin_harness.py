@@ -32,6 +32,7 @@ from controller.rpc.client import TwinClient
 from device_twin.chip import Chip
 from device_twin.config import ChipConfig
 from device_twin.service.server import ServerOptions, TwinServer
+from device_twin.unroll import ConvGeometry
 from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 from tests.reliability.fuzzing import tally
@@ -49,7 +50,7 @@ RESET_AFTER_S = 1e6
 C = grpc.StatusCode
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 DEVICE_OPS = ("Program", "ProgramDevices", "ApplyPulses", "ReadDevices", "Probe", "Mvm",
-              "ProgramVerify")  # fmt: skip
+              "ProgramVerify", "ConvMvm")  # fmt: skip
 WRITES = ("Program", "ProgramDevices", "ApplyPulses", "ProgramVerify")
 QUERIES = ("ListChips", "GetChipInfo", "GetEnergyLedger", "GetConfigSchema", "Snapshot")
 _OPS = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}
@@ -317,6 +318,21 @@ class TwinHarness:
                 CFG.tile_cols - request.col_start
             )  # fmt: skip
             assert values.shape == (batch, n_out)
+        elif rpc == "ConvMvm":
+            assert t.dtype == "float32" and np.isfinite(values).all(), "conv output not finite"
+            g = ConvGeometry(
+                tuple(request.kernel),
+                tuple(request.stride) or (1, 1),
+                tuple(request.padding) or (0, 0),
+                tuple(request.dilation) or (1, 1),
+            )
+            ho, wo = g.output_size(request.x.shape[2], request.x.shape[3])
+            n_out = (
+                request.col_count
+                if request.HasField("col_count")
+                else (CFG.tile_cols - request.col_start)
+            )
+            assert values.shape == (request.x.shape[0] * ho * wo, n_out)  # fmt: skip
 
     def check_physical(self, chip_id: str, c: ChipCopy) -> None:
         """Finite, physical device state; untouched zeros on unprogrammed tiles."""

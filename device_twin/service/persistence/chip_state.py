@@ -141,6 +141,9 @@ def op_record(
         "tile_version": int(chip.tile_version[tile]),
         "ledger": chip.ledger.to_dict().get(r.kind),
     }  # fmt: skip
+    calls = chip.periphery_calls.get((tile, r.kind))
+    if calls is not None and calls[0] == r.at_s:  # a convolution makes several MVM calls
+        header["periphery_seq"] = calls[1]
     arrays: dict[str, np.ndarray] = {}
     w = r.writes
     if w is not None:
@@ -173,7 +176,9 @@ def replay_op(chip: Chip, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> O
             tile, arrays["array"], arrays["index"], arrays["g_prog_us"], arrays["nu"],
             t_write, arrays.get("write_count"),
         ))  # fmt: skip
-    if h["kind"] in ("probe", "mvm"):
+    if "periphery_seq" in h:
+        chip.periphery_calls[(tile, h["kind"])] = (h["at_s"], h["periphery_seq"])
+    elif h["kind"] in ("probe", "mvm"):  # a record written before periphery_seq was kept
         chip.record_periphery_call(tile, h["kind"], h["at_s"])
     chip.programmed[tile] = h["programmed"]
     chip.tile_version[tile] = h["tile_version"]

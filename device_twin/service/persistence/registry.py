@@ -253,6 +253,16 @@ class DurableRegistry(ChipRegistry):
             chip_id, request_id, lambda c: c.mvm(tile, x, at_s, row_start, col_start, col_count)
         )
 
+    def conv_mvm(
+        self, chip_id, tile, x, at_s, geometry, patch_start, k, row_start=0, col_start=0,
+        col_count=None, rows_per_mvm=0, request_id="",
+    ):  # fmt: skip
+        return self.execute(
+            chip_id, request_id,
+            lambda c: c.conv_mvm(tile, x, at_s, geometry, patch_start, k, row_start, col_start,
+                                 col_count, rows_per_mvm),
+        )  # fmt: skip
+
     # --- restore ----------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
         """Load the snapshot and replay the log; then compact if anything was replayed."""

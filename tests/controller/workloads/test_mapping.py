@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from controller.workloads.mapping import chip_mvm, map_network, program_mapped, tiles_needed
-from device_twin import Chip
+from controller.workloads.network import NetworkDescription
+from device_twin import Chip, ChipConfig
 from tests.controller.workloads.conftest import ideal_chip_config
 
 
@@ -98,3 +99,27 @@ def test_too_few_tiles_is_refused(random_paper_cnn):
     """Mapping onto a chip with too few tiles fails with the number needed."""
     with pytest.raises(ValueError, match="needs 3 tiles"):
         map_network(random_paper_cnn, "none", ideal_chip_config(2))
+
+
+def test_convolutions_unrolled_on_the_chip_give_the_same_outputs():
+    """A noisy chip that unrolls the convolutions itself (its layers split over row blocks that
+    cut channels, its rows sent in several MVMs) gives exactly the outputs and energy of the
+    rows unrolled here and sent as plain MVMs."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 12, 3, stride=2, bias=False), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(12 * 6 * 6, 10),
+    ).eval()  # fmt: skip
+    desc = NetworkDescription.from_torch(model, (1, 14, 14), name="small_conv")
+    config = ChipConfig(n_tiles=tiles_needed(desc, 32, 16), tile_rows=32, tile_cols=16, seed=4)
+    mapped = map_network(desc, "none", config, max_mvm_bytes=2048)
+    assert len(mapped.layer_tiles("3")) == 3  # 72 rows: 32 + 32 + 8, cutting channels 3 and 7
+    chips = [Chip(config), Chip(config)]
+    for chip in chips:
+        program_mapped(mapped, chip, 0.0)
+    x = torch.rand(5, 1, 14, 14)
+    on_chip = mapped.forward(x, chip_mvm(chips[0], 10.0))
+    here = mapped.forward(x, chip_mvm(chips[1], 10.0, unroll_on_chip=False))
+    assert torch.equal(on_chip, here)
+    assert chips[0].ledger.total_energy_pj == pytest.approx(chips[1].ledger.total_energy_pj)

@@ -61,6 +61,12 @@ def mvm(**kw) -> twin_pb2.MvmRequest:
     return twin_pb2.MvmRequest(**{**dict(chip_id=CHIP, tile=0, x=t(x), at_s=T_S * 10), **kw})
 
 
+def conv(**kw) -> twin_pb2.ConvMvmRequest:
+    x = np.ones((2, 2, 4, 4), np.float32)
+    base = dict(chip_id=CHIP, tile=0, x=t(x), at_s=T_S * 10, kernel=[3, 3], padding=[1, 1], k=18)
+    return twin_pb2.ConvMvmRequest(**{**base, **kw})
+
+
 def program(**kw) -> twin_pb2.ProgramRequest:
     base = dict(chip_id=CHIP, tile=0, g_target_pos_us=t(G), g_target_neg_us=t(G), at_s=T_S * 10)
     return twin_pb2.ProgramRequest(**{**base, **kw})
@@ -146,6 +152,21 @@ CASES = [
          INVALID, "count out of range: expected 1..1000 pulses per device"),
     Case("missing tensor", rpc("Mvm", twin_pb2.MvmRequest(chip_id=CHIP, tile=0, at_s=T_S * 10)),
          INVALID, "x is required: a float Tensor of inputs (batch, k)"),
+    Case("convolution without a kernel", rpc("ConvMvm", conv(kernel=[])), INVALID,
+         "kernel must be two integers in [1, 64] (height, width), got []"),
+    Case("activation not 4-D", rpc("ConvMvm", conv(x=t(np.ones((2, 8), np.float32)))), INVALID,
+         "x has shape (2, 8), expected (images >= 1, channels, height, width)"),
+    Case("NaN activation", rpc("ConvMvm", conv(x=t(np.full((1, 2, 4, 4), np.nan, np.float32)))),
+         INVALID, "x contains NaN or Inf"),
+    Case("kernel larger than the input", rpc("ConvMvm", conv(kernel=[7, 7], padding=[0, 0])),
+         INVALID, "does not fit an input of 4x4"),
+    Case("unrolled columns out of range", rpc("ConvMvm", conv(patch_start=5)), INVALID,
+         "unrolled columns 5..22 out of range: 2 channels x 9 kernel positions make 18"),
+    Case("unrolled rows past the tile", rpc("ConvMvm", conv(row_start=10)), INVALID,
+         "the unrolled input drives rows 10..27, but the tile has 24 rows"),
+    Case("convolution over the response limit",
+         rpc("ConvMvm", conv(x=t(np.ones((1100, 1, 4, 4), np.float32)), k=9)), EXHAUSTED,
+         "a convolution of 17600 positions on 16 columns would return 1126400 bytes"),
     Case("columns out of range", rpc("Mvm", mvm(col_start=10, col_count=10)), INVALID,
          "columns 10..19 out of range: the tile has 16"),
     Case("request over the message limit", rpc("Mvm", mvm(x=t(BIG.reshape(-1, 4)))), EXHAUSTED,

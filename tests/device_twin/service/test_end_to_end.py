@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from controller.rpc.client import TwinClient, TwinRpcError
 from device_twin import Array, Chip, PulseKind
 from device_twin.errors import InvalidArgument
+from device_twin.unroll import ConvGeometry
 from pcmtwin.codec import numpy_to_tensor
 from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
@@ -48,6 +49,8 @@ def test_every_operation_matches_the_in_process_core(twin, session):
         g = [random_targets(rng, (rows, cols)) for _ in range(4)]
         devices = rng.choice(rows * cols, 40, replace=False)
         x = rng.standard_normal((7, rows)).astype(np.float32)
+        act = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)  # 18 unrolled columns
+        geometry = ConvGeometry((3, 3), padding=(1, 1))
         calls = [
             ("program", (0, g[0], g[1], 1.0)),
             ("program", (1, g[2], g[3], 2.0)),
@@ -78,6 +81,8 @@ def test_every_operation_matches_the_in_process_core(twin, session):
             ("mvm", (0, x, 7200.0)),  # same instant: same weight realisation, new output noise
             ("mvm", (0, x[:, :10].astype(np.float64), 7300.0, 4, 3, 9)),
             ("mvm", (1, x[:2], 86400.0, 0, 8)),
+            ("conv_mvm", (0, act, 90000.0, geometry, 2, 14, 5, 3, 6, 20)),
+            ("conv_mvm", (1, act.astype(np.float64), 90000.0, geometry, 0, 18)),
         ]
         for name, args in calls:
             remote = getattr(client, name)(chip_id, *args)
@@ -273,7 +278,7 @@ def test_client_offers_the_registry_calls_with_the_same_arguments():
     from device_twin.registry import ChipRegistry
 
     names = ("create_chip", "delete_chip", "list_chips", "chip_info", "energy_ledger",
-             "program", "program_devices", "apply_pulses", "read_devices", "probe", "mvm")  # fmt: skip
+             "program", "program_devices", "apply_pulses", "read_devices", "probe", "mvm", "conv_mvm")  # fmt: skip
     for name in names:
         ours = list(inspect.signature(getattr(TwinClient, name)).parameters)
         theirs = list(inspect.signature(getattr(ChipRegistry, name)).parameters)

@@ -13,6 +13,7 @@ import pytest
 from controller.rpc.client import TwinRpcError
 from device_twin import Array, Chip, PulseKind
 from device_twin.service.persistence import DurableRegistry, StateDirBusy, StateStore
+from device_twin.unroll import ConvGeometry
 from tests.device_twin.service.conftest import assert_same_result, random_targets, small_config
 
 CFG = small_config()
@@ -45,8 +46,13 @@ def _ops(seed: int, n: int) -> list[tuple[str, tuple]]:
             ops.append(("probe", (tile, np.arange(int(rng.integers(1, ROWS))), Array.DIFF, t_s)))
         else:
             x = rng.standard_normal((3, ROWS)).astype(np.float32)
+            act = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
             ops.append(("mvm", (tile, x, t_s)))
-            ops.append(("mvm", (tile, x[:1], t_s)))  # same instant: reuses the weight draw
+            # a convolution's 32 unrolled rows in 3 MVMs, then an MVM at the same instant: it
+            # reuses the weight draw and is the instant's 5th periphery call
+            ops.append(("conv_mvm", (tile, act, t_s, ConvGeometry((3, 3), padding=(1, 1)), 0, 18,
+                                     2, 1, None, 12)))  # fmt: skip
+            ops.append(("mvm", (tile, x[:1], t_s)))
     return ops
 
 
@@ -77,7 +83,7 @@ def test_restore_after_a_crash_is_exact_and_continues_identically(tmp_path):
     """A registry restored from its log (no snapshot) has every chip exactly as before, and
     continues -- including MVMs at the same instant -- exactly like one that never stopped."""
     ops = _ops(1, 40)
-    split = next(i for i, (n, a) in enumerate(ops) if n == "mvm" and i > 20) + 1
+    split = next(i for i, (n, a) in enumerate(ops) if n == "conv_mvm" and i > 20) + 1
     registry = DurableRegistry(store=StateStore(tmp_path))
     registry.restore()
     registry.create_chip(CFG, "c")
@@ -93,7 +99,7 @@ def test_restore_after_a_crash_is_exact_and_continues_identically(tmp_path):
     report = restored.restore()
     assert report.chips == 1 and report.records_replayed == split + 1 and not report.snapshot
     assert _chip_state(restored._chips["c"]) == _chip_state(reference._chips["c"])
-    for name, args in ops[split:]:  # the first one is an MVM at the instant of the last one
+    for name, args in ops[split:]:  # the first one is an MVM at the instant of a convolution
         assert_same_result(
             getattr(restored, name)("c", *args), getattr(reference, name)("c", *args)
         )
