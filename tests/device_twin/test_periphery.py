@@ -112,3 +112,52 @@ def test_probe_of_a_column_range_reads_only_those_columns():
     assert part.energy_pj - 2 * 3 * 7 * e.adc_conversion_pj - 2 * 3 * e.dac_row_drive_pj > 0
     with pytest.raises(InvalidArgument, match="out of range"):
         chip.probe(0, rows, Array.POS, 101.0, col_start=COLS - 2, col_count=5)
+
+
+IO_CASES = {
+    "default": IOConfig(),
+    "bound management repeats": IOConfig(out_bound=0.5),  # most batches saturate, some twice
+    "no bound management": IOConfig(bound_management="none", out_bound=0.5),
+    "no noise management": IOConfig(noise_management="none"),
+    "neither": IOConfig(noise_management="none", bound_management="none"),
+    "noise threshold": IOConfig(nm_thres=0.5),
+    "no DAC, no ADC, no noise": IOConfig(inp_res=0.0, out_res=0.0, out_noise=0.0),
+    "states as counts": IOConfig(inp_res=126, out_res=510, inp_bound=0.8),
+}
+
+
+@pytest.mark.parametrize("io", IO_CASES.values(), ids=IO_CASES.keys())
+def test_twin_forward_periphery_equals_aihwkit_tile_bit_for_bit(io):
+    """The twin's in-place forward periphery gives exactly aihwkit TorchInferenceTile's
+    outputs (same noise draws), zero rows, all-zero batches and saturation included."""
+    from device_twin.periphery import TilePeriphery, fast_path_supported
+
+    assert fast_path_supported(io.to_aihwkit())
+    rng = np.random.default_rng(7)
+    for k, n, w_std in [(144, 16, 0.3), (256, 64, 1.0), (9, 5, 3.0)]:
+        w = torch.from_numpy(rng.normal(0, w_std, (n, k)).astype(np.float32))
+        x = torch.from_numpy(rng.normal(0, 1, (500, k)).astype(np.float32)).relu_()
+        x[3] = 0.0
+        x[7] = -x[8]
+        per = TilePeriphery(PeripheryConfig(forward=io), k, n)
+        assert per._fast
+        per.load_weights(w, key=None)
+        tile = TorchInferenceTile(n, k, rpu_config=make_rpu_config(io))
+        tile.set_weights(w)
+        tile.eval()
+        for batch in (x, x[:1], torch.zeros(4, k)):
+            torch.manual_seed(k)
+            ours = per.mvm(batch)
+            torch.manual_seed(k)
+            with torch.no_grad():
+                theirs = tile(batch)
+            assert torch.equal(ours, theirs), (k, (ours - theirs).abs().max())
+
+
+def test_settings_beyond_the_twin_forward_go_through_aihwkit():
+    """Input noise or a perfect periphery (settings the in-place path does not implement) use
+    aihwkit's tile itself."""
+    from device_twin.periphery import TilePeriphery
+
+    for io in (IOConfig(inp_noise=0.01), IOConfig(is_perfect=True)):
+        assert not TilePeriphery(PeripheryConfig(forward=io), 8, 4)._fast
