@@ -102,23 +102,15 @@ class EnergyModel:
         )
         return Cost(energy, n_rows * c.mvm_latency_s)
 
-    def mvm(self, x: np.ndarray, g_row_sum_us: np.ndarray, n_cols: int) -> Cost:
-        """``x``: (batch, rows) float32 inputs as sent; each vector drives its rows at
-        amplitudes |x| / max|x| (the DAC's full range after noise management);
-        ``g_row_sum_us``: (rows,) sum of G+ and G- over the columns read, per driven row."""
+    def mvm(self, batch: int, n_rows: int, n_cols: int, g_driven_us: float) -> Cost:
+        """``batch`` input vectors on ``n_rows`` rows, ``n_cols`` columns converted;
+        ``g_driven_us``: the conductance read, summed over vectors, each device weighted by
+        its row's input amplitude |x| / max|x| (the DAC's full range after noise
+        management): sum over vectors v and rows r of |x_vr| / max_r |x_vr| * g_r, with g_r
+        the sum of G+ and G- over the columns read (``Chip`` computes it)."""
         c = self.cfg
-        batch, n_rows = x.shape
-        xa = np.abs(x)
-        peak = xa.max(axis=1)
-        np.maximum(peak, 1e-30, out=peak)
-        # sum over vectors of (|x| . g) / peak: one pass over the inputs
-        g32 = g_row_sum_us.astype(np.float32)
-        per_vector = xa @ g32
-        if not np.all(np.isfinite(per_vector)):  # inputs near float32's limit: normalise first
-            per_vector, peak = (xa / peak[:, None]) @ g32, np.ones_like(peak)
-        reads = self.read_pj_per_us * float(np.sum(per_vector / peak, dtype=np.float64))
-        energy = batch * (n_rows * c.dac_row_drive_pj + n_cols * c.adc_conversion_pj) + reads
-        return Cost(energy, batch * c.mvm_latency_s)
+        energy = batch * (n_rows * c.dac_row_drive_pj + n_cols * c.adc_conversion_pj)
+        return Cost(energy + self.read_pj_per_us * g_driven_us, batch * c.mvm_latency_s)
 
 
 @dataclass

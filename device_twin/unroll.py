@@ -78,9 +78,10 @@ def im2col(x: torch.Tensor, g: ConvGeometry) -> tuple[torch.Tensor, tuple[int, i
     """``x`` (N, C, H, W) -> ((N*Ho*Wo, C*kh*kw), (Ho, Wo)): one row per (image, output
     position), columns in ``unfold``'s order, so row r equals ``unfold(x)[n].T[p]``.
 
-    Built from a zero-padded channels-last copy of ``x`` with one strided copy: several times
-    faster than ``unfold`` followed by a transpose (two passes over data 9x the input's size
-    for a 3x3 kernel).
+    Built from a zero-padded channels-last copy of ``x`` with one copy per kernel position
+    (kh*kw slabs of C contiguous values each): 3-4 times faster than one strided copy of
+    the 6-D patch view, whose innermost runs are kw values long, and several times faster
+    than ``unfold`` followed by a transpose.
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw) = g.kernel, g.stride
@@ -88,11 +89,14 @@ def im2col(x: torch.Tensor, g: ConvGeometry) -> tuple[torch.Tensor, tuple[int, i
     ho, wo = g.output_size(h, w)
     xp = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
     xp[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
-    s_n, s_h, s_w, s_c = xp.stride()
-    patches = xp.as_strided(
-        (n, ho, wo, c, kh, kw), (s_n, s_h * sh, s_w * sw, s_c, s_h * dh, s_w * dw)
-    )
-    return patches.reshape(n * ho * wo, c * kh * kw), (ho, wo)
+    out = x.new_empty(n, ho, wo, c, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dh, j * dw
+            out[..., i, j] = xp[
+                :, r0 : r0 + (ho - 1) * sh + 1 : sh, c0 : c0 + (wo - 1) * sw + 1 : sw
+            ]
+    return out.reshape(n * ho * wo, c * kh * kw), (ho, wo)
 
 
 def unrolled_blocks(

@@ -40,13 +40,22 @@ ANY_DTYPE = tuple(_DTYPES)
 # --- tensors -------------------------------------------------------------------------------
 def numpy_to_tensor(a: np.ndarray) -> tensor_pb2.Tensor:
     """A numpy array as a Tensor message (raw little-endian bytes, C order)."""
+    return fill_tensor(tensor_pb2.Tensor(), a)
+
+
+def fill_tensor(t: tensor_pb2.Tensor, a: np.ndarray) -> tensor_pb2.Tensor:
+    """Write a numpy array into the Tensor field ``t`` of a message, in place: the bytes are
+    copied once (``numpy_to_tensor`` then ``CopyFrom`` copies them twice more)."""
     a = np.asarray(a)
     if a.dtype.name not in _DTYPES:
         raise InvalidArgument(
             f"dtype {a.dtype} cannot travel: expected one of {', '.join(_DTYPES)}"
         )
     le = np.ascontiguousarray(a).astype(_DTYPES[a.dtype.name], copy=False)
-    return tensor_pb2.Tensor(data=le.tobytes(), dtype=a.dtype.name, shape=a.shape)
+    t.data = le.tobytes()
+    t.dtype = a.dtype.name
+    t.shape[:] = a.shape
+    return t
 
 
 def tensor_to_numpy(t: tensor_pb2.Tensor, name: str, dtypes: tuple[str, ...]) -> np.ndarray:
@@ -98,7 +107,7 @@ def result_to_proto(r: OpResult) -> twin_pb2.OpResult:
         latency_s=float(r.latency_s),
     )  # fmt: skip
     if r.values is not None:
-        msg.values.CopyFrom(numpy_to_tensor(r.values))
+        fill_tensor(msg.values, r.values)
     if r.scale_us is not None:
         msg.scale_us = float(r.scale_us)
     if r.failed is not None:

@@ -51,6 +51,7 @@ from pcmtwin.codec import (
     MESSAGE_OVERHEAD_BYTES,
     TWIN_SERVICE,
     array_to_proto,
+    fill_tensor,
     numpy_to_tensor,
     pulse_kind_to_proto,
     result_from_proto,
@@ -206,17 +207,29 @@ class TwinClient:
             time.sleep(delay)
             attempt += 1
 
-    def _op(self, name: str, request: Any) -> twin_pb2.OpResult:
+    @staticmethod
+    def _envelope(name: str) -> tuple[twin_pb2.SessionRequest, Any]:
+        """A session request holding an empty ``name`` request, and that request: filled in
+        place, a large request travels in a session without being copied into it."""
+        envelope = twin_pb2.SessionRequest()
+        request = getattr(envelope, name)
+        request.SetInParent()
+        return envelope, request
+
+    def _op(
+        self, name: str, request: Any, envelope: twin_pb2.SessionRequest | None = None
+    ) -> twin_pb2.OpResult:
         """A device operation: on the session if one is in use, else (or if the session
-        breaks) as its unary call, ``CrossbarTwin.<Name>``."""
+        breaks) as its unary call, ``CrossbarTwin.<Name>``. ``envelope``: the session request
+        ``request`` was built in (``_envelope``)."""
         if self.use_session:
             with self._session_lock:
                 try:
                     if self._session is None:
                         self._session = _Session(self._stub)
-                    got = self._session.request(
-                        twin_pb2.SessionRequest(**{name: request}), self.timeout_s
-                    )
+                    if envelope is None:
+                        envelope = twin_pb2.SessionRequest(**{name: request})
+                    got = self._session.request(envelope, self.timeout_s)
                 except _SessionBroken:
                     self._session.close()
                     self._session = None
@@ -371,13 +384,15 @@ class TwinClient:
         batches = self.mvm_split(chip_id, x, col_start, col_count)
         results = []
         for b0, b1 in batches:
-            request = twin_pb2.MvmRequest(
-                chip_id=chip_id, tile=int(tile), x=numpy_to_tensor(x[b0:b1]), at_s=float(at_s),
-                row_start=int(row_start), col_start=int(col_start), request_id=self._rid(),
-            )  # fmt: skip
+            envelope, request = self._envelope("mvm")
+            request.MergeFrom(twin_pb2.MvmRequest(
+                chip_id=chip_id, tile=int(tile), at_s=float(at_s), row_start=int(row_start),
+                col_start=int(col_start), request_id=self._rid(),
+            ))  # fmt: skip
+            fill_tensor(request.x, x[b0:b1])
             if col_count is not None:
                 request.col_count = int(col_count)
-            results.append(result_from_proto(self._op("mvm", request)))
+            results.append(result_from_proto(self._op("mvm", request, envelope)))
         return _joined(results)
 
     def conv_mvm(
@@ -393,14 +408,16 @@ class TwinClient:
             col_count = self._cols(chip_id) - int(col_start)
         results = []
         for b0, b1 in self.conv_split(x, geometry, int(col_count)):
-            request = twin_pb2.ConvMvmRequest(
-                chip_id=chip_id, tile=int(tile), x=numpy_to_tensor(x[b0:b1]), at_s=float(at_s),
+            envelope, request = self._envelope("conv_mvm")
+            request.MergeFrom(twin_pb2.ConvMvmRequest(
+                chip_id=chip_id, tile=int(tile), at_s=float(at_s),
                 kernel=geometry.kernel, stride=geometry.stride, padding=geometry.padding,
                 dilation=geometry.dilation, patch_start=int(patch_start), k=int(k),
                 row_start=int(row_start), col_start=int(col_start), col_count=int(col_count),
                 rows_per_mvm=int(rows_per_mvm), request_id=self._rid(),
-            )  # fmt: skip
-            results.append(result_from_proto(self._op("conv_mvm", request)))
+            ))  # fmt: skip
+            fill_tensor(request.x, x[b0:b1])
+            results.append(result_from_proto(self._op("conv_mvm", request, envelope)))
         return _joined(results)
 
     def conv_split(self, x: np.ndarray, geometry: Any, col_count: int) -> list[tuple[int, int]]:
