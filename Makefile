@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 SCENARIO ?= scenarios/paper_mnist_selfcorrect.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format protos setup setup-dev apt-deps data clean
+.PHONY: run test bench bench-study lint format protos setup setup-dev apt-deps data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ test: setup-dev apt-deps
 
 bench: setup-dev apt-deps
 	$(BIN)/python -m bench
+
+# scenarios/joshi_resnet32.yaml end to end from a cold cache (about half an hour of two idle
+# cores, longer than the rest of `make bench`): the resnet32_study_wall record
+bench-study: setup-dev apt-deps
+	PCM_TWIN_BENCH_STUDY=1 $(BIN)/python -m bench resnet32
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -67,15 +67,17 @@ def test_wpo_benchmark_gives_complete_records_on_a_small_network():
 
 
 def test_resnet32_benchmark_gives_complete_records_on_a_few_images():
-    """The ResNet-32 evaluation records (in process, over gRPC) are complete and finite, and
-    the profile split names the parts of an evaluation."""
+    """The ResNet-32 evaluation records (in process, over gRPC with and without ConvMvm) are
+    complete and finite, and the profile split names the parts of an evaluation."""
     from bench.bench_resnet32 import eval_records, profile_split
 
     recs = {r["name"]: r for r in eval_records(n_images=2)}
-    assert set(recs) == {"resnet32_eval_in_process_ms_per_image", "resnet32_eval_grpc_ms_per_image"}
+    assert set(recs) == {"resnet32_eval_in_process_ms_per_image", "resnet32_eval_grpc_ms_per_image",
+                         "resnet32_eval_grpc_im2col_rows_ms_per_image"}  # fmt: skip
     for r in recs.values():
         assert set(FIELDS) <= set(r) and math.isfinite(r["value"]) and r["value"] > 0
     assert recs["resnet32_eval_grpc_ms_per_image"]["baseline_value"] > 0
     split = profile_split(n_images=2)
-    assert set(split) >= {"total", "twin_mvm", "aihwkit_periphery", "im2col"}
-    assert 0 < split["aihwkit_periphery"] < split["twin_mvm"] < split["total"]
+    assert set(split) >= {"total", "twin_mvm", "periphery", "im2col", "controller_other"}
+    assert 0 < split["im2col"] < split["twin_mvm"] < split["total"]
+    assert 0 < split["periphery"] < split["twin_mvm"]
