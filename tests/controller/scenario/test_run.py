@@ -145,3 +145,23 @@ def test_run_refuses_an_unknown_variant(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["run", str(SMOKE), "--variant", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 1
     assert "no variant nope; variants: mult_gdc, mult_threshold" in res.output
+
+
+def test_a_two_pair_scenario_runs_with_lsp_corrections(tmp_path: Path, tiny_scenario: dict) -> None:
+    """A chip with two pairs per weight runs end to end over the twin's gRPC session: the
+    paper's levels on the MSP with a trimmed LSP, corrected through the LSP only."""
+    scenario = {
+        **tiny_scenario,
+        "chip": {"tile_rows": 64, "tile_cols": 64, "pairs_per_weight": 2,
+                 "significance_factor": 2.0},
+        "mapping": {"quantiser": {"kind": "multiplicative", "lsp_trim": True,
+                                  "annealing": {"n_steps": 40}}},
+        "controller": {"policy": {"name": "threshold", "params": {
+            "interval_s": "2h", "threshold": 0.05, "pairs": "lsp"}}},
+    }  # fmt: skip
+    run = run_to_folder(load_scenario(scenario), tmp_path / "pairs", progress=False)
+    v = run.summary["variants"]["base"]
+    assert v["corrections"] > 0 and min(v["accuracy_mean"]) > 0.5
+    events = pd.read_parquet(tmp_path / "pairs" / "events.parquet")
+    corrections = events[events.kind == "correction"]
+    assert set(corrections["detail.pair"]) == {0}
