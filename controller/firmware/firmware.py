@@ -2,8 +2,9 @@
 
 Per device the firmware keeps the level index it was programmed to (``level``, the multiplier
 m+ or m- of a multiplicative mapping, one byte), the target conductance that level stands for
-(``target_us = level * q``) and the device time of its last write (``last_write_s``). The
-correction target is the stored level, never "the nearest multiple" of a drifted read
+(``target_us = floor + level * q``, the floor 0 uS but for families that cannot go lower)
+and the device time of its last write (``last_write_s``). The correction target is the
+stored level, never "the nearest multiple" of a drifted read
 (DESIGN.md §5: a top-level device falls by more than half a level spacing within about a
 minute of a write). Mappings without levels (uniform, unquantised) store the target only.
 
@@ -50,6 +51,7 @@ class Firmware:
         self.target_us = np.zeros(shape, np.float32)
         self.used = np.zeros((n_tiles, tile_rows, tile_cols), bool)
         self.last_write_s = np.zeros(shape, np.float64)
+        self.floor_us = np.zeros(n_tiles, np.float64)  # level 0's conductance, per tile
         self.tiles: tuple[int, ...] = ()
         self.rows_in_use: dict[int, np.ndarray] = {}
         # per tile: (first column, number of columns) spanning every column with a weight
@@ -68,6 +70,8 @@ class Firmware:
                     f"mapping of tile {t} has shape {used.shape}, "
                     f"expected {(self.tile_rows, self.tile_cols)}"
                 )
+            floor = float(getattr(tm, "g_floor_us", 0.0))
+            self.floor_us[t] = floor
             pairs = tm.pairs() if hasattr(tm, "pairs") else [_Pair(tm)]
             if len(pairs) > self.pairs_per_weight:
                 raise ValueError(f"mapping of tile {t} has {len(pairs)} pairs per weight, "
@@ -85,7 +89,7 @@ class Firmware:
                         lv = np.asarray(lv, np.uint8)
                         self.level[t, a][used] = lv[used]
                         self.q_us[t, a] = float(q)
-                        g = np.clip(lv.astype(np.float64) * float(q), 0.0, self.g_max_us)
+                        g = np.clip(floor + lv.astype(np.float64) * float(q), 0.0, self.g_max_us)
                     else:
                         g = np.asarray(target, np.float64)
                     self.target_us[t, a][used] = g[used].astype(np.float32)
@@ -156,6 +160,7 @@ class FirmwareView:
         self.target_us = _readonly(fw.target_us)
         self.used = _readonly(fw.used)
         self.last_write_s = _readonly(fw.last_write_s)
+        self.g_floor_us = _readonly(fw.floor_us)
         self.last_report: MonitorReport | None = None
 
     @property

@@ -74,6 +74,7 @@ from controller.firmware.ledger import Event, Ledger
 from controller.firmware.monitor import DriftMonitor
 from controller.firmware.onchip import OnChip
 from controller.firmware.policies.base import JobOutcome, Policy
+from controller.firmware.policies.rewrites import rewritten_columns
 from controller.firmware.pulsegen import PulseGenerator
 from controller.firmware.quantities import (
     CALIBRATION,
@@ -116,6 +117,10 @@ class RunResults:
     events: list[Event]
     counters: dict[str, float]
     totals: dict[str, Any]
+
+
+#: A policy's ``compensation`` -> ``DriftCompensation.kind`` (the kinds one read serves).
+_KINDS = {"gdc": "global", "per_column": "per_column"}
 
 
 def default_compensation_factory(kind: str, mapped: Any) -> Any:
@@ -178,8 +183,9 @@ class ChipModel:
             env, self.on_chip, self.programmed, self._row, self.fail, evaluator
         )
         self.monitor = DriftMonitor(
-            ctx, self.trigger, self._before_probe, self.evaluations.after_correction, self.fail
-        )
+            ctx, self.trigger, self._before_probe, self.evaluations.after_correction, self.fail,
+            on_corrected=self._recalibrate,
+        )  # fmt: skip
         self._started = False
 
     @property
@@ -192,7 +198,27 @@ class ChipModel:
 
     # --- callbacks of the processes ---------------------------------------------------------
     def _compensation_now(self) -> Any:
-        return self.compensation if self.guard.compensation is not None else None
+        kind = self.guard.compensation
+        comp = self.compensation
+        if kind is None or comp is None:
+            return None
+        # one reference read serves one factor per tile and one per column: a new policy may
+        # switch between them
+        if kind in _KINDS and getattr(comp, "kind", _KINDS[kind]) != _KINDS[kind]:
+            comp.kind = _KINDS[kind]
+        return comp
+
+    def _recalibrate(self, outcomes: list[JobOutcome]) -> Generator[simpy.Event, Any, None]:
+        """After corrections, when the policy asks (``recalibrate``): re-take the compensation
+        reference of the columns they rewrote whole (every device with a level above 0 uS)."""
+        comp = self._compensation_now()
+        recal = getattr(comp, "recalibrate", None)
+        if not getattr(self.guard.policy, "recalibrate", False) or recal is None:
+            return
+        columns = rewritten_columns(self.view, self.mapped, [o.job for o in outcomes])
+        if columns:
+            yield from self.on_chip.run(lambda mvm, _c: recal(mvm, columns), CALIBRATION,
+                                        {"recalibrate": True})  # fmt: skip
 
     def _before_probe(self, at_s: float) -> Generator[simpy.Event, Any, None]:
         """The evaluations due at or before ``at_s`` and the host inferences that arrived by

@@ -21,9 +21,11 @@ fall at exactly 1 h, 2 h, ... so that evaluations scheduled at those times meet 
 the worst point of the cycle. A wake-up first waits for the work that must see the chip before
 the corrections of that instant (``before_probe``: the model's evaluations and host inferences
 due then), then probes, then hands the report and its policy to the correction trigger, waits
-until the corrections it asked for are done, and lets the work that measures the chip after
-them run (``after_correction``). The monitor lives as long as the chip: a new policy restarts
-it (``start``) and its counters, round-robin cursors and latest metrics carry on.
+until the corrections it asked for are done, tells ``on_corrected`` what they did (the model
+re-takes drift compensation's reference there when the policy asks), and lets the work that
+measures the chip after them run (``after_correction``). The monitor lives as long as the
+chip: a new policy restarts it (``start``) and its counters, round-robin cursors and latest
+metrics carry on.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class DriftMonitor:
     """The monitoring process of a chip (see the module docstring).
 
     ``trigger`` gets each wake-up's report; ``before_probe(at_s)`` and
-    ``after_correction(at_s)`` are waited for around the corrections of a scheduled wake-up;
+    ``after_correction(at_s)`` are waited for around the corrections of a scheduled wake-up,
+    ``on_corrected(outcomes)`` after the corrections of any wake-up that corrected something;
     ``on_error`` is told about a failure that stops monitoring."""
 
     def __init__(
@@ -99,6 +102,7 @@ class DriftMonitor:
         before_probe: AtInstant,
         after_correction: AtInstant,
         on_error: OnError,
+        on_corrected: Callable[[list], Generator[simpy.Event, Any, None]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.env = ctx.env
@@ -106,6 +110,7 @@ class DriftMonitor:
         self.before_probe = before_probe
         self.after_correction = after_correction
         self.on_error = on_error
+        self.on_corrected = on_corrected
         self.cursor = np.zeros(ctx.view.n_tiles, np.int64)
         self.tile_metrics: dict[int, dict[str, float]] = {}
         self.wakeups = 0
@@ -184,6 +189,8 @@ class DriftMonitor:
             view.last_report = report
         self.wakeups += 1
         outcomes = yield self.trigger.submit(report, policy, mode)
+        if outcomes and self.on_corrected is not None:
+            yield from self.on_corrected(outcomes)
         if outcomes and scheduled:
             yield from self.after_correction(at_s)
         return outcomes

@@ -213,6 +213,12 @@ def summarise(
         entry["totals"] = {k: {"mean": m, "std": s} for k, (m, s) in totals.items()}
         # how sure: 95 % intervals over seeds and over the test images (stats.py)
         entry.update(accuracy_uncertainty(acc, described.get("test_images")))
+        # one figure for the whole run: each seed's mean over its evaluation times
+        over_time = [float(np.mean(a)) if len(a) else math.nan for a in acc]
+        est = over_seeds(over_time)
+        entry["accuracy_time_mean"] = est.mean
+        entry["accuracy_time_mean_ci95"] = [est.ci_low, est.ci_high]
+        entry["accuracy_time_mean_per_seed"] = over_time
         upkeep = over_seeds([r.totals.get("upkeep_energy_pj") for r in mine])
         entry["upkeep_energy_pj_ci95"] = [upkeep.ci_low, upkeep.ci_high]
         out["variants"][name] = entry

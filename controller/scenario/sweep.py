@@ -202,6 +202,9 @@ def _summary_rows(name: str, point: dict[str, Any], summary: dict[str, Any]) -> 
         row["accuracy_loss_ci_low"], row["accuracy_loss_ci_high"] = low, high
         low, high = v.get("upkeep_energy_pj_ci95") or [None, None]
         row["upkeep_energy_pj_ci_low"], row["upkeep_energy_pj_ci_high"] = low, high
+        row["accuracy_time_mean"] = v.get("accuracy_time_mean")
+        low, high = v.get("accuracy_time_mean_ci95") or [None, None]
+        row["accuracy_time_mean_ci_low"], row["accuracy_time_mean_ci_high"] = low, high
         for key in ("accuracy_loss", "upkeep_energy_pj", "upkeep_energy_pj_std",
                     "corrections", "correction_pulses", "availability", "seeds",
                     "test_images"):  # fmt: skip

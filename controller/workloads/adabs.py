@@ -15,6 +15,7 @@ Compensations by name (``make_compensation``; a policy's ``compensation`` parame
 
 - ``gdc``: global drift compensation, one factor per tile from an identity read
   (:class:`~controller.workloads.compensation.DriftCompensation`);
+- ``per_column``: one factor per output column, from the same read;
 - ``adabs``: AdaBS alone;
 - ``gdc_adabs``: both: GDC's factors scale each tile, then AdaBS re-estimates the statistics.
 """
@@ -31,7 +32,7 @@ from controller.workloads.layers import BatchNorm2d
 from controller.workloads.mapping import MappedNetwork, MVMFn
 
 #: Compensation names ``make_compensation`` builds (the firmware's list must match; tested).
-COMPENSATIONS = ("gdc", "adabs", "gdc_adabs")
+COMPENSATIONS = ("gdc", "per_column", "adabs", "gdc_adabs")
 
 
 class AdaptiveBatchNorm:
@@ -69,6 +70,11 @@ class AdaptiveBatchNorm:
             self.gdc.calibrate(mvm)
         self.bn_stats = {}
 
+    def recalibrate(self, mvm: MVMFn, columns: dict[int, np.ndarray]) -> None:
+        """GDC's reference of the given columns re-taken now (nothing without GDC)."""
+        if self.gdc is not None:
+            self.gdc.recalibrate(mvm, columns)
+
     def measure(self, mvm: MVMFn) -> None:
         """Now: GDC's factors, then the statistics of every BN layer from one pass of the
         calibration images through the chip."""
@@ -90,6 +96,8 @@ def make_compensation(
     ``calibration_x``: AdaBS's calibration images (N, C, H, W)."""
     if kind not in COMPENSATIONS:
         raise ValueError(f"unknown drift compensation {kind!r}; known: {', '.join(COMPENSATIONS)}")
+    if kind == "per_column":
+        return DriftCompensation(mapped, "per_column", "identity")
     gdc = DriftCompensation(mapped, "global", "identity") if "gdc" in kind else None
     if "adabs" not in kind:
         return gdc

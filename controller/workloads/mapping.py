@@ -35,11 +35,12 @@ from torch.nn import functional as nnf
 from controller.workloads.datasets import DatasetSplit
 from controller.workloads.layers import BatchNorm2d, Conv2d, Linear, Residual
 from controller.workloads.network import NetworkDescription
-from controller.workloads.pair_quantisers import quantise_on_chip
+from controller.workloads.pair_quantisers import needs_pairs, quantise_on_chip
 from controller.workloads.quantisers import (
     LayerQuantisation,
     PairLevels,
     QuantiserConfig,
+    quantise_layers,
     quantiser_config,
 )
 from device_twin.config import ChipConfig
@@ -104,6 +105,7 @@ class TileMapping:
     col_offset: int = 0  # first tile column of the block
     #: pairs 1, 2, ... of a chip with several pairs per weight (pair 0: the fields above)
     upper_pairs: list[PairLevels] = field(default_factory=list)
+    g_floor_us: float = 0.0  # level 0 of the block's devices (the family's lowest conductance)
 
     def pairs(self) -> list[PairLevels]:
         """The targets (and levels) of every pair, pair 0 first."""
@@ -349,7 +351,19 @@ def map_network(
         )
     analog = desc.analog_layers()
     matrices = {layer.name: layer.weight_matrix().astype(np.float64) for _, layer in analog}
-    quant = quantise_on_chip(matrices, q, chip_config)
+    # a family whose devices cannot go below a floor (reram_cmo: 9 uS) holds its levels above
+    # it: G = floor + m*q over [floor, g_max]; the floor cancels in G+ - G-
+    floor = g_floor_us(chip_config)
+    span = chip_config.g_max_us - floor
+    if floor > 0 and needs_pairs(q):
+        raise ValueError(
+            f"quantiser {q.kind!r} on several pairs needs a device family without a floor "
+            f"(this chip's devices cannot go below {floor:g} uS)"
+        )
+    if floor == 0:
+        quant = quantise_on_chip(matrices, q, chip_config)
+    else:
+        quant = quantise_layers(matrices, q, span)
     tiles: list[TileMapping] = []
     layers: dict[str, AnalogLayer] = {}
     for index, layer in analog:
@@ -363,17 +377,20 @@ def map_network(
                 used = np.zeros((R, C), bool)
                 used[: r1 - r0, : c1 - c0] = True
                 first, *upper = (
-                    _tile_block(p, (r0, r1), (c0, c1), (R, C)) for p in [pair0, *lq.upper_pairs]
+                    _tile_block(p, (r0, r1), (c0, c1), (R, C), floor)
+                    for p in [pair0, *lq.upper_pairs]
                 )
                 positions.append(len(tiles))
                 tiles.append(
                     TileMapping(
                         first_tile + len(tiles), layer.name, first.g_pos_us, first.g_neg_us,
                         first.level_pos, first.level_neg, first.q_pos_us, first.q_neg_us, used,
-                        index, (r0, r1), (c0, c1), upper_pairs=upper,
+                        index, (r0, r1), (c0, c1), upper_pairs=upper, g_floor_us=floor,
                     )
                 )  # fmt: skip
-        layers[layer.name] = AnalogLayer(index, layer.name, K, N, lq.out_scale, positions, lq)
+        # the quantiser's scale is per (G+ - G-)/span; the chip's MVM gives (G+ - G-)/g_max
+        out_scale = lq.out_scale * chip_config.g_max_us / span
+        layers[layer.name] = AnalogLayer(index, layer.name, K, N, out_scale, positions, lq)
     quantised = desc.with_weights(
         {layer.name: quant[layer.name].w_q.T.reshape(layer.weight.shape) for _, layer in analog}
     )
@@ -383,21 +400,34 @@ def map_network(
 
 
 def _tile_block(
-    p: PairLevels, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]
+    p: PairLevels,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    shape: tuple[int, int],
+    floor_us: float = 0.0,
 ) -> PairLevels:
-    """A pair's (K, N) targets, rows x cols of them placed at the top left of a tile."""
+    """A pair's (K, N) targets, rows x cols of them placed at the top left of a tile, the
+    conductances raised by ``floor_us`` (the family's level 0)."""
     (r0, r1), (c0, c1) = rows, cols
 
-    def place(a: np.ndarray | None, dtype) -> np.ndarray | None:
+    def place(a: np.ndarray | None, dtype, add: float = 0.0) -> np.ndarray | None:
         if a is None:
             return None
         out = np.zeros(shape, dtype)
-        out[: r1 - r0, : c1 - c0] = a[r0:r1, c0:c1]
+        out[: r1 - r0, : c1 - c0] = a[r0:r1, c0:c1] + add
         return out
 
-    return PairLevels(place(p.g_pos_us, np.float32), place(p.g_neg_us, np.float32),  # type: ignore[arg-type]
+    g_pos, g_neg = place(p.g_pos_us, np.float32, floor_us), place(p.g_neg_us, np.float32, floor_us)
+    return PairLevels(g_pos, g_neg,  # type: ignore[arg-type]
                       place(p.level_pos, np.uint8), place(p.level_neg, np.uint8), p.q_pos_us,
                       p.q_neg_us)  # fmt: skip
+
+
+def g_floor_us(chip_config: ChipConfig) -> float:
+    """The lowest conductance the chip's device family can hold (uS; 0 for PCM)."""
+    from device_twin.families import make_family
+
+    return float(make_family(chip_config.device, chip_config.g_max_us).g_floor_us)
 
 
 # --- driving a chip -------------------------------------------------------------------------

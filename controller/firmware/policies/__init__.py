@@ -52,6 +52,7 @@ from controller.firmware.policies.base import (
 from controller.firmware.policies.builtin import (
     AdaptivePolicy,
     BudgetPolicy,
+    ColumnRefreshPolicy,
     DriftAwarePolicy,
     GDCPolicy,
     NonePolicy,
@@ -68,6 +69,7 @@ BUILTIN: dict[str, type] = {
     "drift_aware": DriftAwarePolicy,
     "adaptive": AdaptivePolicy,
     "budget": BudgetPolicy,
+    "column_refresh": ColumnRefreshPolicy,
 }
 
 #: Each built-in policy's parameter model, by name (what a server lists and a schema exports).
@@ -280,6 +282,7 @@ __all__ = [
     "AdaptivePolicy",
     "BasePolicy",
     "BudgetPolicy",
+    "ColumnRefreshPolicy",
     "ChipView",
     "CorrectionJob",
     "DriftAwarePolicy",

@@ -211,6 +211,7 @@ class ChipView(Protocol):
     level: np.ndarray | None  # uint8 level index m per device (multiplicative mappings)
     q_us: np.ndarray  # (n_tiles, 2 * pairs_per_weight) uS per level, NaN without levels
     target_us: np.ndarray  # float32 target conductance per device
+    g_floor_us: np.ndarray  # (n_tiles,) conductance of level 0 (0 uS; a floor for some families)
     used: np.ndarray  # (n_tiles, rows, cols) bool: weights in use
     last_write_s: np.ndarray  # float64 device time of each device's last write
     corrections: int  # correction jobs so far
@@ -219,10 +220,11 @@ class ChipView(Protocol):
 
 
 #: Drift compensations a policy may ask for at inference (``compensation``): "gdc", global drift
-#: compensation (one factor per tile); "adabs", adaptive batch-norm statistics (Joshi 2020,
-#: re-estimated through the chip on calibration images); "gdc_adabs", both. Built by
+#: compensation (one factor per tile); "per_column", one factor per output column; "adabs",
+#: adaptive batch-norm statistics (Joshi 2020, re-estimated through the chip on calibration
+#: images); "gdc_adabs", both. Built by
 #: ``controller.workloads.adabs.make_compensation``.
-COMPENSATIONS = ("gdc", "adabs", "gdc_adabs")
+COMPENSATIONS = ("gdc", "per_column", "adabs", "gdc_adabs")
 
 
 @runtime_checkable

@@ -15,6 +15,11 @@
                     the devices were written (drift slows down as log time).
 ``budget``          threshold checks, but corrections are limited to an energy budget per day,
                     worst devices first.
+``column_refresh``  probe every ``interval_s`` (daily); rewrite whole every column whose error,
+                    once compensated as inference compensates it (one factor per column),
+                    exceeds ``threshold``: what inference sees decides, and no rewrite leaves
+                    fresh devices beside drifted ones. It needs no drift model (any device
+                    family).
 =================== ===========================================================================
 
 On a chip with several pairs per weight (Mackin 2022) the probing policies read every pair
@@ -26,14 +31,17 @@ exceeds the threshold, its LSP devices get new targets that absorb it (``lsp_tar
 
 Each is built from its parameter model (:mod:`controller.firmware.policies.params`: types,
 units, defaults, limits and meanings; ``pcm-twin policies`` lists them). Every correction
-policy takes ``compensation`` ("gdc" by default, as in the paper's set-up, "adabs",
-"gdc_adabs" or none; ``none`` and ``gdc`` take it too) and the
-pulse scheme's ``tolerance`` (weight units); those that probe also ``method`` and
-``rows_fraction`` (share of rows probed per wake-up, round-robin).
+policy takes ``compensation`` ("per_column" by default, "gdc" as in the paper's set-up,
+"adabs", "gdc_adabs" or none; ``none`` and ``gdc`` take it too), ``recalibrate`` and the pulse
+scheme's ``tolerance`` (weight units); those that probe
+also ``rewrite`` (what a correction rewrites: whole columns by default, so that compensation
+stays valid, :mod:`~controller.firmware.policies.rewrites`), ``method`` and ``rows_fraction``
+(share of rows probed per wake-up, round-robin).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -60,12 +68,21 @@ from controller.firmware.policies.params import (
     DAY_S,
     AdaptiveParams,
     BudgetParams,
+    ColumnRefreshParams,
     DriftAwareParams,
     GDCParams,
     NoneParams,
     PeriodicRefreshParams,
     PolicyParams,
     ThresholdParams,
+)
+from controller.firmware.policies.rewrites import (
+    column_errors,
+    column_jobs,
+    expand,
+    group_decay,
+    group_size,
+    matched_targets,
 )
 
 
@@ -116,6 +133,7 @@ class _CorrectingPolicy(_Configured):
             loop=p.loop,
         )
         self.rows_fraction = getattr(p, "rows_fraction", None)
+        self.recalibrate = bool(getattr(p, "recalibrate", False))
 
     def _interval_s(self, p: Any) -> float:
         return p.interval_s
@@ -136,6 +154,7 @@ class _CorrectingPolicy(_Configured):
             "interval_s": self.interval_s,
             "tolerance": self.scheme.tolerance,
             "method": self.scheme.method,
+            "recalibrate": self.recalibrate,
         }
 
 
@@ -177,7 +196,8 @@ class ThresholdPolicy(_CorrectingPolicy):
     ``scope="tile"``: when a tile's drift metric (mean |y_t - y_0| per weight) exceeds
     ``threshold``, every device of that tile outside the pulse tolerance.
     ``expected_drift=True`` divides each read by the drift expected for the device's age and
-    level first (this is ``drift_aware``).
+    level first (this is ``drift_aware``). ``rewrite`` says what a correction then rewrites
+    (:mod:`~controller.firmware.policies.rewrites`).
     """
 
     name = "threshold"
@@ -190,17 +210,27 @@ class ThresholdPolicy(_CorrectingPolicy):
         self.scope = p.scope
         self.expected_drift = p.expected_drift
         self.pairs = p.pairs
+        self.rewrite = p.rewrite
+        # rewrite="matched": the factor each device was last written to (times its level),
+        # per (tile, array 2*pair + sign, row, col)
+        self._scale: np.ndarray | None = None
 
     def deviations(self, view: ChipView, at_s: float, tr: TileReading) -> dict[int, np.ndarray]:
-        """Signed deviation per device of a reading from its level (fractions of g_max),
-        drift-corrected if ``expected_drift``."""
+        """Signed deviation per device of a reading from its level (times the factor a
+        ``matched`` rewrite gave it; fractions of g_max), drift-corrected if
+        ``expected_drift``."""
         if not self.expected_drift:
-            return {a: tr.deviation[a] for a in (POS, NEG) if a in tr.deviation}
-        out = {}
-        for a in (POS, NEG):
-            if a not in tr.g_us:
-                continue
-            out[a] = (self.expected_read(view, at_s, tr, a) - tr.target_us[a]) / view.g_max_us
+            out = {a: tr.deviation[a] for a in (POS, NEG) if a in tr.deviation}
+        else:
+            out = {}
+            for a in (POS, NEG):
+                if a not in tr.g_us:
+                    continue
+                out[a] = (self.expected_read(view, at_s, tr, a) - tr.target_us[a]) / view.g_max_us
+        if self._scale is not None:
+            for a, d in out.items():
+                scale = self._scale[tr.tile, 2 * tr.pair + a, tr.rows]
+                out[a] = d - (scale - 1.0) * tr.target_us[a] / view.g_max_us
         return out
 
     def expected_read(self, view: ChipView, at_s: float, tr: TileReading, a: int) -> np.ndarray:
@@ -213,7 +243,8 @@ class ThresholdPolicy(_CorrectingPolicy):
         return tr.g_us[a] / expected_drift_factor(age, target, view.g_max_us, view.t0_s)
 
     def select(self, view: ChipView, report: MonitorReport) -> list[tuple[CorrectionJob, float]]:
-        """Candidate jobs with, per job, the worst distance (used by ``budget``)."""
+        """Candidate jobs (the devices to correct, before ``rewrite``) with, per job, the worst
+        distance (used by ``budget``)."""
         if self.pairs == "lsp" and _pairs(view) > 1:
             return self.select_lsp(view, report)
         jobs = []
@@ -259,10 +290,39 @@ class ThresholdPolicy(_CorrectingPolicy):
                 jobs.append((job, worst))
         return jobs
 
+    def pulse_scheme(self, view: ChipView, job: CorrectionJob) -> PulseScheme:
+        # a group rewrite writes every device of the group, those within tolerance too: the
+        # group's devices must share their age (then verifies as usual)
+        if self.rewrite in ("columns", "tile"):
+            return dataclasses.replace(self.scheme, rewrite_all=True)
+        return self.scheme
+
+    def rewritten(self, view: ChipView, report: MonitorReport, job: CorrectionJob) -> CorrectionJob:
+        """What a job selecting ``job``'s devices rewrites (``rewrite``), with its targets; the
+        factors of ``matched`` rewrites are remembered for later checks. A job with its own
+        targets (``pairs="lsp"``) is left as it is."""
+        if job.target_pos_us is not None or job.target_neg_us is not None:
+            return job
+        if self.rewrite == "matched":
+            tr = report.pairs[job.pair][job.tile]
+            decay = group_decay(view, tr, self.compensation == "per_column")
+            out, f_pos, f_neg = matched_targets(view, job, decay)
+        else:
+            out = expand(view, job, self.rewrite)
+            f_pos, f_neg = np.ones(out.pos.size), np.ones(out.neg.size)
+        if self.rewrite == "matched" or self._scale is not None:
+            if self._scale is None:
+                shape = (view.n_tiles, 2 * _pairs(view), view.tile_rows, view.tile_cols)
+                self._scale = np.ones(shape, np.float32)
+            k = 2 * out.pair
+            self._scale[out.tile, k + POS].reshape(-1)[out.pos] = f_pos
+            self._scale[out.tile, k + NEG].reshape(-1)[out.neg] = f_neg
+        return out
+
     def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
         if report is None:
             return []
-        return [job for job, _ in self.select(view, report)]
+        return [self.rewritten(view, report, job) for job, _ in self.select(view, report)]
 
     def describe(self) -> dict:
         return super().describe() | {
@@ -270,6 +330,7 @@ class ThresholdPolicy(_CorrectingPolicy):
             "scope": self.scope,
             "expected_drift": self.expected_drift,
             "pairs": self.pairs,
+            "rewrite": self.rewrite,
         }
 
 
@@ -285,8 +346,10 @@ class AdaptivePolicy(ThresholdPolicy):
 
     ``age`` is the median time since the network's devices were last written: drift slows as
     log time, so the checks thin out as the devices age, and come back when many devices are
-    rewritten. Checks are drift-aware by default (``expected_drift``); the interval is capped
-    at ``max_interval_s``.
+    rewritten (with whole-column rewrites, that is at every check whose device checks find a
+    device to correct in most columns: the checks then stay near ``base_interval_s``). Checks
+    are drift-aware by default (``expected_drift``); the interval is capped at
+    ``max_interval_s``.
     """
 
     name = "adaptive"
@@ -363,7 +426,8 @@ class BudgetPolicy(ThresholdPolicy):
         if not cands:
             return []
         tiles, arrays, idx, dist = (np.concatenate(x) for x in zip(*cands, strict=True))
-        keep = np.argsort(-dist, kind="stable")[:n_afford]
+        order = np.argsort(-dist, kind="stable")
+        keep = self._affordable(view, tiles, arrays // 2, idx, order, n_afford)
         jobs = []
         for t, pair in sorted({(int(t), int(a) // 2) for t, a in zip(tiles[keep], arrays[keep],
                                                                     strict=True)}):  # fmt: skip
@@ -371,8 +435,36 @@ class BudgetPolicy(ThresholdPolicy):
             pos = np.sort(idx[sel][arrays[sel] == 2 * pair + POS])
             neg = np.sort(idx[sel][arrays[sel] == 2 * pair + NEG])
             why = f"budget: {sel.size} worst devices within {left:.3g} pJ left today"
-            jobs.append(CorrectionJob(t, pos=pos, neg=neg, reason=why, pair=pair))
+            job = CorrectionJob(t, pos=pos, neg=neg, reason=why, pair=pair)
+            jobs.append(self.rewritten(view, report, job))
         return jobs
+
+    def _affordable(
+        self,
+        view: ChipView,
+        tiles: np.ndarray,
+        pairs: np.ndarray,
+        idx: np.ndarray,
+        order: np.ndarray,
+        n: int,
+    ) -> np.ndarray:
+        """The candidates (in ``order``, worst first) whose rewrite units (a device, or the
+        column or tile of its pair ``rewrite`` takes with it) fit in ``n`` devices in all."""
+        if self.rewrite in ("devices", "matched"):
+            return order[:n]
+        cols = view.tile_cols
+        taken: dict[tuple[int, int, int], bool] = {}
+        keep, total = [], 0
+        for i in order:
+            col = int(idx[i] % cols) if self.rewrite == "columns" else -1
+            unit = (int(tiles[i]), int(pairs[i]), col)
+            if unit not in taken:
+                size = group_size(view, unit[0], None if col < 0 else col, unit[1])
+                taken[unit] = total + size <= n
+                total += size if taken[unit] else 0
+            if taken[unit]:
+                keep.append(i)
+        return np.asarray(keep, np.int64)
 
     def on_job_done(self, view: ChipView, outcome: JobOutcome) -> None:
         energy = outcome.energy_pj + outcome.controller_energy_pj
@@ -384,3 +476,71 @@ class BudgetPolicy(ThresholdPolicy):
 
     def describe(self) -> dict:
         return super().describe() | {"budget_pj_per_day": self.budget_pj_per_day}
+
+
+class ColumnRefreshPolicy(_CorrectingPolicy):
+    """Probe every ``interval_s``; rewrite whole the columns that inference sees wrong.
+
+    Per column of each probed tile, the rms error of its weights once compensated as inference
+    will compensate them (:func:`~controller.firmware.policies.rewrites.column_errors`: one
+    factor per column with ``compensation: per_column``, per tile with ``gdc``). A column
+    beyond ``threshold`` is rewritten whole: every device of it holding a level above 0 uS,
+    both arrays (:func:`~controller.firmware.policies.rewrites.column_jobs`), so that its
+    devices share their age and its compensation factor stays right for all of them.
+
+    Unlike the device checks of ``threshold`` and ``drift_aware`` it asks how wrong the
+    outputs are, not how far each device lies from its level: drift common to a column, which
+    compensation undoes, triggers nothing, and devices that drift apart in opposite directions
+    are caught as the error they make together. It needs no drift model, so it runs as it is
+    on any device family.
+    """
+
+    name = "column_refresh"
+    Params = ColumnRefreshParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: Any = self.params
+        self.threshold = p.threshold
+        self.baseline = p.baseline
+        self.scheme = dataclasses.replace(self.scheme, rewrite_all=True)
+        # per (pair, tile): each column's error at the first check after its last write (NaN:
+        # none yet)
+        self._base: dict[tuple[int, int], np.ndarray] = {}
+
+    def drift_errors(self, view: ChipView, tile: tuple[int, int], err: np.ndarray) -> np.ndarray:
+        """What a column's error counts as: with ``baseline``, the part drift added since the
+        column's last rewrite, sqrt(err^2 - base^2) (the first check after a rewrite sets the
+        base: it counts as 0); without, ``err`` itself."""
+        if not self.baseline:
+            return err
+        base = self._base.setdefault(tile, np.full(err.shape, np.nan))
+        new = np.isnan(base)
+        base[new] = err[new]
+        return np.sqrt(np.maximum(err**2 - base**2, 0.0))
+
+    def decide(self, view: ChipView, report: MonitorReport | None) -> Sequence[CorrectionJob]:
+        if report is None:
+            return []
+        per_column = self.compensation != "gdc"
+        significance = getattr(view, "significance", (1.0,))
+        jobs = []
+        for pair, tiles in report.pairs.items():
+            for t, tr in tiles.items():
+                if POS not in tr.g_us or NEG not in tr.g_us:
+                    continue
+                err = significance[pair] * column_errors(view, tr, per_column)
+                err = self.drift_errors(view, (pair, t), err)
+                bad = np.flatnonzero(err > self.threshold)
+                if bad.size:
+                    why = (f"column_refresh: {bad.size} columns beyond {self.threshold:g} "
+                           f"(worst {float(err[bad].max()):.3g})")  # fmt: skip
+                    job = column_jobs(view, t, bad, why, pair)
+                    if job.devices:
+                        jobs.append(job)
+                        if self.baseline:
+                            self._base[(pair, t)][bad] = np.nan  # measured at the next check
+        return jobs
+
+    def describe(self) -> dict:
+        return super().describe() | {"threshold": self.threshold, "baseline": self.baseline}

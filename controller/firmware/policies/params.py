@@ -52,16 +52,18 @@ def _compensation(value: Any) -> Any:
     return None if value in ("none", "") else value
 
 
-#: Drift compensation at inference: ``gdc`` (one factor per tile), ``adabs`` (batch-norm
-#: statistics re-estimated through the chip, Joshi 2020), ``gdc_adabs`` (both) or none.
+#: Drift compensation at inference: ``gdc`` (one factor per tile), ``per_column`` (one per
+#: output column), ``adabs`` (batch-norm statistics re-estimated through the chip, Joshi 2020),
+#: ``gdc_adabs`` (both) or none.
 Compensation = Annotated[
-    Literal["gdc", "adabs", "gdc_adabs"] | None,
+    Literal["gdc", "per_column", "adabs", "gdc_adabs"] | None,
     BeforeValidator(_compensation),
     WithJsonSchema({"enum": [*COMPENSATIONS, "none", None]}),
 ]
 _COMPENSATION_DOC = (
-    "drift compensation at inference: gdc (one factor per tile), adabs (batch-norm statistics "
-    "re-estimated through the chip), gdc_adabs (both) or none"
+    "drift compensation at inference: gdc (one factor per tile), per_column (one per output "
+    "column), adabs (batch-norm statistics re-estimated through the chip), gdc_adabs (both) "
+    "or none"
 )
 
 
@@ -91,8 +93,15 @@ class GDCParams(PolicyParams):
 
 
 class _Verified(GDCParams):
-    """What every correcting policy shares: how a correction job verifies its devices."""
+    """What every correcting policy shares: how a correction job verifies its devices, and
+    how inference compensates drift around the corrections."""
 
+    compensation: Compensation = _param("per_column", _COMPENSATION_DOC)
+    recalibrate: bool = _param(
+        True,
+        "after a correction, re-take the drift compensation reference of the columns it "
+        "rewrote whole",
+    )
     tolerance: float = _param(
         0.05, "a corrected device is done when within this of its level", "g_max", gt=0, le=1
     )
@@ -113,7 +122,22 @@ class PeriodicRefreshParams(_Verified):
     interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", gt=0)
 
 
-class _Checked(_Verified):
+class _Probing(_Verified):
+    """What the policies that probe share: how a job pulses, and how much a probe reads."""
+
+    method: Literal["auto", "pulse", "program"] = _param(
+        "auto", "auto: SET pulses where they land within tolerance, else re-program; "
+        "pulse: re-program only on overshoot; program: always re-program"
+    )  # fmt: skip
+    rows_fraction: float | None = _param(
+        None,
+        "share of each tile's rows probed per wake-up, round-robin (none: the controller's)",
+        gt=0,
+        le=1,
+    )
+
+
+class _Checked(_Probing):
     """What the probing policies share: which devices a wake-up corrects, and how."""
 
     threshold: float = _param(
@@ -126,18 +150,15 @@ class _Checked(_Verified):
     scope: Literal["device", "tile"] = _param(
         "device", "device: each device on its own; tile: a tile's drift metric decides"
     )
+    rewrite: Literal["columns", "tile", "devices", "matched"] = _param(
+        "columns",
+        "what a correction rewrites: columns: every device of each column with a device to "
+        "correct (its devices then share their age: per-column compensation stays right); "
+        "tile: every device of such a tile; devices: only those devices; matched: only those, "
+        "to their level times the drift of their compensation group",
+    )
     expected_drift: bool = _param(
         False, "divide each read by the drift expected for its device's age and level first"
-    )
-    method: Literal["auto", "pulse", "program"] = _param(
-        "auto", "auto: SET pulses where they land within tolerance, else re-program; "
-        "pulse: re-program only on overshoot; program: always re-program"
-    )  # fmt: skip
-    rows_fraction: float | None = _param(
-        None,
-        "share of each tile's rows probed per wake-up, round-robin (none: the controller's)",
-        gt=0,
-        le=1,
     )
     pairs: Literal["all", "lsp"] = _param(
         "all",
@@ -188,6 +209,27 @@ class BudgetParams(ThresholdParams):
         200.0, "estimated cost of correcting one device before the first job has run", "pJ",
         gt=0,
     )  # fmt: skip
+
+
+class ColumnRefreshParams(_Probing):
+    """``column_refresh``: rewrite whole the columns whose compensated error exceeds
+    ``threshold``."""
+
+    interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", gt=0)
+    threshold: float = _param(
+        0.05,
+        "rewrite a column whose rms weight error, once compensated as inference compensates "
+        "it, exceeds this (baseline: the part of it drift added since the column's last "
+        "rewrite)",
+        "g_max",
+        gt=0,
+    )
+    baseline: bool = _param(
+        True,
+        "count only the error drift added since a column's last rewrite, sqrt(e^2 - e0^2), "
+        "e0 its error at the first check after that rewrite: errors a rewrite cannot remove "
+        "(a device saturating below its level, the read noise) trigger nothing",
+    )
 
 
 # --- the models as data ----------------------------------------------------------------------
@@ -264,6 +306,7 @@ def parameter_docs(model: type[BaseModel]) -> list[ParameterDoc]:
 __all__ = [
     "AdaptiveParams",
     "BudgetParams",
+    "ColumnRefreshParams",
     "Compensation",
     "DriftAwareParams",
     "GDCParams",

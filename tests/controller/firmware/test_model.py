@@ -108,7 +108,7 @@ def test_a_job_out_of_reprograms_fails_its_devices_without_writing_them():
         def pulse_scheme(self, view, job):
             return PulseScheme(method="program", max_reprograms=0)
 
-    model, twin, cid, _ = _setup(NoRewrites())
+    model, twin, cid, _ = _setup(NoRewrites(rewrite="devices"))
     model.start()
     model.advance(HOUR + 1)
     ev = [e for e in model.ledger.events if e.kind == "correction"]

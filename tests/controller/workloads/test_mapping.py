@@ -123,3 +123,26 @@ def test_convolutions_unrolled_on_the_chip_give_the_same_outputs():
     here = mapped.forward(x, chip_mvm(chips[1], 10.0, unroll_on_chip=False))
     assert torch.equal(on_chip, here)
     assert chips[0].ledger.total_energy_pj == pytest.approx(chips[1].ledger.total_energy_pj)
+
+
+def test_a_family_with_a_floor_holds_its_levels_above_it(random_paper_cnn):
+    """On reram_cmo (devices cannot go below 9 uS) level m sits at 9 uS + m*q over
+    [9 uS, g_max]; the floor cancels in G+ - G- and the chip computes the quantised network."""
+    from device_twin.families import PulseModelConfig, ReRamCMODeviceConfig
+
+    base = ideal_chip_config(3)
+    device = ReRamCMODeviceConfig(
+        prog_noise_scale=0, read_noise_scale=0, drift_scale=0,
+        pulse=PulseModelConfig.from_aihwkit("ReRamESPresetDevice", reset=-1.0, w_max_dtod=0.0),
+    )  # fmt: skip
+    config = base.model_copy(update={"device": device, "g_max_us": 88.2})
+    mapped = map_network(random_paper_cnn, "multiplicative", config)
+    for tm in mapped.tiles:
+        assert tm.g_floor_us == 9.0
+        u = tm.used
+        assert np.allclose(tm.g_target_pos_us[u], 9.0 + tm.level_pos[u] * tm.q_pos_us, atol=1e-3)
+        assert max(tm.q_pos_us, tm.q_neg_us) * 8 == pytest.approx(88.2 - 9.0)
+    x = torch.rand(4, 1, 28, 28)
+    chip = Chip(config)
+    program_mapped(mapped, chip, at_s=0.0)
+    _close(mapped.forward(x, chip_mvm(chip, at_s=1.0)), mapped.quantised.to_torch()(x))
