@@ -2,8 +2,9 @@
 
 - ``accuracy.png``: test accuracy versus device time (log axis): per variant the mean and its
   95 % interval as error bars (over seeds; with one seed, over the test images), each seed's
-  point (small), the accuracy right after the corrections of an instant (hollow), and the
-  float network's accuracy (dotted);
+  point (small), the accuracy right after the corrections of an instant (hollow; the line
+  goes through it, so each correction cycle draws as a sawtooth tooth), and the float
+  network's accuracy (dotted);
 - ``upkeep_energy.png``: cumulative upkeep energy versus device time (log-log), from the event
   ledger, mean over seeds, correction jobs (solid) and probes (dashed) apart; variants that
   spent none are named in the title instead (log axes cannot show zero);
@@ -75,6 +76,22 @@ def _pct(values: Sequence[Any]) -> np.ndarray:
     return 100 * np.asarray([np.nan if x is None else x for x in values], dtype=float)
 
 
+def sawtooth_path(
+    x: np.ndarray, before: np.ndarray, after: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The line of a correcting variant in time order: at each time its accuracy before the
+    corrections of that instant, then (where there were some) right after them, so that every
+    correction cycle draws as a tooth (a jump at the correction, the decay until the next)."""
+    xs, ys = [], []
+    for xi, b, a in zip(x, before, after, strict=True):
+        xs.append(xi)
+        ys.append(b)
+        if np.isfinite(a):
+            xs.append(xi)
+            ys.append(a)
+    return np.asarray(xs, float), np.asarray(ys, float)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
@@ -98,16 +115,20 @@ def plot_accuracy(summary: dict[str, Any], path: Path, title: str | None = None)
         x, m = t[keep] * d, _pct(v["accuracy_mean"])[keep]
         lo, hi, what = accuracy_band(v)
         err = np.nan_to_num(np.vstack([m - lo[keep], hi[keep] - m])).clip(min=0)
+        after = _pct(v.get("accuracy_after_correction_mean") or [])
+        has_after = after.size == t.size and np.isfinite(after[keep]).any()
         ax.errorbar(x, m, yerr=err, color=st.colour, marker=st.marker, ms=5, lw=1.4,
-                    ls=st.linestyle, elinewidth=0.9, capsize=2.5, label=name, zorder=3)  # fmt: skip
+                    ls="none" if has_after else st.linestyle, elinewidth=0.9, capsize=2.5,
+                    label=name, zorder=3)  # fmt: skip
         for seed in v.get("accuracy_per_seed") or []:
             ax.plot(x, _pct(seed)[keep], ls="none", marker=st.marker, ms=2.2, color=st.colour,
                     alpha=0.45, zorder=2)  # fmt: skip
-        after = _pct(v.get("accuracy_after_correction_mean") or [])
-        if after.size == t.size and np.isfinite(after[keep]).any():
+        if has_after:
             any_after = True
             ax.plot(x, after[keep], ls="none", marker=st.marker, ms=7, mfc="none", mew=1.4,
                     color=st.colour, zorder=4)  # fmt: skip
+            ax.plot(*sawtooth_path(x, m, after[keep]), ls=st.linestyle, lw=1.4,
+                    color=st.colour, zorder=3)  # fmt: skip
     floats = sorted({round(100 * v["digital_accuracy"], 2) for v in variants.values()
                      if v.get("digital_accuracy") is not None})  # fmt: skip
     for acc in floats:

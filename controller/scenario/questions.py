@@ -5,6 +5,7 @@ holds, read from the folders ``pcm-twin run`` and ``pcm-twin sweep`` wrote (noth
 simulated here)::
 
     python -m controller.scenario.questions fixes results/correction_fixes
+    python -m controller.scenario.questions sawtooth results/paper_mnist_selfcorrect
     python -m controller.scenario.questions q1 results/paper_mnist_selfcorrect
     python -m controller.scenario.questions q2 results/correction_frequency_sweep-sweep ...
     python -m controller.scenario.questions q3 results/device_families
@@ -105,6 +106,25 @@ def fixes(run_dir: str) -> str:
     head = ["variant", "accuracy over time (%)", "at 1 y (%)", "after - before, mean (points)",
             "after - before, worst time", "upkeep energy / year", "devices rewritten"]  # fmt: skip
     return table(head, rows)
+
+
+def sawtooth(run_dir: str, max_drop: float = 0.01) -> tuple[str, bool]:
+    """Per correcting variant, the worst (over evaluation times) mean over seeds of the
+    accuracy right after a correction minus just before it; ``ok`` when no variant falls by
+    more than ``max_drop`` (issue 16: a correction never makes the chip worse)."""
+    run = load_run(run_dir)
+    rows, ok = [], True
+    for name in run.summary["variants"]:
+        mean_d, worst_d, n = after_minus_before(run, name)
+        if not n:
+            continue
+        passed = worst_d >= -max_drop
+        ok &= passed
+        rows.append([f"`{name}`", str(n), f"{100 * mean_d:+.2f}", f"{100 * worst_d:+.2f}",
+                     "ok" if passed else f"falls more than {100 * max_drop:g}"])  # fmt: skip
+    head = ["variant", "times with corrections", "after - before, mean (points)",
+            "worst time (points)", "check"]  # fmt: skip
+    return table(head, rows), ok
 
 
 def _inference_pj(run: Any, variant: str, n_images: int) -> float:
@@ -263,7 +283,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("fixes", "q1", "q3", "q4"):
         sub.add_parser(name).add_argument("run_dir")
     sub.add_parser("q2").add_argument("sweep_dirs", nargs="+")
+    saw = sub.add_parser("sawtooth", help="exit 1 if a correction lowers the mean accuracy")
+    saw.add_argument("run_dir")
+    saw.add_argument("--max-drop", type=float, default=0.01, help="accuracy (fraction)")
     a = ap.parse_args(argv)
+    if a.question == "sawtooth":
+        text, ok = sawtooth(a.run_dir, a.max_drop)
+        print(text)
+        raise SystemExit(0 if ok else 1)
     if a.question == "q2":
         print(q2(a.sweep_dirs))
     else:

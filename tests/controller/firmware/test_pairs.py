@@ -142,3 +142,23 @@ def test_lsp_only_corrections_read_back_near_the_targets_their_jobs_carried():
     miss = np.concatenate(miss)
     assert miss.size > 1000
     assert np.mean(miss <= 0.03) > 0.6 and np.mean(miss <= 0.06) > 0.88
+
+
+def test_a_column_rewrite_on_two_pairs_rewrites_the_column_of_the_pair_it_corrects():
+    """``rewrite: columns`` (the default) on two pairs: a correction of pair k rewrites every
+    device of pair k holding a level in each column it touches, and none of the other pair's
+    columns it did not correct."""
+    policy = load_policy("threshold", {"interval_s": HOUR, "threshold": 0.02, "tolerance": 0.02})
+    model, _twin, _cid = _model(policy)
+    model.advance(HOUR + 60)
+    fw = model.firmware
+    jobs = [e for e in model.ledger.events if e.kind == "correction"]
+    assert jobs
+    for t in fw.tiles:
+        for k in range(2):
+            written = fw.last_write_s[t, 2 * k : 2 * k + 2] >= HOUR  # (2, rows, cols)
+            held = fw.used[t] & (fw.target_us[t, 2 * k : 2 * k + 2] > 0)
+            cols = np.flatnonzero(written.any(axis=(0, 1)))
+            assert (written | ~held)[:, :, cols].all()
+    assert any((fw.last_write_s[t, 2 * k : 2 * k + 2] >= HOUR).any()
+               for t in fw.tiles for k in range(2))  # fmt: skip

@@ -60,3 +60,22 @@ def test_q2_reads_every_point_of_a_sweep(report_sweep: Path) -> None:
     assert "none reaches it" in text  # no accuracy above 100 %
     cheapest = min(points, key=lambda p: p["upkeep_pj"])
     assert questions._describe(cheapest) in text
+
+
+def test_sawtooth_checks_the_worst_after_minus_before_of_each_correcting_variant(
+    report_run: Path,
+) -> None:
+    """sawtooth(): one row per variant with corrections, its worst time the minimum over times
+    of the mean over seeds of after - before; it fails when that falls beyond max_drop."""
+    text, ok = questions.sawtooth(str(report_run))
+    rows = {r.split("|")[1].strip(): r for r in text.splitlines()[2:]}
+    assert set(rows) == {"`threshold`"}
+    tl = load_run(report_run).timeline
+    tl = tl[tl["variant"] == "threshold"]
+    piv = tl.pivot_table(index=["seed", "scheduled_s"], columns="phase", values="accuracy")
+    worst = (piv["after_correction"] - piv["before_correction"]).dropna().groupby(
+        level="scheduled_s").mean().min()  # fmt: skip
+    assert f"{100 * worst:+.2f}" in rows["`threshold`"]
+    assert ok == (worst >= -0.01)
+    _, strict = questions.sawtooth(str(report_run), max_drop=-worst - 1e-9)
+    assert not strict  # a drop beyond the limit fails the check

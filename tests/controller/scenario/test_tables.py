@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from controller.scenario.plots import noise_free_loss, pareto_front, plot_front
+from controller.scenario.plots import noise_free_loss, pareto_front, plot_front, sawtooth_path
 from controller.scenario.results import final_vs_best
 from controller.scenario.stats import accuracy_uncertainty, over_seeds
 from controller.scenario.sweep import versus_best
@@ -121,3 +121,12 @@ def test_a_negative_loss_inside_its_interval_is_not_crowned(tmp_path: Path) -> N
                           "upkeep_energy_pj_ci_high": [6e6, 1.1e6, 1.5e5]})  # fmt: skip
     png = plot_front(table, tmp_path / "front.png", "front")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sawtooth_path_jumps_at_each_correction() -> None:
+    """A correcting variant's line visits each time's accuracy before, then after, its
+    corrections (a vertical step there), and only the before point where none happened."""
+    x, y = sawtooth_path(np.array([1.0, 2.0, 3.0]), np.array([90.0, 85.0, 88.0]),
+                         np.array([np.nan, 93.0, np.nan]))  # fmt: skip
+    assert x.tolist() == [1.0, 2.0, 2.0, 3.0]
+    assert y.tolist() == [90.0, 85.0, 93.0, 88.0]
