@@ -4,10 +4,11 @@ Each subcommand prints the Markdown table the README's section "The paper's open
 holds, read from the folders ``pcm-twin run`` and ``pcm-twin sweep`` wrote (nothing is
 simulated here)::
 
+    python -m controller.scenario.questions paper results/paper_mnist_selfcorrect
     python -m controller.scenario.questions fixes results/correction_fixes
     python -m controller.scenario.questions sawtooth results/paper_mnist_selfcorrect
     python -m controller.scenario.questions q1 results/paper_mnist_selfcorrect
-    python -m controller.scenario.questions q2 results/correction_frequency_sweep-sweep ...
+    python -m controller.scenario.questions q2 results/policy_front results/paper_mnist_selfcorrect
     python -m controller.scenario.questions q3 results/device_families
     python -m controller.scenario.questions q4 results/hybrid
 
@@ -35,6 +36,15 @@ YEAR_S = 365 * 86400.0
 
 
 # --- formatting ---------------------------------------------------------------------------------
+def pct_std(est: Any) -> str:
+    """``93.1 ± 0.8 (± 1.0)``: mean ± std over seeds, (the half-width of the 95 % interval)."""
+    if not math.isfinite(est.mean):
+        return "-"
+    if est.n > 1 and math.isfinite(est.half_width):
+        return f"{100 * est.mean:.1f} ± {100 * est.std:.1f} (± {100 * est.half_width:.1f})"
+    return f"{100 * est.mean:.1f}"
+
+
 def pct(est: Any) -> str:
     """``93.1 ± 0.8`` (%, the half-width of the 95 % interval; ``93.1`` with one seed)."""
     if not math.isfinite(est.mean):
@@ -90,6 +100,34 @@ def after_minus_before(run: Any, variant: str) -> tuple[float, float, int]:
     d = (piv["after_correction"] - piv["before_correction"]).dropna()
     per_time = d.groupby(level="scheduled_s").mean()
     return float(per_time.mean()), float(per_time.min()), int(per_time.size)
+
+
+def paper(run_dir: str, times_s: Sequence[float] = (1.0, 3600.0, 86400.0, 604800.0, 2592000.0,
+                                                  YEAR_S)) -> str:  # fmt: skip
+    """The paper study's table: per variant its seeds, the accuracy at a few times and over
+    the run (mean ± std (± 95 % interval half-width), before the corrections of each time),
+    a year's upkeep energy, correction jobs and pulses."""
+    from controller.firmware.durations import format_duration
+
+    run = load_run(run_dir)
+    rows = []
+    for name, v in run.summary["variants"].items():
+        t = v["totals"]
+        rows.append([f"`{name}`", str(v["seeds"]), *(pct_std(_acc_at(v, x)) for x in times_s),
+                     pct_std(over_time(v)), energy(upkeep_per_year(v)),
+                     f"{t['corrections']['mean']:.0f}" if "corrections" in t else "0",
+                     _count(t["correction_pulses"]["mean"]) if "correction_pulses" in t
+                     else "0"])  # fmt: skip
+    head = ["variant", "seeds", *(format_duration(x) for x in times_s), "over time",
+            "upkeep / year", "corrections", "pulses"]  # fmt: skip
+    return table(head, rows)
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
 
 
 # --- the questions --------------------------------------------------------------------------------
@@ -169,11 +207,13 @@ def q1(run_dir: str, reference: str = "hwa_gdc") -> str:
 
 
 def sweep_points(sweep_dirs: Sequence[str]) -> list[dict[str, Any]]:
-    """Every (point, variant) of the sweep folders: policy, parameters, upkeep energy per
-    year, accuracy over time per seed."""
+    """Every (point, variant) of the sweep folders (or run folders: each variant a point):
+    policy, parameters, upkeep energy per year, accuracy over time per seed."""
     out = []
     for d in sweep_dirs:
-        for summary in sorted(Path(d).glob("runs/*/summary.json")):
+        own = Path(d) / "summary.json"
+        found = [own] if own.exists() else sorted(Path(d).glob("runs/*/summary.json"))
+        for summary in found:
             doc = json.loads(summary.read_text())
             for name, v in doc["variants"].items():
                 params = v.get("policy_params") or {}
@@ -280,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m controller.scenario.questions",
                                  description=__doc__.split("\n\n")[0])  # fmt: skip
     sub = ap.add_subparsers(dest="question", required=True)
-    for name in ("fixes", "q1", "q3", "q4"):
+    for name in ("paper", "fixes", "q1", "q3", "q4"):
         sub.add_parser(name).add_argument("run_dir")
     sub.add_parser("q2").add_argument("sweep_dirs", nargs="+")
     saw = sub.add_parser("sawtooth", help="exit 1 if a correction lowers the mean accuracy")
@@ -294,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.question == "q2":
         print(q2(a.sweep_dirs))
     else:
-        print({"fixes": fixes, "q1": q1, "q3": q3, "q4": q4}[a.question](a.run_dir))
+        chosen = {"paper": paper, "fixes": fixes, "q1": q1, "q3": q3, "q4": q4}[a.question]
+        print(chosen(a.run_dir))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ Adaptive batch-norm statistics (Joshi 2020, "AdaBS"), alone or on top of these f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -65,10 +66,16 @@ class DriftCompensation:
             raise ValueError(f"unknown drift compensation {kind!r}: expected global or per_column")
         self._kind = kind
 
-    def column_readout(self, mvm: MVMFn) -> dict[int, np.ndarray]:
-        """The compensation read of every tile: mean |y| of each block column (unclamped)."""
+    def column_readout(
+        self, mvm: MVMFn, positions: Iterable[int] | None = None
+    ) -> dict[int, np.ndarray]:
+        """The compensation read of every tile (or of the tiles at ``positions`` of
+        ``mapped.tiles``): mean |y| of each block column (unclamped)."""
         out: dict[int, np.ndarray] = {}
+        wanted = None if positions is None else set(positions)
         for pos, tm in enumerate(self.mapped.tiles):
+            if wanted is not None and pos not in wanted:
+                continue
             k = tm.block_rows
             x = (
                 np.eye(k, dtype=np.float32)
@@ -104,7 +111,7 @@ class DriftCompensation:
         the block columns of ``mapped.tiles[pos]`` (columns just rewritten from scratch)."""
         if self._reference_cols is None:
             raise RuntimeError("drift compensation is not calibrated: call calibrate(mvm) first")
-        now = self.column_readout(mvm)
+        now = self.column_readout(mvm, columns)  # only the tiles holding such columns
         for pos, mask in columns.items():
             ref = self._reference_cols[pos].copy()
             ref[np.asarray(mask, bool)] = now[pos][np.asarray(mask, bool)]

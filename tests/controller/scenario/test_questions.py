@@ -62,6 +62,12 @@ def test_q2_reads_every_point_of_a_sweep(report_sweep: Path) -> None:
     assert questions._describe(cheapest) in text
 
 
+def test_q2_takes_each_variant_of_a_run_folder_as_a_point(report_run: Path) -> None:
+    """A run folder (no runs/ inside) gives one point per variant, beside a sweep's points."""
+    points = questions.sweep_points([str(report_run)])
+    assert sorted(p["variant"] for p in points) == ["gdc", "threshold"]
+
+
 def test_sawtooth_checks_the_worst_after_minus_before_of_each_correcting_variant(
     report_run: Path,
 ) -> None:
@@ -79,3 +85,17 @@ def test_sawtooth_checks_the_worst_after_minus_before_of_each_correcting_variant
     assert ok == (worst >= -0.01)
     _, strict = questions.sawtooth(str(report_run), max_drop=-worst - 1e-9)
     assert not strict  # a drop beyond the limit fails the check
+
+
+def test_paper_table_gives_std_and_the_95_interval_beside_each_mean(report_run: Path) -> None:
+    """paper(): per variant its seeds, mean ± std (± half-width of the 95 % interval) at each
+    time and over the run, as the summary's per-seed values give them."""
+    text = questions.paper(str(report_run), times_s=(1.0,))
+    row = next(r for r in text.splitlines() if r.startswith("| `threshold`"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    v = load_run(report_run).summary["variants"]["threshold"]
+    est = over_seeds(v["accuracy_time_mean_per_seed"])
+    assert cells[1] == str(v["seeds"])
+    assert cells[3] == questions.pct_std(est)
+    if est.n > 1:
+        assert f"± {100 * est.std:.1f} (± {100 * est.half_width:.1f})" in cells[3]
