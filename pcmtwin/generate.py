@@ -37,9 +37,14 @@ def generate(out_dir: Path = REPO, root: Path = PROTO_ROOT) -> list[Path]:
     if not protos:
         raise SystemExit(f"no .proto files under {root}")
     include = str(importlib.resources.files("grpc_tools") / "_proto")
+    # google/rpc/*.proto (rich error details) from googleapis-common-protos
+    from google.rpc import status_pb2
+
+    googleapis = str(Path(status_pb2.__file__).parents[2])
     out = str(out_dir)
     args = [
-        "grpc_tools.protoc", f"-I{root}", f"-I{include}", f"--python_out={out}",
+        "grpc_tools.protoc", f"-I{root}", f"-I{include}", f"-I{googleapis}",
+        f"--python_out={out}",
         f"--grpc_python_out={out}", *[str(p) for p in protos],
     ]  # fmt: skip
     if protoc.main(args) != 0:

@@ -50,13 +50,20 @@ _ERRORS: dict[str, type[TwinError]] = {
 }
 
 
+#: The domain of the ``google.rpc.ErrorInfo`` a refusal may carry.
+ERROR_DOMAIN = "pcmtwin"
+
+
 @dataclass(frozen=True)
 class Refusal:
-    """What a failed call is answered with."""
+    """What a failed call is answered with: status, message, the request fields at fault, and
+    machine-readable facts (``info``: a reason and string metadata, sent as a
+    ``google.rpc.ErrorInfo``; e.g. how far an AdvanceTime got before its deadline)."""
 
     code: grpc.StatusCode
     message: str
     violations: tuple[tuple[str, str], ...] = ()
+    info: tuple[str, dict[str, str]] | None = None
 
 
 def status_code(name: str) -> grpc.StatusCode:
@@ -101,7 +108,8 @@ def invalid_argument(exc: pydantic.ValidationError, field: str, what: str) -> In
 def refusal(exc: BaseException, where: str = "a call") -> Refusal:
     """The status, message and field violations a failed call is answered with."""
     if isinstance(exc, TwinError):
-        return Refusal(status_code(exc.code), str(exc), exc.violations)
+        info = getattr(exc, "error_info", None)  # (reason, metadata), if the error has facts
+        return Refusal(status_code(exc.code), str(exc), exc.violations, info)
     if isinstance(exc, pydantic.ValidationError):
         e = invalid_argument(exc, "", "the request")
         return Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(e), e.violations)
@@ -110,19 +118,28 @@ def refusal(exc: BaseException, where: str = "a call") -> Refusal:
     return Refusal(grpc.StatusCode.INTERNAL, "internal error: the server has logged it")
 
 
-def to_grpc_status(r: Refusal) -> grpc.Status:
-    """``r`` as a status for ``context.abort_with_status``: code and message as plain gRPC
-    has them, the field violations (if any) as a ``google.rpc.BadRequest`` detail."""
+def to_status_proto(r: Refusal) -> status_pb2.Status:
+    """``r`` in gRPC's rich error model: code and message, the field violations (if any) as a
+    ``google.rpc.BadRequest`` detail, its facts (if any) as a ``google.rpc.ErrorInfo``."""
     msg = status_pb2.Status(code=r.code.value[0], message=r.message)
     if r.violations:
         bad = error_details_pb2.BadRequest()
         for f, d in r.violations[:MAX_VIOLATIONS]:
             bad.field_violations.add(field=f, description=d[:MAX_DESCRIPTION_CHARS])
-        detail = msg.details.add()
-        detail.Pack(bad)
-        if msg.ByteSize() > MAX_DETAILS_BYTES + len(r.message.encode()):
-            del msg.details[:]
-    return rpc_status.to_status(msg)
+        msg.details.add().Pack(bad)
+    if r.info is not None:
+        reason, metadata = r.info
+        msg.details.add().Pack(error_details_pb2.ErrorInfo(
+            reason=reason, domain=ERROR_DOMAIN, metadata=metadata))  # fmt: skip
+    if msg.ByteSize() > MAX_DETAILS_BYTES + len(r.message.encode()):
+        del msg.details[:]
+    return msg
+
+
+def to_grpc_status(r: Refusal) -> grpc.Status:
+    """``r`` as a status for ``context.abort_with_status`` (see ``to_status_proto``): a
+    client that ignores details sees the same code and message."""
+    return rpc_status.to_status(to_status_proto(r))
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException, where: str = "a call") -> NoReturn:
@@ -147,6 +164,11 @@ def violations_of(exc: grpc.RpcError) -> tuple[tuple[str, str], ...]:
         status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     except (ValueError, AttributeError, TypeError):
         return ()
+    return violations_in(status)
+
+
+def violations_in(status: status_pb2.Status | None) -> tuple[tuple[str, str], ...]:
+    """The field violations of a ``google.rpc.Status`` (its ``BadRequest`` details)."""
     found: list[tuple[str, str]] = []
     for detail in status.details if status is not None else ():
         bad = error_details_pb2.BadRequest()

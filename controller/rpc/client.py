@@ -11,7 +11,16 @@ Every call has a deadline (``timeout_s``, covering its retries). Calls failing w
 UNAVAILABLE (server down, restarting or restoring) are retried with exponential backoff
 and jitter, at most ``retries`` times. Each call carries a fresh ``request_id`` that its
 retries reuse, so a retried call that did reach the server before the failure is answered
-from the server's record instead of acting twice.
+from the server's record instead of acting twice. ``TWIN_RETRY`` is the patience of a
+long-running client (a scenario run): it rides out a twin restarting on its state directory.
+
+A client that must never give up on a twin that is down (the chip host: a stopped twin must
+not become a stopped run) uses :meth:`TwinClient.patient`: a view of the same connection whose
+calls retry for as long as the twin is unreachable, each attempt bounded by
+``attempt_timeout_s`` (a twin that hangs counts as unreachable too; retrying is safe, the
+``request_id`` makes the twin answer a repeated request from its record), until
+:meth:`TwinClient.close` (or ``stop``) ends them with ``CANCELLED``. ``reachable`` says whether
+the latest attempt reached the twin; ``on_reachable(bool)`` is told when that changes.
 
 Sessions (``session=True``): device operations (program, pulses, reads, probes, MVMs) travel
 on one ``Session`` stream instead of a unary call each, which saves most of a small call's
@@ -28,7 +37,9 @@ realisation at that instant); energy and latency are summed and outputs concaten
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import queue
 import random
 import threading
@@ -59,10 +70,45 @@ from pcmtwin.codec import (
     verify_method_to_proto,
 )
 from pcmtwin.credentials import make_channel
-from pcmtwin.status import TwinRpcError, error_from_rpc, error_from_status, status_code_from_value
+from pcmtwin.status import (
+    TwinRpcError,
+    error_from_rpc,
+    error_from_status,
+    status_code_from_value,
+    violations_in,
+)
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 
-__all__ = ["ChipState", "TwinClient", "TwinRpcError"]  # TwinRpcError: from pcmtwin.status
+__all__ = ["TWIN_RETRY", "ChipState", "TwinClient", "TwinRpcError"]  # TwinRpcError: pcmtwin.status
+
+#: The patience of a long-running client: it rides out a twin that is down (killed,
+#: restarting, restoring its state) for at least 75 s: an UNAVAILABLE call is retried with
+#: backoff capped at 2 s (jittered to 1-2 s), up to 80 times within the call's 120 s deadline.
+#: A restart of a `twin serve --state-dir` process took 2-3 s on an idle 2-core machine
+#: (start-up; restoring a chip from a log of a few hundred records: 0.05 s), several times that
+#: on a loaded one.
+TWIN_RETRY = {"retries": 80, "backoff_s": 0.05, "backoff_max_s": 2.0, "timeout_s": 120.0}
+#: Status codes of an attempt that did not reach a working twin (retried by a patient client).
+_TRANSPORT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class _Reachability:
+    """Whether a twin answered lately, shared by a client and its patient view."""
+
+    def __init__(self, hook: Callable[[bool], None] | None) -> None:
+        self.reachable = True
+        self.since: float | None = None
+        self.hook = hook
+        self._lock = threading.Lock()
+
+    def update(self, ok: bool) -> None:
+        with self._lock:
+            if ok == self.reachable:
+                return
+            self.reachable = ok
+            self.since = None if ok else time.monotonic()
+        if self.hook is not None:
+            self.hook(ok)
 
 
 class _SessionBroken(Exception):
@@ -139,15 +185,17 @@ class TwinClient:
         server_name: str | None = None,
         timeout_s: float = 60.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        retries: int = 5,
+        retries: int | None = 5,
         backoff_s: float = 0.05,
         backoff_max_s: float = 2.0,
         session: bool = False,
+        on_reachable: Callable[[bool], None] | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = float(timeout_s)
+        self.attempt_timeout_s: float | None = None  # per attempt; None: the call's deadline
         self.max_message_bytes = int(max_message_bytes)
-        self.retries = int(retries)
+        self.retries = None if retries is None else int(retries)
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
         self.channel = make_channel(
@@ -161,6 +209,43 @@ class TwinClient:
         self._session: _Session | None = None
         self._session_lock = threading.Lock()
         self.session_fallbacks = 0  # operations that went unary after a broken session
+        self.stop = threading.Event()  # set by close: retries waiting for the twin end
+        self._reach = _Reachability(on_reachable)  # shared with the patient view
+
+    def patient(self, attempt_timeout_s: float = 60.0) -> TwinClient:
+        """This client's connection, with calls that retry while the twin is unreachable
+        (UNAVAILABLE, or no answer within ``attempt_timeout_s``) until it answers or the
+        client is closed (see the module docstring). Closing either closes both."""
+        view = copy.copy(self)
+        view.timeout_s, view.retries, view.attempt_timeout_s = math.inf, None, attempt_timeout_s
+        view.use_session, view._session, view._session_lock = False, None, threading.Lock()
+        view._tile_cols = self._tile_cols
+        return view
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the latest attempt of any call (or ``ping``) reached the twin."""
+        return self._reach.reachable
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """``time.monotonic()`` of the first failed attempt of the current outage (None: none)."""
+        return self._reach.since
+
+    def _reached(self, ok: bool) -> None:
+        self._reach.update(ok)
+
+    def ping(self, timeout_s: float = 1.0) -> bool:
+        """Whether the twin answers its health check with SERVING now (updates ``reachable``)."""
+        request = health_pb2.HealthCheckRequest(service=TWIN_SERVICE)
+        try:
+            ok = self._health.Check(request, timeout=timeout_s).status == (
+                health_pb2.HealthCheckResponse.SERVING
+            )
+        except grpc.RpcError:
+            ok = False
+        self._reached(ok)
+        return ok
 
     def close_session(self) -> None:
         """End the open session, if any (the next operation opens a new one). A session holds
@@ -171,6 +256,7 @@ class TwinClient:
                 self._session = None
 
     def close(self) -> None:
+        self.stop.set()
         self.close_session()
         self.channel.close()
 
@@ -182,29 +268,46 @@ class TwinClient:
 
     # --- plumbing -------------------------------------------------------------------------
     def _call(self, method: Callable[..., Any], request: Any, timeout_s: float | None = None):
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         attempt = 0
         while True:
+            if self.stop.is_set():
+                raise TwinRpcError(
+                    grpc.StatusCode.CANCELLED.name,
+                    "the client was closed while the twin was unreachable",
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:  # gRPC may still complete a call sent with no time left
                 raise TwinRpcError(
                     grpc.StatusCode.DEADLINE_EXCEEDED.name,
-                    f"the call's deadline ({self.timeout_s if timeout_s is None else timeout_s}"
-                    " s, retries included) expired before it could be sent",
+                    f"the call's deadline ({timeout_s} s, retries included) expired before it "
+                    "could be sent",
                 )
+            per_attempt = min(remaining, self.attempt_timeout_s or math.inf)
             try:
-                return method(request, timeout=remaining)
+                result = method(request, timeout=per_attempt)
             except grpc.RpcError as exc:
-                delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
+                code = exc.code()
+                # a patient client also retries an attempt that hung (its own deadline)
+                lost = code == grpc.StatusCode.UNAVAILABLE or (
+                    code in _TRANSPORT and per_attempt < remaining
+                )
+                if lost:
+                    self._reached(False)
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** min(attempt, 30))
                 delay *= random.uniform(0.5, 1.0)  # jitter: clients must not retry in step
                 retry = (
-                    exc.code() == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self.retries
+                    lost
+                    and (self.retries is None or attempt < self.retries)
                     and time.monotonic() + delay < deadline
                 )
                 if not retry:
                     raise error_from_rpc(exc) from None
-            time.sleep(delay)
+            else:
+                self._reached(True)
+                return result
+            self.stop.wait(delay)
             attempt += 1
 
     @staticmethod
@@ -239,7 +342,8 @@ class TwinClient:
                         return got.result
                     code = status_code_from_value(got.code)
                     if code != grpc.StatusCode.UNAVAILABLE:
-                        raise error_from_status(code, got.message)
+                        found = violations_in(got.status) if got.HasField("status") else ()
+                        raise error_from_status(code, got.message, found)
                     # UNAVAILABLE inside a session: retried as a unary call below
         method = getattr(self._stub, "".join(p.title() for p in name.split("_")))
         return self._call(method, request)

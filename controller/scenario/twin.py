@@ -12,16 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from controller.rpc.client import TwinClient
+from controller.rpc.client import TWIN_RETRY, TwinClient
 from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.credentials import load_token
-
-#: The scenario's client rides out a twin that is down (killed, restarting, restoring its
-#: state) for at least 75 s: an UNAVAILABLE call is retried with backoff capped at 2 s
-#: (jittered to 1-2 s), up to 80 times within the call's 120 s deadline. A restart of a
-#: `twin serve --state-dir` process took 2-3 s on an idle 2-core machine (start-up; restoring
-#: a chip from a log of a few hundred records: 0.05 s), several times that on a loaded one.
-TWIN_RETRY = {"retries": 80, "backoff_s": 0.05, "backoff_max_s": 2.0, "timeout_s": 120.0}
 
 
 @contextmanager

@@ -11,6 +11,7 @@ both services: status code, message, and the fields at fault as rich error detai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -100,15 +101,17 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             except pydantic.ValidationError as exc:
                 raise status.invalid_argument(exc, "config_json", "chip config") from None
             chip_id = self.registry.create_chip(
-                config, request.chip_id or None, request_id=request.request_id
-            )
+                config, request.chip_id or None, request_id=request.request_id,
+                request_digest=request_digest(request),
+            )  # fmt: skip
             return twin_pb2.CreateChipResponse(chip_id=chip_id)
 
         return self._call(context, run)
 
     def DeleteChip(self, request, context):
         def run():
-            self.registry.delete_chip(request.chip_id, request_id=request.request_id)
+            self.registry.delete_chip(request.chip_id, request_id=request.request_id,
+                                      request_digest=request_digest(request))  # fmt: skip
             return twin_pb2.DeleteChipResponse()
 
         return self._call(context, run)
@@ -155,6 +158,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.program(
             request.chip_id, int(request.tile), gp, gn, request.at_s,
             request_id=request.request_id, pair=int(request.pair),
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -170,6 +174,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.program_devices(
             request.chip_id, int(request.tile), arr, dev, g, request.at_s,
             request_id=request.request_id, pair=int(request.pair),
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -186,6 +191,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.apply_pulses(
             request.chip_id, int(request.tile), arr, dev, kind, count, request.at_s,
             request_id=request.request_id, pair=int(request.pair),
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -216,6 +222,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.program_verify(
             request.chip_id, int(request.tile), arrays, dev, g, job, request.at_s,
             g_read_us=first, request_id=request.request_id,
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -235,6 +242,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.read_devices(
             request.chip_id, int(request.tile), arr, dev, request.at_s,
             request_id=request.request_id, pair=int(request.pair),
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -252,7 +260,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.probe(
             request.chip_id, int(request.tile), rows, arr, request.at_s,
             int(request.col_start), col_count, request_id=request.request_id,
-            pair=int(request.pair),
+            pair=int(request.pair), request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -271,6 +279,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
         r = self.registry.mvm(
             request.chip_id, int(request.tile), x, request.at_s, int(request.row_start),
             int(request.col_start), col_count, request_id=request.request_id,
+            request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -296,7 +305,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
             request.chip_id, int(request.tile), x, request.at_s, geometry,
             int(request.patch_start), int(request.k), int(request.row_start),
             int(request.col_start), col_count, int(request.rows_per_mvm),
-            request_id=request.request_id,
+            request_id=request.request_id, request_digest=request_digest(request),
         )  # fmt: skip
         return result_to_proto(r)
 
@@ -349,7 +358,9 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                 result = op(getattr(req, which))
             except Exception as exc:
                 r = status.refusal(exc, "a CrossbarTwin session")
-                yield _session_error(r.code, r.message)
+                yield twin_pb2.SessionResponse(
+                    code=r.code.value[0], message=r.message, status=status.to_status_proto(r)
+                )
             else:
                 yield twin_pb2.SessionResponse(result=result)
 
@@ -388,5 +399,16 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                 )  # fmt: skip
 
 
+def request_digest(request) -> str:
+    """What identifies a request besides its id: its type and every field, as a hash (a
+    request id reused for another request is refused, see ``persistence``)."""
+    body = request.SerializeToString(deterministic=True)
+    return hashlib.blake2b(request.DESCRIPTOR.full_name.encode() + b"\0" + body,
+                           digest_size=16).hexdigest()  # fmt: skip
+
+
 def _session_error(code: grpc.StatusCode, message: str) -> twin_pb2.SessionResponse:
-    return twin_pb2.SessionResponse(code=code.value[0], message=message)
+    refused = status.Refusal(code, message)
+    return twin_pb2.SessionResponse(
+        code=code.value[0], message=message, status=status.to_status_proto(refused)
+    )

@@ -27,7 +27,9 @@ Retries: a call may carry a ``request_id``. Each chip remembers the results of i
 requests (``RECENT_RESULTS``, ``RECENT_RESULT_BYTES``), in the log and snapshots too, so a
 retried request whose first attempt took effect (say, the server was killed after logging it
 but before replying) returns the recorded result instead of acting twice. Read results are
-logged with their values for this reason.
+logged with their values for this reason. A digest of each request is kept with its id: the
+same id sent with another request (another operation, tile, time or data) is refused with
+INVALID_ARGUMENT instead of being answered with the first request's result.
 
 A snapshot is taken in the background when the log has grown by ``snapshot_wal_bytes`` or
 ``snapshot_interval_s`` has passed with something logged, and on a clean shutdown. Taking one

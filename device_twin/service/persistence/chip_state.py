@@ -8,7 +8,8 @@ arrays and call numbers are the chip's whole random state. A log record of an op
 its result (``OpResult``, with the device writes it made) and what it did to the chip's
 clock, tile and ledger; ``replay_op`` applies it without random draws. ``ChipExtra`` is what
 the durable registry keeps per chip besides the chip: the results of its last requests, for
-retries.
+retries, with a digest of each request (a request id reused for another request is refused,
+not answered).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from device_twin.chip import Chip, DeviceWrites, OpResult
 from device_twin.config import ChipConfig
 from device_twin.energy import EnergyLedger, LedgerEntry
+from device_twin.errors import InvalidArgument
 from device_twin.program_verify import VerifyStats
 
 #: Results remembered per chip for retried requests (the last one is always kept; older
@@ -66,18 +68,43 @@ class ChipExtra:
     """What the durable registry keeps per chip besides the Chip itself."""
 
     recent: OrderedDict[str, OpResult] = field(default_factory=OrderedDict)
+    #: request id -> digest of the request it named ("": not known, e.g. an older log)
+    digests: dict[str, str] = field(default_factory=dict)
 
-    def remember(self, request_id: str, result: OpResult) -> None:
+    def remember(self, request_id: str, result: OpResult, digest: str = "") -> None:
         if not request_id:
             return
         self.recent[request_id] = result
         self.recent.move_to_end(request_id)
+        self.digests[request_id] = digest
         n_bytes = sum(0 if r.values is None else r.values.nbytes for r in self.recent.values())
         while len(self.recent) > RECENT_RESULTS or (
             len(self.recent) > 1 and n_bytes > RECENT_RESULT_BYTES
         ):
-            _, old = self.recent.popitem(last=False)
+            rid, old = self.recent.popitem(last=False)
+            self.digests.pop(rid, None)
             n_bytes -= 0 if old.values is None else old.values.nbytes
+
+    def answer(self, request_id: str, digest: str) -> OpResult | None:
+        """The remembered result of a retried request (None: not one of the last requests);
+        ``InvalidArgument`` if the id named another request (its digest differs)."""
+        if not request_id or request_id not in self.recent:
+            return None
+        check_same_request(request_id, self.digests.get(request_id, ""), digest,
+                           self.recent[request_id].kind)  # fmt: skip
+        return self.recent[request_id]
+
+
+def check_same_request(request_id: str, first: str, now: str, first_kind: str) -> None:
+    """Refuse a request id that names another request than the one it was first used for
+    (either digest empty: not known, accepted)."""
+    if first and now and first != now:
+        raise InvalidArgument(
+            f"request_id {request_id!r} already named another request on this twin (a "
+            f"{first_kind}): a retry must repeat its request exactly; give a new request a new "
+            "request_id",
+            field="request_id",
+        )
 
 
 @dataclass
@@ -88,6 +115,7 @@ class ChipCopy:
     meta: dict[str, Any]
     tiles: list[tuple[int, dict[str, np.ndarray]]]
     recent: list[tuple[str, OpResult]]
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def copy_chip(chip_id: str, chip: Chip, extra: ChipExtra) -> ChipCopy:
@@ -104,7 +132,7 @@ def copy_chip(chip_id: str, chip: Chip, extra: ChipExtra) -> ChipCopy:
         (int(t), {name: getattr(chip, name)[t].copy() for name in TILE_ARRAYS})
         for t in np.flatnonzero(chip.programmed)
     ]
-    return ChipCopy(chip_id, meta, tiles, list(extra.recent.items()))
+    return ChipCopy(chip_id, meta, tiles, list(extra.recent.items()), dict(extra.digests))
 
 
 def restore_chip(
@@ -127,7 +155,7 @@ def restore_chip(
 
 
 def op_record(
-    chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str
+    chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str, digest: str = ""
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
     """The log record of operation ``k`` on a chip (header, arrays) and whether to fsync it.
 
@@ -135,7 +163,8 @@ def op_record(
     """
     tile = int(r.tile)
     header = {
-        "t": "op", "chip": chip_id, "rid": request_id, "k": k, **result_header(r),
+        "t": "op", "chip": chip_id, "rid": request_id, "digest": digest, "k": k,
+        **result_header(r),
         "now_s": float(chip.now_s), "op_counter": int(chip.op_counter),
         "programmed": bool(chip.programmed[tile]),
         "tile_version": int(chip.tile_version[tile]),

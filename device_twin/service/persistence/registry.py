@@ -27,6 +27,7 @@ from device_twin.config import ChipConfig
 from device_twin.registry import DEFAULT_MAX_CHIPS, DEFAULT_STATE_BUDGET_BYTES, ChipRegistry
 from device_twin.service.persistence.chip_state import (
     ChipExtra,
+    check_same_request,
     copy_chip,
     op_record,
     replay_op,
@@ -115,8 +116,9 @@ class DurableRegistry(ChipRegistry):
         self._extra: dict[str, ChipExtra] = {}
         self._busy_cond = threading.Condition()
         self._busy_ids: set[str] = set()
-        self._created: OrderedDict[str, str] = OrderedDict()  # request_id -> chip_id
-        self._deleted: OrderedDict[str, str] = OrderedDict()  # request_id -> chip_id
+        # request_id -> (chip_id, digest of the request)
+        self._created: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._deleted: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._snapshot_lock = threading.Lock()
         self._last_snapshot_s = time.monotonic()
         self._stop = threading.Event()
@@ -147,11 +149,13 @@ class DurableRegistry(ChipRegistry):
                 self._busy_cond.wait()
 
     def create_chip(
-        self, config: ChipConfig, chip_id: str | None = None, request_id: str = ""
-    ) -> str:
+        self, config: ChipConfig, chip_id: str | None = None, request_id: str = "",
+        request_digest: str = "",
+    ) -> str:  # fmt: skip
         with self._gate.shared():
             if request_id and request_id in self._created:
-                done = self._created[request_id]
+                done, digest = self._created[request_id]
+                check_same_request(request_id, digest, request_digest, "CreateChip")
                 if done in self._chips:
                     return done
             chip_id = chip_id or uuid.uuid4().hex[:12]
@@ -161,106 +165,120 @@ class DurableRegistry(ChipRegistry):
                 if self.store is not None:
                     try:
                         record = {"t": "create", "chip": chip_id, "rid": request_id,
+                                  "digest": request_digest,
                                   "config": config.model_dump_json()}  # fmt: skip
                         self.store.append(record, None, sync=True)
                     except StateStoreError:
                         ChipRegistry.delete_chip(self, chip_id)
                         raise
-                _remember(self._created, request_id, chip_id)
+                _remember(self._created, request_id, chip_id, request_digest)
             return chip_id
 
-    def delete_chip(self, chip_id: str, request_id: str = "") -> None:
+    def delete_chip(self, chip_id: str, request_id: str = "", request_digest: str = "") -> None:
         with self._gate.shared(), self._membership_change(chip_id):
-            retried = request_id and self._deleted.get(request_id) == chip_id
-            if retried and chip_id not in self._chips:
-                return
+            if request_id and request_id in self._deleted:
+                done, digest = self._deleted[request_id]
+                check_same_request(request_id, digest, request_digest, "DeleteChip")
+                if done == chip_id and chip_id not in self._chips:
+                    return
             super().delete_chip(chip_id)
             self._extra.pop(chip_id, None)
             if self.store is not None:
-                record = {"t": "delete", "chip": chip_id, "rid": request_id}
+                record = {"t": "delete", "chip": chip_id, "rid": request_id,
+                          "digest": request_digest}  # fmt: skip
                 self.store.append(record, None, sync=True)
-            _remember(self._deleted, request_id, chip_id)
+            _remember(self._deleted, request_id, chip_id, request_digest)
 
     # --- operations -------------------------------------------------------------------------
-    def execute(self, chip_id: str, request_id: str, op: Callable[[Chip], OpResult]) -> OpResult:
-        """Run ``op`` on the chip under its lock, log its result, remember it for retries."""
+    def execute(
+        self, chip_id: str, request_id: str, op: Callable[[Chip], OpResult], digest: str = ""
+    ) -> OpResult:
+        """Run ``op`` on the chip under its lock, log its result, remember it for retries
+        (``digest``: of the request, so that a request id reused for another request is
+        refused)."""
         with self._gate.shared():
             self._wait_membership(chip_id)
 
             def run(chip: Chip) -> OpResult:
                 extra = self._extra.setdefault(chip_id, ChipExtra())
-                if request_id and request_id in extra.recent:
-                    return extra.recent[request_id]
+                retried = extra.answer(request_id, digest)
+                if retried is not None:
+                    return retried
                 if self.store is not None and self.store.failed:
                     raise StateStoreError(self.store.failed)
                 k = chip.op_counter
                 result = op(chip)
                 if self.store is not None:
-                    self._log_op(chip_id, chip, k, result, request_id)
-                extra.remember(request_id, result)
+                    header, arrays, sync = op_record(chip_id, chip, k, result, request_id, digest)
+                    self.store.append(header, arrays, sync=sync)
+                extra.remember(request_id, result, digest)
                 return result
 
             return self.with_chip(chip_id, run)
 
-    def _log_op(self, chip_id: str, chip: Chip, k: int, r: OpResult, request_id: str) -> None:
-        assert self.store is not None
-        header, arrays, sync = op_record(chip_id, chip, k, r, request_id)
-        self.store.append(header, arrays, sync=sync)
-
-    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s, request_id="", pair=0):
+    def program(self, chip_id, tile, g_target_pos_us, g_target_neg_us, at_s, request_id="",
+                pair=0, request_digest=""):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.program(tile, g_target_pos_us, g_target_neg_us, at_s, pair),
+            request_digest,
         )  # fmt: skip
 
     def program_verify(self, chip_id, tile, arrays, devices, g_target_us, job, at_s,
-                       g_read_us=None, request_id=""):  # fmt: skip
+                       g_read_us=None, request_id="", request_digest=""):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.program_verify(tile, arrays, devices, g_target_us, job, at_s, g_read_us),
+            request_digest,
         )  # fmt: skip
 
-    def program_devices(
-        self, chip_id, tile, array, devices, g_target_us, at_s, request_id="", pair=0
-    ):
+    def program_devices(self, chip_id, tile, array, devices, g_target_us, at_s, request_id="",
+                        pair=0, request_digest=""):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.program_devices(tile, array, devices, g_target_us, at_s, pair),
+            request_digest,
         )  # fmt: skip
 
-    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s, request_id="", pair=0):
+    def apply_pulses(self, chip_id, tile, array, devices, kind, count, at_s, request_id="",
+                     pair=0, request_digest=""):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.apply_pulses(tile, array, devices, kind, count, at_s, pair),
+            request_digest,
         )  # fmt: skip
 
-    def read_devices(self, chip_id, tile, array, devices, at_s, request_id="", pair=0):
+    def read_devices(self, chip_id, tile, array, devices, at_s, request_id="", pair=0,
+                     request_digest=""):  # fmt: skip
         return self.execute(
-            chip_id, request_id, lambda c: c.read_devices(tile, array, devices, at_s, pair)
-        )
+            chip_id, request_id, lambda c: c.read_devices(tile, array, devices, at_s, pair),
+            request_digest,
+        )  # fmt: skip
 
-    def probe(
-        self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, request_id="",
-        pair=0,
-    ):  # fmt: skip
+    def probe(self, chip_id, tile, rows, array, at_s, col_start=0, col_count=None, request_id="",
+              pair=0, request_digest=""):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.probe(tile, rows, array, at_s, col_start, col_count, pair),
+            request_digest,
         )  # fmt: skip
 
-    def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None, request_id=""):
+    def mvm(self, chip_id, tile, x, at_s, row_start=0, col_start=0, col_count=None, request_id="",
+            request_digest=""):  # fmt: skip
         return self.execute(
-            chip_id, request_id, lambda c: c.mvm(tile, x, at_s, row_start, col_start, col_count)
-        )
+            chip_id, request_id,
+            lambda c: c.mvm(tile, x, at_s, row_start, col_start, col_count), request_digest,
+        )  # fmt: skip
 
     def conv_mvm(
         self, chip_id, tile, x, at_s, geometry, patch_start, k, row_start=0, col_start=0,
-        col_count=None, rows_per_mvm=0, request_id="",
+        col_count=None, rows_per_mvm=0, request_id="", request_digest="",
     ):  # fmt: skip
         return self.execute(
             chip_id, request_id,
             lambda c: c.conv_mvm(tile, x, at_s, geometry, patch_start, k, row_start, col_start,
                                  col_count, rows_per_mvm),
+            request_digest,
         )  # fmt: skip
 
     # --- restore ----------------------------------------------------------------------------
@@ -321,7 +339,7 @@ class DurableRegistry(ChipRegistry):
             for i, rh in enumerate(meta["recent"]):
                 extra.remember(rh["rid"], result_from(
                     rh, values.get(f"v{i}"), values.get(f"f{i}"), values.get(f"w{i}")
-                ))  # fmt: skip
+                ), rh.get("digest", ""))  # fmt: skip
             self.add_chip(chip_id, chip)
             self._extra[chip_id] = extra
         return int(head["next_segment"])
@@ -331,12 +349,12 @@ class DurableRegistry(ChipRegistry):
         if kind == "create":
             self.add_chip(chip_id, Chip(ChipConfig.model_validate_json(h["config"])))
             self._extra[chip_id] = ChipExtra()
-            _remember(self._created, h["rid"], chip_id)
+            _remember(self._created, h["rid"], chip_id, h.get("digest", ""))
             return
         if kind == "delete":
             ChipRegistry.delete_chip(self, chip_id)
             self._extra.pop(chip_id, None)
-            _remember(self._deleted, h["rid"], chip_id)
+            _remember(self._deleted, h["rid"], chip_id, h.get("digest", ""))
             return
         chip = self._chips[chip_id]
         if chip.op_counter != h["k"]:
@@ -345,7 +363,7 @@ class DurableRegistry(ChipRegistry):
                 f"chip at operation {chip.op_counter}"
             )
         result = replay_op(chip, h, arrays)
-        self._extra.setdefault(chip_id, ChipExtra()).remember(h["rid"], result)
+        self._extra.setdefault(chip_id, ChipExtra()).remember(h["rid"], result, h.get("digest", ""))
 
     # --- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> None:
@@ -400,8 +418,10 @@ class DurableRegistry(ChipRegistry):
             self.store.close()
 
 
-def _remember(d: OrderedDict[str, str], request_id: str, chip_id: str) -> None:
+def _remember(
+    d: OrderedDict[str, tuple[str, str]], request_id: str, chip_id: str, digest: str
+) -> None:
     if request_id:
-        d[request_id] = chip_id
+        d[request_id] = (chip_id, digest)
         while len(d) > RECENT_CHIP_CALLS:
             d.popitem(last=False)

@@ -123,7 +123,8 @@ class StateStore:
             put({"t": "snapshot", "version": FORMAT_VERSION, "next_segment": next_segment,
                  "chips": [c.chip_id for c in copies]})  # fmt: skip
             for c in copies:
-                recent = [{"rid": rid, **result_header(r)} for rid, r in c.recent]
+                recent = [{"rid": rid, "digest": c.digests.get(rid, ""), **result_header(r)}
+                          for rid, r in c.recent]  # fmt: skip
                 values = {
                     f"v{i}": r.values for i, (_, r) in enumerate(c.recent) if r.values is not None
                 }
