@@ -133,6 +133,10 @@ class _BearerToken(
         return continuation(self._details(client_call_details), request_iterator)
 
 
+#: A channel's reconnect backoff after losing its server: first and longest wait (ms).
+RECONNECT_BACKOFF_MS = (200, 2000)
+
+
 def make_channel(
     address: str,
     *,
@@ -149,6 +153,10 @@ def make_channel(
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", int(max_message_bytes)),
         ("grpc.max_send_message_length", int(max_message_bytes)),
+        # a server that restarts is found again within a second or two: gRPC's default
+        # reconnect backoff grows to two minutes, and calls fail fast meanwhile
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
     if root_cert is not None:
         pem = root_cert if isinstance(root_cert, bytes) else Path(root_cert).read_bytes()

@@ -91,9 +91,16 @@ def pydantic_violations(exc: pydantic.ValidationError, field: str = "") -> list[
     """One (field, description) per validation error, the field prefixed with ``field``;
     no input values, no documentation links."""
     return [
-        (field_path(field, *e["loc"]) or field, e["msg"])
+        (field_path(field, *e["loc"]) or field, _words(e["msg"]))
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
+
+
+def _words(msg: str) -> str:
+    """A validation message without pydantic's prefixes (``Value error, ...``)."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
 
 
 def invalid_argument(exc: pydantic.ValidationError, field: str, what: str) -> InvalidArgument:

@@ -9,7 +9,16 @@ count with one multiply. These are small next to the analog costs, and reported 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def _field(default: Any, description: str, unit: str = "", **limits: Any) -> Any:
+    """A config field with its meaning and unit (``""``: a pure number, a count or a
+    choice); numbers are strict (a boolean is not a number, nor is a string)."""
+    return Field(default, description=description, json_schema_extra={"unit": unit},
+                 strict=True, **limits)  # fmt: skip
 
 
 class DigitalEnergyConfig(BaseModel):
@@ -17,9 +26,17 @@ class DigitalEnergyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    level_lookup_pj: float = Field(1.25, ge=0)  # one byte of an 8 KB SRAM (Horowitz 2014)
-    compare_pj: float = Field(0.06, ge=0)  # subtract + compare, 8 bit (2 x 0.03 pJ)
-    pulse_plan_pj: float = Field(3.1, ge=0)  # one 32-bit multiply per device and step
+    level_lookup_pj: float = _field(
+        1.25, "reading a device's stored level: one byte of an 8 KB SRAM (Horowitz 2014)",
+        "pJ", ge=0,
+    )  # fmt: skip
+    compare_pj: float = _field(
+        0.06, "comparing a read with its level: an 8-bit subtract and compare (2 x 0.03 pJ)",
+        "pJ", ge=0,
+    )  # fmt: skip
+    pulse_plan_pj: float = _field(
+        3.1, "planning a device's next pulse step: one 32-bit multiply", "pJ", ge=0
+    )
 
     def check_pj(self, devices: int) -> float:
         """Compare ``devices`` reads with their stored levels."""
@@ -43,9 +60,25 @@ class ControllerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pulse_channels: int = Field(4, ge=1, le=4096)
-    rows_fraction: float = Field(1.0, gt=0, le=1)
-    reuse_probe_reads: bool = True
-    keep_events: bool = True
-    progress_steps: int = Field(100, ge=1)
-    digital_energy: DigitalEnergyConfig = Field(default_factory=DigitalEnergyConfig)
+    pulse_channels: int = _field(
+        4, "correction jobs that run at once (one tile each)", "jobs", ge=1, le=4096
+    )
+    rows_fraction: float = _field(
+        1.0, "share of each tile's rows the drift monitor probes per wake-up, round-robin, "
+        "unless the policy says otherwise", "", gt=0, le=1,
+    )  # fmt: skip
+    reuse_probe_reads: bool = Field(
+        True, description="a correction job starts from the values the monitor has just "
+        "probed instead of reading its devices again",
+    )  # fmt: skip
+    keep_events: bool = Field(
+        True, description="keep every ledger event in memory (results, event streams); the "
+        "totals are kept either way",
+    )  # fmt: skip
+    progress_steps: int = _field(
+        100, "how often a run reports its progress on the way to its end", "reports", ge=1
+    )
+    digital_energy: DigitalEnergyConfig = Field(
+        default_factory=DigitalEnergyConfig,
+        description="energy the controller's own digital logic spends per device",
+    )

@@ -406,10 +406,15 @@ class ChipModel:
         return self.inference.submit(fn, label)
 
     def trigger_correction(
-        self, tiles: tuple[int, ...] | None = None, mode: str = "policy"
+        self,
+        tiles: tuple[int, ...] | None = None,
+        mode: str = "policy",
+        on_report: Callable[[Any], None] | None = None,
     ) -> simpy.Process:
         """Run a monitor cycle now: ``mode="policy"`` as the policy would at a wake-up,
-        ``mode="all"`` correcting every probed device outside the default tolerance."""
+        ``mode="all"`` correcting every probed device outside the default tolerance; the
+        process's value is the jobs' outcomes, ``on_report`` gets the cycle's probe report
+        (its ``energy_pj``: what the probes cost)."""
         if mode not in ("policy", "all"):
             raise ValueError(f"mode must be 'policy' or 'all', got {mode!r}")
         if tiles is not None:
@@ -418,16 +423,17 @@ class ChipModel:
                 raise ValueError(
                     f"tiles {bad} do not hold the network ({list(self.firmware.tiles)})"
                 )
-        return self.env.process(self._manual_cycle(tiles, mode))
+        return self.env.process(self._manual_cycle(tiles, mode, on_report))
 
     def _manual_cycle(
-        self, tiles: tuple[int, ...] | None, mode: str
+        self, tiles: tuple[int, ...] | None, mode: str, on_report: Callable[[Any], None] | None
     ) -> Generator[simpy.Event, Any, list[JobOutcome]]:
         if not self.programmed.triggered:
             yield self.programmed
         try:
             return (yield from self.monitor.cycle(self.guard, self.env.now, scheduled=False,
-                                                  mode=mode, tiles=tiles))  # fmt: skip
+                                                  mode=mode, tiles=tiles,
+                                                  on_report=on_report))  # fmt: skip
         except Exception as exc:
             self.fail(exc)
             return []

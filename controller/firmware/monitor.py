@@ -117,6 +117,9 @@ class DriftMonitor:
         self.process: simpy.Process | None = None
         #: succeeds when the latest wake-up (probe, corrections, evaluations after them) ends
         self.cycle_done: simpy.Event | None = None
+        #: device time of the next scheduled wake-up (or of the one under way); None: the
+        #: policy does not wake the monitor
+        self.next_wake_s: float | None = None
 
     def start(self, policy: GuardedPolicy, anchor_s: float) -> simpy.Process:
         """Wake up on ``policy``'s schedule, counted from ``anchor_s`` (stops any earlier
@@ -129,6 +132,7 @@ class DriftMonitor:
         if self.process is not None and self.process.is_alive:
             self.process.interrupt("stop")
         self.process = None
+        self.next_wake_s = None
 
     def _run(self, policy: GuardedPolicy, anchor_s: float) -> Generator[simpy.Event, Any, None]:
         env, view = self.env, self.ctx.view
@@ -138,14 +142,17 @@ class DriftMonitor:
             while interval is not None:
                 wake_s += interval
                 if wake_s > env.now:
+                    self.next_wake_s = wake_s
                     yield env.timeout(wake_s - env.now)
                 else:  # the last cycle overran its interval: wake now, keep the anchor
-                    wake_s = env.now
+                    wake_s = self.next_wake_s = env.now
                 yield from self.cycle(policy, at_s=env.now, scheduled=True)
                 interval = policy.next_wake_s(view)
+            self.next_wake_s = None
         except simpy.Interrupt:
             return
         except Exception as exc:
+            self.next_wake_s = None
             self.on_error(exc)
 
     def cycle(
@@ -155,13 +162,15 @@ class DriftMonitor:
         scheduled: bool,
         mode: str = "policy",
         tiles: tuple[int, ...] | None = None,
+        on_report: Callable[[MonitorReport], None] | None = None,
     ) -> Generator[simpy.Event, Any, list]:
         """One wake-up: the work due first, then probe, decide, correct, and the
         post-correction work. ``mode="all"`` corrects every device outside the pulse
-        tolerance, whatever the policy says (a host-triggered correction)."""
+        tolerance, whatever the policy says (a host-triggered correction). ``on_report`` is
+        given the probe's report (what this wake-up read, and its energy)."""
         done = self.cycle_done = self.env.event()
         try:
-            return (yield from self._cycle(policy, at_s, scheduled, mode, tiles))
+            return (yield from self._cycle(policy, at_s, scheduled, mode, tiles, on_report))
         finally:
             if not done.triggered:
                 done.succeed()
@@ -173,6 +182,7 @@ class DriftMonitor:
         scheduled: bool,
         mode: str,
         tiles: tuple[int, ...] | None,
+        on_report: Callable[[MonitorReport], None] | None = None,
     ) -> Generator[simpy.Event, Any, list]:
         view = self.ctx.view
         yield from self.before_probe(at_s)
@@ -187,6 +197,8 @@ class DriftMonitor:
         if plan is not None:
             report = yield from self.probe(plan)
             view.last_report = report
+            if on_report is not None:
+                on_report(report)
         self.wakeups += 1
         outcomes = yield self.trigger.submit(report, policy, mode)
         if outcomes and self.on_corrected is not None:

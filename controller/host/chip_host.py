@@ -2,86 +2,84 @@
 
 :class:`ChipHost` holds a twin client and, once a network is loaded, a
 :class:`~controller.firmware.ChipModel` on its own chip of the twin. Its methods are what the gRPC
-service offers (load a network, infer, status, advance time, set the policy, trigger a
-correction, stream events: :mod:`~controller.host.streams`), in numpy and plain Python; the
-servicer only translates messages.
+service offers (load, unload and describe a network, infer, status, advance time, set the
+policy, trigger a correction, stream events: :mod:`~controller.host.streams`; what it can be
+asked for: :mod:`~controller.host.catalogue`), in numpy and plain Python; the servicer only
+translates messages.
 
 The model goes through the same lifecycle as a scenario run (``ChipModel``: build, ``start``,
 then ``advance`` and ``wait``); a server never reaches ``finish``, its network runs until it
-is replaced or the host closes.
+is replaced or unloaded or the host closes.
 
 Threads: gRPC calls arrive on many threads, the SimPy model is single threaded. Every touch of
-the model happens under one lock. As fast as possible (the default), time moves only inside
-calls: ``advance`` runs the model in slices (so that status and inference can get in between,
-and a deadline can stop it), ``infer`` and ``trigger_correction`` run it until their work is
-done. In realtime mode a driver thread runs the model in short slices paced against the wall
-clock, and calls wait for their work to be done by it.
+the model happens under one fair lock (:mod:`~controller.host.locking`: first come, first
+served). As fast as possible (the default), time moves only inside calls: ``advance`` runs the
+model in slices (so that other calls get in between, and a deadline or a cancellation can stop
+it: :mod:`~controller.host.advancing` records how far it got), ``infer`` and
+``trigger_correction`` run it until their work is done. In realtime mode a driver thread runs
+the model in short slices paced against the wall clock (:mod:`~controller.host.realtime`).
+``status`` never waits for more than ``STATUS_WAIT_S``: if the model is busy, it answers the
+status published at the end of the last slice.
+
+The twin (:mod:`~controller.host.twin_link`): once a network runs, its model waits for a twin
+that cannot be reached instead of failing, and goes on when it is back; meanwhile calls that
+need the model are refused with ``Unavailable`` at once. A twin that comes back without the
+chip (restarted without its state) is detected and the network is unloaded with a message
+that says so (``status()["error"]``, and every call that needs the network).
 
 Errors are the twin's typed errors (``InvalidArgument``, ``NotFound``, ``FailedPrecondition``,
-``ResourceExhausted``) plus :class:`PermissionDenied` and :class:`DeadlineExceeded`, each with
-``.code``, the gRPC status name. A refused request changes nothing (a refused ``load_network``
-leaves the running network loaded and running); a policy that misbehaves stops the run
+``ResourceExhausted``) plus :mod:`~controller.host.errors`' (``PermissionDenied``,
+``DeadlineExceeded``, ``Cancelled``, ``Unavailable``, ``Aborted``), each with ``.code``, the
+gRPC status name. A refused request changes nothing (a refused ``load_network`` leaves the
+running network loaded and running); a policy that misbehaves stops the run
 (``status()["error"]``) until ``set_policy``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pydantic
 import simpy
 
 from controller.firmware import ChipModel, ControllerConfig, PolicyError, make_environment
-from controller.firmware.policies import (
-    BUILTIN,
-    PolicyLoadError,
-    PolicyParamsInvalid,
-    load_policy,
+from controller.host import chip_status, loading
+from controller.host.advancing import (
+    CANCELLED,
+    DEADLINE_EXCEEDED,
+    DONE,
+    FAILED,
+    RUNNING,
+    AdvanceProgress,
+    advance_target,
 )
+from controller.host.errors import Aborted, Cancelled, DeadlineExceeded
+from controller.host.locking import FairLock, acquire_for_call
+from controller.host.realtime import RealtimeDriver
 from controller.host.streams import Subscribers, Subscription
-from controller.workloads.mapping import fit_chip, map_network
+from controller.host.twin_link import ModelTwin, TwinWatch, check_reachable, patient_view
 from device_twin.config import ChipConfig
-from device_twin.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    TwinError,
-)
+from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-#: Wall seconds per slice of the realtime driver (calls wait at most this for the lock).
-REALTIME_SLICE_WALL_S = 0.05
 #: Wall seconds an AdvanceTime runs the model before it lets other calls in and checks its
-#: deadline.
+#: deadline and whether it was cancelled.
 ADVANCE_SLICE_WALL_S = 0.05
+#: Wall seconds GetStatus waits for the model before it answers the last published status.
+STATUS_WAIT_S = 0.1
 #: The latest device time a host may ask for (about 31,700 years): beyond it float64 time
 #: steps are coarser than 0.1 ms, a thousand SET pulses.
 MAX_DEVICE_TIME_S = 1e12
-#: Annealing moves per layer a LoadNetwork may ask for (the paper's schedule needs 150).
-MAX_ANNEALING_MOVES = 1_000_000
-
-
-class PermissionDenied(TwinError):
-    """A user policy (dotted path) on a server that does not allow them."""
-
-    code = "PERMISSION_DENIED"
-
-
-class DeadlineExceeded(TwinError):
-    """The call's deadline came first (time advanced as far as the message says)."""
-
-    code = "DEADLINE_EXCEEDED"
+#: Characters an Infer label may have (it is kept in the ledger with the event).
+MAX_LABEL_CHARS = 256
 
 
 @dataclass
@@ -93,18 +91,8 @@ class _Loaded:
     model: ChipModel
     mapped: Any
     output_shape: tuple[int, ...]  # of one sample
-
-
-def _parse_params(params_json: str) -> dict[str, Any]:
-    if not params_json:
-        return {}
-    try:
-        params = json.loads(params_json)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"policy params_json is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise InvalidArgument(f"policy params_json must be a JSON object, got {params_json!r}")
-    return params
+    program: dict[str, float]  # what programming it cost (devices, energy)
+    advance: AdvanceProgress
 
 
 class ChipHost:
@@ -123,30 +111,76 @@ class ChipHost:
         self.realtime = realtime
         self.allow_user_policies = allow_user_policies
         self.default_chip_config = default_chip_config or ChipConfig()
-        self._lock = threading.RLock()
+        self._patient = patient_view(twin)  # the running model's twin: waits for a lost twin
+        self._lock = FairLock()
         self._loaded: _Loaded | None = None
         self._policy: tuple[str, dict[str, Any]] = ("none", {})
         self._streams = Subscribers(self._lock)
-        # the realtime driver of the loaded model, and the event that stops it
-        self._driver: tuple[threading.Thread, threading.Event] | None = None
+        self._driver: RealtimeDriver | None = None
+        self._advancing = False
+        self._lost: str | None = None  # why no network is loaded: the twin lost the chip
+        self._published: dict[str, Any] | None = None  # the status at the last slice's end
         self._closed = False
+        self._watch = TwinWatch(twin, self.check_chip)
 
-    # --- policies ---------------------------------------------------------------------------
-    def _build_policy(self, name: str, params: dict[str, Any]) -> Any:
-        if name not in BUILTIN and ":" in name and not self.allow_user_policies:
-            raise PermissionDenied(
-                f"policy {name!r} is not a built-in ({', '.join(BUILTIN)}), and this server "
-                "does not load user policies (start it with --allow-user-policies)"
-            )
+    # --- the model, and the calls that wait for it ------------------------------------------
+    def _acquire(self, deadline: float | None = None, cancelled: Callable[[], bool] | None = None,
+                 need_twin: bool = True) -> None:  # fmt: skip
+        """Take the lock for a call (``locking.acquire_for_call``)."""
+        acquire_for_call(self._lock, deadline, cancelled,
+                         (lambda: check_reachable(self.twin)) if need_twin else None)  # fmt: skip
+
+    @contextlib.contextmanager
+    def _enter(self, deadline: float | None = None, cancelled: Callable[[], bool] | None = None,
+               need_twin: bool = True) -> Iterator[None]:  # fmt: skip
+        """The lock held for a call (see ``_acquire``)."""
+        self._acquire(deadline, cancelled, need_twin)
         try:
-            return load_policy(name, params)
-        except PolicyParamsInvalid as exc:  # each parameter at fault, as a field violation
-            violations = [("policy.params_json", f"{k}: {m}" if k else m) for k, m in exc.problems]
-            raise InvalidArgument(str(exc), violations=violations) from None
-        except PolicyLoadError as exc:
-            raise InvalidArgument(str(exc), field="policy.name") from None
+            yield
+        finally:
+            self._lock.release()
 
-    # --- loading ------------------------------------------------------------------------------
+    def _model(self) -> ChipModel:
+        if self._loaded is None:
+            raise FailedPrecondition(self._lost or "no network is loaded: call LoadNetwork first")
+        return self._loaded.model
+
+    def _check_running(self, model: ChipModel) -> None:
+        if model.error is None:
+            return
+        if isinstance(model.error, NotFound) and self._chip_gone():
+            raise FailedPrecondition(self._lost or "the twin lost the chip")
+        raise FailedPrecondition(
+            f"the run stopped: {model.error}; set a policy (SetPolicy) to go on"
+        )
+
+    # --- the twin lost the chip ---------------------------------------------------------------
+    def check_chip(self) -> None:
+        """Make sure the twin still holds the running network's chip (called when the twin
+        answers again after an outage); if it does not, unload the network, saying why."""
+        with self._enter(need_twin=False):
+            self._chip_gone()
+
+    def _chip_gone(self) -> bool:
+        """Under the lock: whether the twin lost the chip (then the network is unloaded)."""
+        loaded = self._loaded
+        if loaded is None:
+            return False
+        try:
+            self.twin.chip_info(loaded.chip_id)
+            return False
+        except NotFound:
+            pass
+        self._lost = (
+            f"the twin lost chip {loaded.chip_id!r} (network {loaded.name!r}) at device time "
+            f"{loaded.model.env.now:g} s: it restarted without its state (a twin keeps its "
+            "chips across restarts only with --state-dir); load the network again (LoadNetwork)"
+        )
+        log.warning("%s", self._lost)
+        self._unload(f"{self._lost}. Its events ended here")
+        return True
+
+    # --- loading --------------------------------------------------------------------------------
     def load_network(
         self,
         description: Any,
@@ -170,72 +204,69 @@ class ChipHost:
         not something a refused request may do. A caller that accepts losing it passes
         ``make_room=True``: then, on that refusal only, the running network is unloaded (its
         chip deleted, its event streams ended) and the chip is created once more; if the twin
-        refuses again, or the load fails later on, the host is left with no network.
+        refuses again, or the load fails later on, the host is left with no network, and the
+        refusal says so.
         """
-        cfg = chip_config or self.default_chip_config
-        annealing = getattr(quantiser, "annealing", None)
-        if annealing is not None:
-            moves = int(annealing.n_steps) * int(annealing.moves_per_step)
-            if moves > MAX_ANNEALING_MOVES:
-                raise ResourceExhausted(
-                    f"annealing of {annealing.n_steps} steps x {annealing.moves_per_step} moves "
-                    f"per layer is over this host's limit of {MAX_ANNEALING_MOVES:,} moves"
-                )
-        try:
-            cfg = fit_chip(description, cfg)
-            mapped = map_network(description, quantiser, cfg)
-            output_shape = tuple(int(d) for d in description.output_shape)
-        except (ValueError, pydantic.ValidationError) as exc:
-            raise InvalidArgument(f"cannot map the network on the chip: {exc}") from None
+        cfg, mapped = loading.map_on_chip(description, quantiser,
+                                          chip_config or self.default_chip_config)  # fmt: skip
         name, params = policy if policy is not None else self._policy
-        pol = self._build_policy(name, params)
-        with self._lock:
+        pol = loading.build_policy(name, params, self.allow_user_policies)
+        with self._enter():
             if self._closed:
                 raise FailedPrecondition("the chip host is shutting down")
-            chip_id = self._create_chip(cfg, make_room)
+            chip_id, unloaded = self._create_chip(cfg, make_room)
             # the running model (and its realtime driver) waits on the lock meanwhile
+            twin = ModelTwin(self.twin, self._patient)
             try:
                 env = make_environment(self.realtime)
-                model = ChipModel(env, self.twin, chip_id, mapped, pol,
-                                  config=controller_config, chip_config=cfg)  # fmt: skip
+                model = ChipModel(env, twin, chip_id, mapped, pol, config=controller_config,
+                                  chip_config=cfg)  # fmt: skip
                 model.start()  # returns once the network is programmed
-            except BaseException:
+            except BaseException as exc:
                 self._discard_chip(chip_id)
+                if unloaded is not None and isinstance(exc, Exception):
+                    raise loading.after_make_room(exc, unloaded) from None
                 raise
+            twin.running()  # from now on the model waits for a twin that goes away
             # the new network is on its chip: only now does the old one go
-            self._unload(replaced=True)
+            self._unload("the network was replaced by LoadNetwork: its events ended here; call "
+                         "StreamEvents again (after_seq=0) for the new network's")  # fmt: skip
+            self._lost = None
             model.ledger.subscribe(self._streams.publish)
             self._policy = (name, params)
-            self._loaded = _Loaded(description.name, chip_id, model, mapped, output_shape)
+            program = loading.program_cost(model, mapped)
+            self._loaded = _Loaded(description.name, chip_id, model, mapped,
+                                   tuple(int(d) for d in description.output_shape), program,
+                                   AdvanceProgress())  # fmt: skip
             if self.realtime is not None:
-                self._start_driver()
+                self._driver = RealtimeDriver(self._lock, model, self.realtime)
             return {
                 "chip_id": chip_id,
                 "tiles": list(model.firmware.tiles),
                 "weights_on_chip": int(mapped.n_weights_on_chip()),
+                **program,
                 "status": self._status_locked(),
             }
 
-    def _create_chip(self, cfg: ChipConfig, make_room: bool) -> str:
-        """A new chip on the twin, next to the running one (see :meth:`load_network`)."""
+    def _create_chip(self, cfg: ChipConfig, make_room: bool) -> tuple[str, str | None]:
+        """A new chip on the twin, next to the running one (see :meth:`load_network`), and
+        the name of the network unloaded to make room for it (None: none was)."""
         try:
-            return self.twin.create_chip(cfg)
+            return self.twin.create_chip(cfg), None
         except ResourceExhausted as exc:
             if self._loaded is None:
                 raise
             if not make_room:
-                raise ResourceExhausted(
-                    f"the twin refused the new chip: {exc}. The network {self._loaded.name!r} "
-                    f"keeps running on chip {self._loaded.chip_id}: the twin must hold it and "
-                    "the new chip at once while the new one is programmed; make room on the "
-                    "twin (its other chips), give it a larger --state-budget-bytes or "
-                    "--max-chips, or load with make_room (the running network is unloaded "
-                    "first)"
-                ) from None
+                raise loading.twin_is_full(exc, self._loaded.name, self._loaded.chip_id) from None
+        unloaded = self._loaded.name
         log.info("the twin refused a chip next to %s: unloading it to make room",
                  self._loaded.chip_id)  # fmt: skip
-        self._unload(replaced=True)
-        return self.twin.create_chip(cfg)
+        self._unload("the network was unloaded to make room for another (LoadNetwork with "
+                     "make_room): its events ended here")  # fmt: skip
+        try:
+            return self.twin.create_chip(cfg), unloaded
+        except Exception as exc:
+            raise loading.after_make_room(exc, unloaded) from None
 
     def _discard_chip(self, chip_id: str) -> None:
         """Delete a chip that is no longer wanted; a twin that cannot be reached keeps it."""
@@ -246,127 +277,122 @@ class ChipHost:
         except Exception as exc:  # e.g. the twin is down: say so, and do not hide why we are here
             log.warning("could not delete chip %s from the twin: %s", chip_id, exc)
 
-    def _unload(self, replaced: bool = False) -> None:
-        """Forget the loaded network: stop its driver, end its streams (``replaced``: they
-        are told that a new network took its place), delete its chip."""
+    def _unload(self, reason: str | None, delete: bool = True) -> None:
+        """Forget the loaded network: stop its driver, end its streams (with ``reason``, None:
+        the host closes), delete its chip (``delete``; else it stays on the twin)."""
         if self._loaded is not None:
-            self._stop_driver()  # it stops before it touches the model again
+            if self._driver is not None:
+                self._driver.stop()  # it stops before it touches the model again
+                self._driver = None
             loaded, self._loaded = self._loaded, None
-            self._discard_chip(loaded.chip_id)
-        self._streams.end_all(replaced)
+            self._published = None
+            if delete:
+                self._discard_chip(loaded.chip_id)
+            else:
+                log.warning("the twin does not answer: chip %s stays on it", loaded.chip_id)
+        self._streams.end_all(reason)
 
-    def _model(self) -> ChipModel:
-        if self._loaded is None:
-            raise FailedPrecondition("no network is loaded: call LoadNetwork first")
-        return self._loaded.model
+    def unload_network(self) -> dict[str, Any]:
+        """Unload the network (its chip deleted, its streams ended); the status after."""
+        with self._enter():
+            self._unload("the network was unloaded (UnloadNetwork): its events ended here")
+            self._lost = None
+            return self._status_locked()
 
-    def _check_running(self, model: ChipModel) -> None:
-        if model.error is not None:
-            raise FailedPrecondition(
-                f"the run stopped: {model.error}; set a policy (SetPolicy) to go on"
-            )
+    def network_layout(self, include_weights: bool = False) -> dict[str, Any]:
+        """Where the network sits on the chip (``loading.layout``), with its quantised
+        weights if asked."""
+        with self._enter(need_twin=False):
+            loaded = self._loaded
+            if loaded is None:
+                self._model()  # raises, saying why
+            assert loaded is not None
+            return loading.layout(loaded.mapped, loaded.chip_id, include_weights)
 
     # --- time -------------------------------------------------------------------------------
     def advance(self, to_s: float | None = None, by_s: float | None = None,
-                deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
-        """Advance device time to ``to_s`` (or by ``by_s``); ``deadline`` is a monotonic time
-        (then the model runs in slices of wall time and stops at the first slice past it).
+                deadline: float | None = None,
+                cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Advance device time to ``to_s`` (or by ``by_s``); the model runs in slices of wall
+        time, and stops after the first slice past ``deadline`` (a monotonic time) or once
+        ``cancelled()`` (the client went away). Its progress, and where it stopped, is in
+        ``status()["advance"]``.
 
         Everything due before the target happens; what is due exactly at it (a monitor
         wake-up) happens when time next moves on, after the requests made at the target, so
         that an inference at T sees the chip before the correction scheduled at T."""
-        with self._lock:
+        with self._enter(deadline, cancelled):
             model = self._model()
             if self.realtime is not None:
                 raise FailedPrecondition(
                     "time is paced against the wall clock (--realtime): it cannot be advanced"
                 )
             self._check_running(model)
-            now = model.env.now
-            if (to_s is None) == (by_s is None):
-                raise InvalidArgument("give exactly one of to_s or by_s")
-            target = float(to_s) if to_s is not None else now + float(by_s)  # type: ignore[arg-type]
-            if not math.isfinite(target) or (by_s is not None and by_s < 0):
-                raise InvalidArgument(f"the target time must be finite and not in the past, got "
-                                      f"{to_s if to_s is not None else by_s!r}")  # fmt: skip
-            if target > MAX_DEVICE_TIME_S:
-                raise InvalidArgument(
-                    f"target time {target!r} s is beyond the latest device time this host "
-                    f"simulates, {MAX_DEVICE_TIME_S:g} s"
-                )
-            if target < now:
-                raise FailedPrecondition(
-                    f"time going backwards: to_s={target!r} is before the current time {now!r}"
-                )
-        while True:
+            target = advance_target(model.env.now, to_s, by_s, MAX_DEVICE_TIME_S)
+            loaded = self._loaded
+            assert loaded is not None
+            if self._advancing:
+                p = loaded.advance
+                raise Aborted(f"another AdvanceTime is running (from {p.from_s:g} s to "
+                              f"{p.target_s:g} s): wait for it, or cancel it")  # fmt: skip
+            self._advancing = True
+            progress = loaded.advance = AdvanceProgress.start(model.env.now, target,
+                                                              model.monitor.wakeups)  # fmt: skip
+        try:
+            return self._advance_slices(loaded, target, deadline, cancelled)
+        finally:
             with self._lock:
-                if self._loaded is None or self._loaded.model is not model:
-                    raise FailedPrecondition("the network was replaced while time advanced")
+                self._advancing = False
+                if progress.state == RUNNING:  # stopped by an error of the host's
+                    progress.finish(FAILED, progress.reached_s, model.monitor.wakeups)
+
+    def _advance_slices(self, loaded: _Loaded, target: float, deadline: float | None,
+                        cancelled: Callable[[], bool] | None) -> dict[str, Any]:  # fmt: skip
+        model, progress = loaded.model, loaded.advance
+
+        def stop(state: str, why: str, error: type[DeadlineExceeded]) -> DeadlineExceeded:
+            with self._lock:
+                progress.finish(state, model.env.now, model.monitor.wakeups)
+            return error(f"{why}: advanced to {progress.reached_s!r} s of {target!r} s (from "
+                         f"{progress.from_s!r} s)", progress.error_info())  # fmt: skip
+
+        while True:
+            try:
+                self._acquire(deadline, cancelled, need_twin=False)
+            except Cancelled:
+                raise stop(CANCELLED, "the call was cancelled", Cancelled) from None
+            except DeadlineExceeded:
+                raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded) from None
+            try:
+                if self._loaded is not loaded:
+                    raise Aborted("the network was replaced or unloaded while time advanced")
                 # what is due exactly at the target waits: a request made now (at the
                 # target) sees the chip before the corrections due then
                 try:
                     reached = model.advance(target, inclusive=False, wall_s=ADVANCE_SLICE_WALL_S)
-                except PolicyError:
+                except Exception:
+                    progress.finish(FAILED, model.env.now, model.monitor.wakeups)
                     self._check_running(model)
                     raise
+                progress.update(model.env.now, model.monitor.wakeups)
                 if reached:
+                    progress.finish(DONE, model.env.now, model.monitor.wakeups)
                     return self._status_locked()
-                now = model.env.now
+                self._publish()
+            finally:
+                self._lock.release()
+            if cancelled is not None and cancelled():
+                raise stop(CANCELLED, "the call was cancelled", Cancelled)
             if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded(f"deadline reached: advanced to {now!r} s of {target!r} s")
-
-    def _start_driver(self) -> None:
-        assert self._loaded is not None and self._driver is None
-        stop = threading.Event()
-        thread = threading.Thread(target=self._drive, args=(self._loaded.model, stop),
-                                  name="chip-host-realtime", daemon=True)  # fmt: skip
-        self._driver = (thread, stop)
-        thread.start()
-
-    def _stop_driver(self) -> threading.Thread | None:
-        """Stop the realtime driver (under the lock); returns its thread, to join outside the
-        lock if need be. The driver checks its stop event under the lock, so once this has
-        returned it never touches its model again (joining here would deadlock: it may be
-        waiting for the lock)."""
-        if self._driver is None:
-            return None
-        thread, stop = self._driver
-        self._driver = None
-        stop.set()
-        return thread
-
-    def _drive(self, model: ChipModel, stop: threading.Event) -> None:
-        """Realtime: run the model back to back in short slices, paced by the environment."""
-        assert self.realtime is not None
-        slice_s = REALTIME_SLICE_WALL_S * self.realtime
-        with self._lock:
-            if stop.is_set():
-                return
-            model.env.sync()
-        while True:
-            with self._lock:
-                if stop.is_set():
-                    return
-                if model.error is None:
-                    try:
-                        model.advance(model.env.now + slice_s, resync=False)
-                    except PolicyError:
-                        pass  # model.error holds it: status reports it until SetPolicy
-                    except Exception as exc:  # e.g. the twin went away: stop, and say why
-                        log.warning("realtime run stopped: %s", exc)
-                        if model.error is None:
-                            model.fail(exc)
-                stopped = model.error is not None
-            if stopped:
-                stop.wait(REALTIME_SLICE_WALL_S)
+                raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded)
 
     def _wait(self, model: ChipModel, ev: simpy.Event, deadline: float | None) -> Any:
         """Have ``ev`` processed: run the model (fast) or wait for the driver (realtime)."""
         if self.realtime is None:
-            with self._lock:
+            with self._enter(deadline, need_twin=False):
                 try:
                     return model.wait(ev)
-                except PolicyError:
+                except Exception:
                     self._check_running(model)
                     raise
         done = threading.Event()
@@ -377,7 +403,8 @@ class ChipHost:
                 ev.callbacks.append(lambda _e: done.set())
         while not done.wait(0.05):
             if model.error is not None:
-                self._check_running(model)
+                with self._lock:
+                    self._check_running(model)
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceeded("deadline reached before the chip did the work")
         if not ev.ok:
@@ -392,15 +419,20 @@ class ChipHost:
         ``check_output(shape)``, if given, is called with the shape the answer will have
         (batch, *output_shape) before anything runs, under the lock (the network cannot change
         in between): it raises to refuse the request, which then changes nothing."""
-        with self._lock:
+        if len(label) > MAX_LABEL_CHARS:
+            raise InvalidArgument(f"label has {len(label):,} characters: at most "
+                                  f"{MAX_LABEL_CHARS} are kept", field="label")  # fmt: skip
+        with self._enter(deadline):
             model = self._model()
             self._check_running(model)
             shape = tuple(model.mapped.description.input_shape)
             if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
                 want = ", ".join(map(str, shape))
-                raise InvalidArgument(f"x has shape {list(x.shape)}, expected [batch >= 1, {want}]")
+                raise InvalidArgument(
+                    f"x has shape {list(x.shape)}, expected [batch >= 1, {want}]", field="x.shape"
+                )
             if not np.all(np.isfinite(x)):
-                raise InvalidArgument("x contains NaN or Inf")
+                raise InvalidArgument("x contains NaN or Inf", field="x.data")
             if check_output is not None:
                 assert self._loaded is not None
                 check_output((int(x.shape[0]), *self._loaded.output_shape))
@@ -409,42 +441,41 @@ class ChipHost:
 
     def trigger_correction(self, tiles: list[int] | None = None, mode: str = "policy",
                            deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
-        with self._lock:
+        """A monitor cycle now (``mode``: the policy's, or every device out of tolerance) on
+        ``tiles`` (default: all the network's); what it did and cost, probes included."""
+        if tiles and len(set(tiles)) != len(tiles):
+            twice = sorted({t for t in tiles if tiles.count(t) > 1})
+            raise InvalidArgument(f"tiles lists tile(s) {twice} more than once: give each "
+                                  "tile at most once", field="tiles")  # fmt: skip
+        with self._enter(deadline):
             model = self._model()
             self._check_running(model)
             if tiles:
                 bad = [t for t in tiles if t not in model.firmware.tiles]
                 if bad:
                     on = list(model.firmware.tiles)
-                    raise NotFound(f"tiles {bad} do not hold the network: it is on {on}")
+                    raise NotFound(f"tiles {bad} do not hold the network: it is on {on}",
+                                   field="tiles")  # fmt: skip
             start = model.env.now
             seq0 = model.ledger.last_seq
-            proc = model.trigger_correction(tuple(tiles) if tiles else None, mode)
+            reports: list[Any] = []
+            proc = model.trigger_correction(tuple(tiles) if tiles else None, mode, reports.append)
         outcomes = self._wait(model, proc, deadline) or []
         with self._lock:
             self._check_running(model)
-            return {
-                "jobs": len(outcomes),
-                "devices": sum(o.job.devices for o in outcomes),
-                "failed_devices": sum(o.n_failed for o in outcomes),
-                "pulses": sum(o.pulses for o in outcomes),
-                "energy_pj": sum(o.energy_pj + o.controller_energy_pj for o in outcomes),
-                "start_s": start,
-                "end_s": max((o.end_s for o in outcomes), default=model.env.now),
-                "events_from_seq": seq0 + 1,
-                "status": self._status_locked(),
-            }
+            return {**chip_status.correction(outcomes, reports, start, model.env.now),
+                    "events_from_seq": seq0 + 1, "status": self._status_locked()}  # fmt: skip
 
     def set_policy(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Install a policy (now, or for the next network if none is loaded)."""
-        pol = self._build_policy(name, params or {})
-        with self._lock:
+        pol = loading.build_policy(name, params or {}, self.allow_user_policies)
+        with self._enter():
             if self._loaded is not None:
                 model = self._loaded.model
                 try:
                     model.set_policy(pol)
                 except PolicyError as exc:  # refused: the running policy goes on
-                    raise FailedPrecondition(str(exc)) from None
+                    raise FailedPrecondition(str(exc), field="policy") from None
                 if self.realtime is not None:
                     model.env.sync()
             self._policy = (name, params or {})
@@ -452,44 +483,66 @@ class ChipHost:
 
     # --- status and events ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            return self._status_locked()
+        """The chip's status; while the model is busy (longer than ``STATUS_WAIT_S``), the one
+        published at the end of its last slice, with the time and progress now."""
+        if self._lock.acquire(timeout=STATUS_WAIT_S):
+            try:
+                return self._status_locked()
+            finally:
+                self._lock.release()
+        loaded, published = self._loaded, self._published
+        if loaded is None or published is None:
+            return {**self._unloaded_status(), "stale": True}
+        return {**published, **self._live(loaded), "stale": True}
+
+    def _live(self, loaded: _Loaded) -> dict[str, Any]:
+        return {"sim_time_s": loaded.model.env.now, "advance": loaded.advance.as_dict(),
+                **chip_status.twin_fields(self.twin)}  # fmt: skip
+
+    def _unloaded_status(self) -> dict[str, Any]:
+        return chip_status.unloaded(self._policy[0], self.realtime, self._lost, self.twin)
+
+    def _publish(self) -> None:
+        self._published = self._status_locked()
 
     def _status_locked(self) -> dict[str, Any]:
         if self._loaded is None:
-            return {"loaded": False, "policy": self._policy[0], "sim_time_s": 0.0,
-                    "realtime_factor": self.realtime or 0.0}  # fmt: skip
-        m = self._loaded.model
-        tot = m.totals()  # sim_time_s, the counters (controller.firmware.quantities), ...
-        return {
-            **tot,
-            "loaded": True,
-            "network": self._loaded.name,
-            "chip_id": self._loaded.chip_id,
-            "policy": m.policy_name,
-            "policy_json": json.dumps(tot["policy"], default=str),
-            "drift": m.drift_metrics(),
-            "tile_layers": {tm.tile: tm.layer for tm in self._loaded.mapped.tiles},
-            "realtime_factor": self.realtime or 0.0,
-            "last_event_seq": m.ledger.last_seq,
+            return self._unloaded_status()
+        loaded = self._loaded
+        status = {
+            **chip_status.loaded(
+                loaded.model, loaded.name, loaded.chip_id, self.realtime, loaded.mapped
+            ),  # fmt: skip
+            **self._live(loaded),
         }
+        self._published = status
+        return status
 
     def subscribe(self, after_seq: int = 0) -> Subscription:
         """Kept events with seq > ``after_seq``, then every new one, in order."""
-        with self._lock:
+        with self._enter(need_twin=False):
             events = self._model().ledger.events_after(int(after_seq))
             return self._streams.add(events)
 
     def close(self) -> None:
-        """Stop the driver, end every stream, delete the chip from the twin."""
+        """Stop the driver and the watch, end every stream, delete the chip from the twin."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        self._watch.close()
+        stop = getattr(self._patient, "stop", None)
+        if stop is not None and self._patient is not self.twin:
+            stop.set()  # a model waiting for a lost twin gives up (and releases the lock)
         with self._lock:
-            driver = self._stop_driver()
+            driver = self._driver.stop() if self._driver is not None else None
+            self._driver = None
         if driver is not None and driver is not threading.current_thread():
             driver.join()
-        # the twin may be gone already: then there is nothing left to clean
+        # the twin may be gone already: then there is nothing left to clean (and no point in
+        # waiting for it)
+        delete = True
+        with contextlib.suppress(Exception):
+            delete = getattr(self.twin, "ping", lambda **_kw: True)(timeout_s=1.0)
         with self._lock, contextlib.suppress(Exception):
-            self._unload()
+            self._unload(None, delete=delete)

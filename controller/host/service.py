@@ -13,11 +13,13 @@ token when one is set (the same ``$PCM_TWIN_TOKEN`` by default), message sizes a
 Errors are answered by ``pcmtwin.status``, as the twin's are.
 Policies given by dotted path are imported code: refused (PERMISSION_DENIED) unless the server
 runs with ``allow_user_policies``.
+
+Health follows the twin: NOT_SERVING while the twin cannot be reached (at start, too), SERVING
+once it answers (the chip host's watch on it, ``controller.host.twin_link``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -30,10 +32,20 @@ import grpc
 import numpy as np
 import pydantic
 
-from controller.firmware import ControllerConfig, Event
+from controller.firmware import ControllerConfig
+from controller.host import catalogue, loading
 from controller.host.chip_host import ChipHost
 from controller.host.dashboard import Dashboard, DashboardOptions, check_dashboard_address
-from controller.rpc.client import TwinClient
+from controller.host.messages import (
+    event_to_proto,
+    layout_to_proto,
+    policies_to_proto,
+    quantisers_to_proto,
+    schemas_to_proto,
+    status_to_proto,
+)
+from controller.rpc.client import TWIN_RETRY, TwinClient
+from controller.workloads.network import network_from_proto
 from device_twin.config import ChipConfig
 from device_twin.errors import InvalidArgument, ResourceExhausted
 from pcmtwin import codec, serving, status
@@ -53,47 +65,7 @@ _MODES = {
 }
 
 
-# --- translation ---------------------------------------------------------------------------
-def status_to_proto(s: dict[str, Any]) -> host_pb2.ChipStatus:
-    msg = host_pb2.ChipStatus(
-        sim_time_s=float(s.get("sim_time_s", 0.0)),
-        loaded=bool(s.get("loaded", False)),
-        network=s.get("network", ""),
-        chip_id=s.get("chip_id", ""),
-        policy=str(s.get("policy", "")),
-        policy_json=s.get("policy_json", ""),
-        corrections=int(s.get("corrections", 0)),
-        devices_corrected=int(s.get("devices_corrected", 0)),
-        failed_devices=int(s.get("failed_devices", 0)),
-        correction_pulses=int(s.get("correction_pulses", 0)),
-        energy_by_kind_pj={k: float(v) for k, v in s.get("energy_by_kind_pj", {}).items()},
-        twin_energy_pj=float(s.get("twin_energy_pj", 0.0)),
-        controller_energy_pj=float(s.get("controller_energy_pj", 0.0)),
-        availability=float(s.get("availability", 1.0)),
-        monitor_wakeups=int(s.get("monitor_wakeups", 0)),
-        inferences=int(s.get("inferences", 0)),
-        inference_latency_s_mean=float(s.get("inference_latency_s_mean", 0.0)),
-        inference_latency_s_max=float(s.get("inference_latency_s_max", 0.0)),
-        error=s.get("error") or "",
-        realtime_factor=float(s.get("realtime_factor", 0.0)),
-        last_event_seq=int(s.get("last_event_seq", 0)),
-        upkeep_energy_pj=float(s.get("upkeep_energy_pj", 0.0)),
-    )
-    for tile, d in sorted(s.get("drift", {}).items()):
-        msg.drift.add(tile=int(tile), at_s=float(d["at_s"]), drift_metric=float(d["drift_metric"]),
-                      max_distance=float(d["max_distance"]), rows=int(d["rows"]))  # fmt: skip
-    return msg
-
-
-def event_to_proto(ev: Event) -> host_pb2.LedgerEvent:
-    return host_pb2.LedgerEvent(
-        seq=ev.seq, end_s=ev.end_s, start_s=ev.start_s, kind=ev.kind, tile=ev.tile,
-        devices=ev.devices, pulses=ev.pulses, energy_pj=ev.energy_pj,
-        controller_energy_pj=ev.controller_energy_pj, policy=ev.policy,
-        detail_json=json.dumps(ev.detail, default=str),
-    )  # fmt: skip
-
-
+# --- translation (the answers: controller.host.messages) ----------------------------------
 def _json_model(cls: type[pydantic.BaseModel], text: str, what: str) -> Any:
     if not text:
         return None
@@ -123,9 +95,7 @@ def _quantiser(text: str) -> Any:
 
 
 def _policy(spec: host_pb2.PolicySpec) -> tuple[str, dict[str, Any]]:
-    from controller.host.chip_host import _parse_params
-
-    return spec.name, _parse_params(spec.params_json)
+    return spec.name, loading.parse_params(spec.params_json)
 
 
 # --- the servicer ---------------------------------------------------------------------------
@@ -167,16 +137,9 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
         )
 
     def LoadNetwork(self, request, context):
-        from controller.workloads.network import NetworkDescription
-
         def run(_deadline):
             codec.required(request, "network", "a NetworkDescription")
-            try:
-                desc = NetworkDescription.from_proto(request.network)
-            except pydantic.ValidationError as exc:
-                raise status.invalid_argument(exc, "network", "network") from None
-            except ValueError as exc:
-                raise InvalidArgument(f"network is not valid: {exc}", field="network") from None
+            desc = network_from_proto(request.network, field="network")
             chip = _json_model(ChipConfig, request.chip_config_json, "chip_config_json")
             ctrl = _json_model(ControllerConfig, request.controller_config_json,
                                "controller_config_json")  # fmt: skip
@@ -185,8 +148,27 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                                          make_room=request.make_room)  # fmt: skip
             return host_pb2.LoadNetworkResponse(
                 chip_id=out["chip_id"], tiles=out["tiles"], weights_on_chip=out["weights_on_chip"],
-                status=status_to_proto(out["status"]),
+                status=status_to_proto(out["status"]), devices_programmed=out["devices_programmed"],
+                devices_in_use=out["devices_in_use"], program_energy_pj=out["program_energy_pj"],
             )  # fmt: skip
+
+        return self._call(context, run)
+
+    def UnloadNetwork(self, request, context):
+        return self._call(context, lambda _d: status_to_proto(self.host.unload_network()))
+
+    def GetNetwork(self, request, context):
+        def run(_deadline):
+            lay = self.host.network_layout(request.include_weights)
+            need = loading.weights_bytes(lay)
+            limit = self.max_message_bytes - MESSAGE_OVERHEAD_BYTES
+            if need > limit:
+                raise ResourceExhausted(
+                    f"the weights take {need:,} bytes, over the {limit:,} bytes an answer may "
+                    "carry on this server: ask without include_weights, or start the server "
+                    "with a larger --max-message-bytes", field="include_weights",
+                )  # fmt: skip
+            return layout_to_proto(lay)
 
         return self._call(context, run)
 
@@ -224,7 +206,8 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                     "give a target: to_s (absolute) or by_s (from now)", field="target"
                 )
             kw = {which: getattr(request, which)}
-            return status_to_proto(self.host.advance(**kw, deadline=deadline))
+            gone = lambda: not context.is_active()  # noqa: E731 - the client cancelled
+            return status_to_proto(self.host.advance(**kw, deadline=deadline, cancelled=gone))
 
         return self._call(context, run)
 
@@ -250,6 +233,7 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                 jobs=out["jobs"], devices=out["devices"], failed_devices=out["failed_devices"],
                 pulses=out["pulses"], energy_pj=out["energy_pj"], start_s=out["start_s"],
                 end_s=out["end_s"], status=status_to_proto(out["status"]),
+                probe_energy_pj=out["probe_energy_pj"], probes=out["probes"],
             )  # fmt: skip
 
         return self._call(context, run)
@@ -265,12 +249,20 @@ class ChipHostServicer(host_pb2_grpc.ChipHostServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "the stream fell too far behind the chip: resume with after_seq",
             )
-        if sub.replaced:
-            context.abort(
-                grpc.StatusCode.ABORTED,
-                "the network was replaced by LoadNetwork: its events ended here; call "
-                "StreamEvents again (after_seq=0) for the new network's",
-            )
+        if sub.ended:
+            context.abort(grpc.StatusCode.ABORTED, sub.ended)
+
+    # --- discovery ------------------------------------------------------------------------------
+    def ListPolicies(self, request, context):
+        return self._call(context, lambda _d: policies_to_proto(
+            catalogue.policies(), self.host.allow_user_policies))  # fmt: skip
+
+    def ListQuantisers(self, request, context):
+        return self._call(context, lambda _d: quantisers_to_proto(
+            catalogue.quantisers(), catalogue.DEFAULT_QUANTISER))  # fmt: skip
+
+    def GetConfigSchema(self, request, context):
+        return self._call(context, lambda _d: schemas_to_proto(catalogue.config_schemas()))
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -306,10 +298,14 @@ class ChipHostServer(serving.GrpcServer):
                                     tls_cert=options.tls_cert, tls_key=options.tls_key,
                                     insecure=options.insecure)  # fmt: skip
             serving.check_bind_policy(live)
+        # the scenario runner's patience for its own calls (a load); a running network's
+        # model waits for as long as the twin is away (ChipHost: TwinClient.patient)
+        retry = {**TWIN_RETRY, "timeout_s": options.twin_timeout_s}
         self.twin = TwinClient(
             options.twin_address, token=options.twin_token,
             root_cert=str(options.twin_root_cert) if options.twin_root_cert else None,
-            timeout_s=options.twin_timeout_s, max_message_bytes=options.max_message_bytes,
+            max_message_bytes=options.max_message_bytes, on_reachable=self._twin_reachable,
+            **retry,
         )  # fmt: skip
         self.host = ChipHost(self.twin, realtime=options.realtime,
                              allow_user_policies=options.allow_user_policies)  # fmt: skip
@@ -333,21 +329,30 @@ class ChipHostServer(serving.GrpcServer):
         live = f"; live view at {self.dashboard.url}" if self.dashboard is not None else ""
         return f"{super().describe()}, twin at {o.twin_address}, {pace}{live}"
 
+    def _twin_reachable(self, up: bool) -> None:
+        """Health follows the twin: NOT_SERVING while it cannot be reached (called on the
+        thread whose call noticed: quick, no lock)."""
+        if not self._stopped.is_set() and getattr(self, "_opened", False):
+            self.set_serving(up)
+
     def open(self) -> None:
-        super().open()
-        self.check_twin()
+        self._opened = True
+        up = self.check_twin()
+        self.set_serving(up)
 
     def check_twin(self, timeout_s: float = 3.0) -> bool:
-        """Whether the twin answers now; if not, say so in the log (the host serves anyway:
-        the twin may come up later, and every call that needs it says what went wrong)."""
-        try:
-            self.twin.wait_ready(timeout_s)
-        except Exception as exc:  # noqa: BLE001 - reported, not fatal
-            log.warning(
-                "the twin at %s does not answer (%s): ChipHost serves, but loading a network "
-                "will fail until it does", self.options.twin_address, exc,
-            )  # fmt: skip
-            return False
+        """Whether the twin answers within ``timeout_s``; if not, say so in the log (the host
+        serves anyway, NOT_SERVING: the twin may come up later, and the host's watch on it
+        turns health to SERVING when it does; meanwhile calls say the twin is unreachable)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.twin.ping(timeout_s=max(0.1, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "the twin at %s does not answer: ChipHost serves, but loading a network "
+                    "will fail until it does", self.options.twin_address,
+                )  # fmt: skip
+                return False
+            time.sleep(0.05)
         return True
 
     def before_stop(self) -> None:

@@ -1,11 +1,11 @@
 """The chip host's event streams: one queue of ledger events per subscriber, and the set.
 
 A :class:`Subscription` is what one ``StreamEvents`` call reads: the kept events after its
-``after_seq``, then every new one, in order, until it is closed (the network was replaced:
-``replaced``; it fell more than ``SUBSCRIBER_QUEUE`` events behind: ``overflow``; the host
-closed). :class:`Subscribers` publishes each new ledger event to every subscription (on the
-thread that runs the simulation, under the host's lock) and forgets a subscription when its
-reader stops.
+``after_seq``, then every new one, in order, until it is closed (its network was replaced,
+unloaded or lost: ``ended`` says why; it fell more than ``SUBSCRIBER_QUEUE`` events behind:
+``overflow``; the host closed). :class:`Subscribers` publishes each new ledger event to every
+subscription (on the thread that runs the simulation, under the host's lock) and forgets a
+subscription when its reader stops.
 """
 
 from __future__ import annotations
@@ -32,8 +32,15 @@ class Subscription:
         self.on_end = on_end
         self.queue: queue.Queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
         self.overflow = False
-        self.replaced = False  # ended because its network was replaced (LoadNetwork)
+        #: why its network's events ended (replaced, unloaded, lost), None: not ended so
+        self.ended: str | None = None
         self.closed = threading.Event()
+
+    @property
+    def replaced(self) -> bool:
+        """Its network's events ended (replaced, unloaded or lost): the next network's events
+        start again from seq 1."""
+        return self.ended is not None
 
     def push(self, ev: Event) -> None:
         try:
@@ -67,7 +74,7 @@ class Subscription:
 class Subscribers:
     """Every open subscription of a host; ``lock`` is the host's (the simulation's) lock."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: Any) -> None:
         self._lock = lock
         self._subs: list[Subscription] = []
 
@@ -83,10 +90,11 @@ class Subscribers:
         for sub in self._subs:
             sub.push(ev)
 
-    def end_all(self, replaced: bool) -> None:
-        """Close every subscription (``replaced``: a new network took the old one's place)."""
+    def end_all(self, reason: str | None) -> None:
+        """Close every subscription; ``reason``: why its network's events ended (None: the
+        host closes)."""
         for sub in list(self._subs):
-            sub.replaced = replaced
+            sub.ended = reason
             sub.close()
 
     def _remove(self, sub: Subscription) -> None:

@@ -18,8 +18,8 @@ A client that must never give up on a twin that is down (the chip host: a stoppe
 not become a stopped run) uses :meth:`TwinClient.patient`: a view of the same connection whose
 calls retry for as long as the twin is unreachable, each attempt bounded by
 ``attempt_timeout_s`` (a twin that hangs counts as unreachable too; retrying is safe, the
-``request_id`` makes the twin answer a repeated request from its record), until
-:meth:`TwinClient.close` (or ``stop``) ends them with ``CANCELLED``. ``reachable`` says whether
+``request_id`` makes the twin answer a repeated request from its record), until its ``stop``
+event is set: they end with ``CANCELLED``. ``reachable`` says whether
 the latest attempt reached the twin; ``on_reachable(bool)`` is told when that changes.
 
 Sessions (``session=True``): device operations (program, pulses, reads, probes, MVMs) travel
@@ -215,10 +215,12 @@ class TwinClient:
     def patient(self, attempt_timeout_s: float = 60.0) -> TwinClient:
         """This client's connection, with calls that retry while the twin is unreachable
         (UNAVAILABLE, or no answer within ``attempt_timeout_s``) until it answers or the
-        client is closed (see the module docstring). Closing either closes both."""
+        view's ``stop`` is set (see the module docstring). Closing the view closes the
+        connection they share."""
         view = copy.copy(self)
         view.timeout_s, view.retries, view.attempt_timeout_s = math.inf, None, attempt_timeout_s
         view.use_session, view._session, view._session_lock = False, None, threading.Lock()
+        view.stop = threading.Event()  # its own: ``close`` of the client sets only the client's
         view._tile_cols = self._tile_cols
         return view
 

@@ -9,19 +9,31 @@ Validation rejects an unknown layer kind, a weight of the wrong shape and a laye
 does not fit together (shapes are propagated from ``input_shape`` through each layer's shape
 rule, :mod:`~controller.workloads.layers`); every message names the layer by index and name.
 The conversions to and from torch modules and proto messages are in
-:mod:`~controller.workloads.network_torch` and :mod:`~controller.workloads.network_proto`.
+:mod:`~controller.workloads.network_torch` and :mod:`~controller.workloads.network_proto`;
+:func:`network_from_proto` reads a request's message and refuses it with ``InvalidArgument``
+naming every field at fault by its path in the request (``network.layers[2].linear.weight.data``)
+and the layer by index and name, in words (no validation dumps).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from controller.workloads.layers import (
+    LAYER_TYPES,
     BaseLayer,
     Conv2d,
     Layer,
@@ -36,6 +48,7 @@ from controller.workloads.layers import (
 from controller.workloads.network_proto import network_fields_from_proto, network_to_proto
 from controller.workloads.network_torch import layer_fields_from_torch, torch_sequential
 from controller.workloads.tensor import Tensor
+from device_twin.errors import InvalidArgument
 from pcmtwin.v1 import network_pb2
 
 
@@ -150,3 +163,75 @@ class NetworkDescription(BaseModel):
     def from_proto(cls, msg: network_pb2.NetworkDescription) -> NetworkDescription:
         """Validate a proto message; ValidationError names the offending layer."""
         return cls(**network_fields_from_proto(msg))
+
+
+# --- a request's network ---------------------------------------------------------------------
+#: The proto field of each layer kind (``NetworkDescription.layers[i].<field>``).
+_PROTO_KIND = {"Conv2d": "conv2d", "Linear": "linear", "ReLU": "relu", "MaxPool2d": "max_pool2d",
+               "AvgPool2d": "avg_pool2d", "Flatten": "flatten", "BatchNorm2d": "batch_norm2d",
+               "LogSoftmax": "log_softmax", "Residual": "residual"}  # fmt: skip
+#: Where a pydantic layer field sits in its proto message, where the names differ.
+_PROTO_FIELD = {"count_include_pad": "exclude_pad"}
+_LAYER_INDEX = re.compile(r"^layer (\d+) ")
+
+
+def _words(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
+def _layer_problems(i: int, item: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """What is wrong with layer ``i`` on its own (its kind, its fields), by proto path."""
+    name, kind = item.get("name", ""), item.get("kind")
+    here = f"{path}.layers[{i}]"
+    if kind is None:
+        kinds = ", ".join(_PROTO_KIND.values())
+        return [(here, f"layer {i} ({name!r}) has no kind: set one of {kinds}")]
+    try:
+        LAYER_TYPES[kind].model_validate(item)
+    except ValidationError as err:
+        out = []
+        for e in err.errors(include_url=False, include_input=False, include_context=False):
+            loc = [_PROTO_FIELD.get(str(p), p) for p in e["loc"]]
+            where = ".".join(str(p) for p in loc)
+            field = f"{here}.{_PROTO_KIND[kind]}.{where}" if where else here
+            if loc and loc[0] == "name":
+                field = f"{here}.name"
+            said = f"{where}: {_words(e['msg'])}" if where else _words(e["msg"])
+            out.append((field, f"layer {i} ({name!r}, {kind}): {said}"))
+        return out
+    return []
+
+
+def network_from_proto(
+    msg: network_pb2.NetworkDescription, field: str = "network"
+) -> NetworkDescription:
+    """The description in a request's message, or ``InvalidArgument`` naming each field at
+    fault by its path in the request (``field``: the message's own, e.g. ``network``)."""
+    tensors: list[tuple[str, str]] = []
+    fields = network_fields_from_proto(msg, tensors)
+    problems = [(f"{field}.{p}", why) for p, why in tensors]
+    if not problems:
+        for i, item in enumerate(fields["layers"]):
+            problems += _layer_problems(i, item, field)
+    if not problems:
+        try:
+            return NetworkDescription(**fields)
+        except ValidationError as err:
+            for e in err.errors(include_url=False, include_input=False, include_context=False):
+                why = _words(str(e["msg"]))
+                loc = [str(p) for p in e["loc"]]
+                at = _LAYER_INDEX.match(why)
+                if at is not None:
+                    where = f"{field}.layers[{at.group(1)}]"
+                elif loc:
+                    where = f"{field}.{loc[0]}" + "".join(f"[{p}]" for p in loc[1:])
+                else:
+                    where = field
+                if loc and not at:
+                    why = f"{'.'.join(loc)}: {why}"
+                problems.append((where, why))
+    shown = "; ".join(why for _, why in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    raise InvalidArgument(f"{field} is not valid: {shown}{more}", violations=problems)

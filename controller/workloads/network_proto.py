@@ -4,13 +4,16 @@
 little-endian tensors); :func:`network_fields_from_proto` reads a message back into the
 fields ``NetworkDescription`` validates (an unknown layer kind is kept as ``kind: None``, so
 that validation refuses it naming the layer). ``NetworkDescription.to_proto`` / ``from_proto``
-are the way in.
+are the way in; ``network.network_from_proto`` reads a request's message, naming every field
+at fault by its path in the message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 from controller.workloads.layers import (
     MAX_NESTING,
@@ -25,8 +28,14 @@ from controller.workloads.layers import (
     ReLU,
     Residual,
 )
-from controller.workloads.tensor import Tensor
+from controller.workloads.tensor import TENSOR_DTYPES, Tensor
 from pcmtwin.v1 import network_pb2
+
+#: The layer kind of each proto layer field that holds tensors.
+_KINDS = {"conv2d": "Conv2d", "linear": "Linear", "batch_norm2d": "BatchNorm2d"}
+#: A tensor field the message holds but that is not a valid tensor: (path in the message,
+#: what is wrong), e.g. ("layers[2].linear.weight.data", "weight.data has 10 bytes, ...").
+TensorProblem = tuple[str, str]
 
 
 def network_to_proto(
@@ -93,20 +102,56 @@ def network_to_proto(
     return msg
 
 
-def network_fields_from_proto(msg: network_pb2.NetworkDescription) -> dict[str, Any]:
-    """The fields of a ``NetworkDescription`` in a proto message (not yet validated)."""
+def _layer_label(path: str) -> str:
+    """``layers[2]`` -> ``layer 2``; a layer inside a residual block keeps its whole path."""
+    top = path.removeprefix("layers[").removesuffix("]")
+    return f"layer {top}" if top.isdigit() else path
+
+
+def network_fields_from_proto(
+    msg: network_pb2.NetworkDescription, problems: list[TensorProblem] | None = None
+) -> dict[str, Any]:
+    """The fields of a ``NetworkDescription`` in a proto message (not yet validated).
+
+    A tensor that is not valid (dtype, shape, byte length, NaN) raises pydantic's error, or,
+    with ``problems``, is left out and described there, by its path in the message."""
+    here: list[Any] = ["", None]  # the layer being read: its path, and its message
 
     def tensor(parent: Any, field: str) -> Tensor | None:
-        return Tensor.from_proto(getattr(parent, field)) if parent.HasField(field) else None
+        if not parent.HasField(field):
+            return None
+        try:
+            return Tensor.from_proto(getattr(parent, field))
+        except ValidationError as exc:
+            if problems is None:
+                raise
+            path, layer = here
+            which = layer.WhichOneof("kind")
+            t = getattr(parent, field)
+            for err in exc.errors(include_url=False, include_input=False):
+                part = str(err["loc"][0]) if err["loc"] else "data"
+                why = str(err["msg"]).removeprefix("Value error, ").removeprefix("tensor ")
+                why = why.removeprefix(f"{part} ")
+                if part == "dtype":
+                    known = ", ".join(TENSOR_DTYPES)
+                    why = f"{t.dtype!r} is not a tensor dtype: expected one of {known}"
+                elif part == "shape":
+                    why = f"{list(t.shape)} is not a shape: every dimension must be >= 0"
+                problems.append((
+                    f"{path}.{which}.{field}.{part}",
+                    f"{_layer_label(path)} ({layer.name!r}, {_KINDS[which]}): {field}.{part} {why}",
+                ))  # fmt: skip
+            return None
 
     def pair(v: Any, default: tuple[int, int] | None) -> tuple[int, ...] | None:
         return tuple(v) if len(v) else default
 
-    def layers_of(items: Any, depth: int = 0) -> list[dict[str, Any]]:
+    def layers_of(items: Any, depth: int = 0, at: str = "layers") -> list[dict[str, Any]]:
         if depth > MAX_NESTING:
             raise ValueError(f"residual blocks nest deeper than {MAX_NESTING} levels")
         out: list[dict[str, Any]] = []
-        for pl in items:
+        for i, pl in enumerate(items):
+            here[:] = [f"{at}[{i}]", pl]
             which = pl.WhichOneof("kind")
             d: dict[str, Any] = {"name": pl.name}
             if which == "conv2d":
@@ -146,8 +191,10 @@ def network_fields_from_proto(msg: network_pb2.NetworkDescription) -> dict[str, 
                 d |= dict(kind="LogSoftmax", dim=pl.log_softmax.dim or 1)
             elif which == "residual":
                 r = pl.residual
-                d |= dict(kind="Residual", body=layers_of(r.body, depth + 1),
-                          shortcut=layers_of(r.shortcut, depth + 1))  # fmt: skip
+                d |= dict(kind="Residual",
+                          body=layers_of(r.body, depth + 1, f"{at}[{i}].residual.body"),
+                          shortcut=layers_of(r.shortcut, depth + 1,
+                                             f"{at}[{i}].residual.shortcut"))  # fmt: skip
             else:
                 d |= {"kind": None}  # NetworkDescription refuses it, naming the layer
             out.append(d)

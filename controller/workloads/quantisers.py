@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +39,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _field(default: Any, description: str, unit: str = "", **limits: Any) -> Any:
+    """A quantiser field with its meaning and unit (``""``: a pure number, a count or a
+    choice); numbers are strict (a boolean is not a number, nor is a string)."""
+    return Field(default, description=description, json_schema_extra={"unit": unit},
+                 strict=True, **limits)  # fmt: skip
+
+
 class AnnealingConfig(_Strict):
     """Simulated annealing of the bases (D+, D-), the paper's schedule by default.
 
@@ -48,37 +55,60 @@ class AnnealingConfig(_Strict):
     best seen, then cool T <- ``cooling`` * T.
     """
 
-    t0: float = Field(1.0, gt=0)
-    cooling: float = Field(0.95, gt=0, lt=1)
-    n_steps: int = Field(150, ge=0, le=100_000)
-    moves_per_step: int = Field(1, ge=1, le=1000)
-    step_fraction: float = Field(0.01, gt=0)  # the paper's max|w|/100
-    seed: int = Field(0, ge=0)
+    t0: float = _field(
+        1.0, "starting temperature, in units of the cost sum |w - Q(w)|", "weight", gt=0
+    )
+    cooling: float = _field(0.95, "T <- cooling * T after every step", "", gt=0, lt=1)
+    n_steps: int = _field(150, "annealing steps per layer", "steps", ge=0, le=100_000)
+    moves_per_step: int = _field(1, "moves proposed per step", "moves", ge=1, le=1000)
+    step_fraction: float = _field(
+        0.01, "a move changes a base by up to T * step_fraction * max|w| (the paper's "
+        "max|w|/100)", "", gt=0,
+    )  # fmt: skip
+    seed: int = _field(0, "seed of the annealing's random moves", "", ge=0)
 
 
 class NoneQuantiser(_Strict):
-    kind: Literal["none"] = "none"
+    """Continuous targets: per layer, max|w| maps to g_max; w > 0 on G+, w < 0 on G-."""
+
+    kind: Literal["none"] = Field("none", description="the quantiser: none")
 
 
 class UniformQuantiser(_Strict):
-    kind: Literal["uniform"] = "uniform"
-    n_levels: int = Field(8, ge=1, le=255)  # M: levels 0..M on one device
+    """aihwkit's usual mapping: |w| rounded to one of n_levels + 1 evenly spaced levels on
+    one device of the pair (G+ for w > 0, G- for w < 0)."""
+
+    kind: Literal["uniform"] = Field("uniform", description="the quantiser: uniform")
+    n_levels: int = _field(8, "M: levels 0..M on one device", "levels", ge=1, le=255)
 
 
 class MultiplicativeQuantiser(_Strict):
-    kind: Literal["multiplicative"] = "multiplicative"
-    n_levels: int = Field(8, ge=1, le=255)  # M: multipliers 0..M on each device
-    # "layer": bases annealed per layer; "network": one pair (D+, D-) for all layers (the
-    # paper reports one pair for its network).
-    scope: Literal["layer", "network"] = "layer"
-    # "both": any pair (m+, m-), the paper's grid of up to (M+1)^2 values. "single": one
-    # device per weight (m+ = 0 or m- = 0), like ``uniform`` but with two annealed bases:
-    # coarser, but no weight pays the programming noise of two large conductances.
-    pairs: Literal["both", "single"] = "both"
-    annealing: AnnealingConfig = Field(default_factory=AnnealingConfig)
-    # On a chip with two pairs per weight (Mackin 2022): the levels on the most significant
-    # pair, and the least significant pair trims each weight's residual w - Q(w).
-    lsp_trim: bool = False
+    """The seed paper's: w ~ m+ * D+ - m- * D- with integer multipliers 0..n_levels on both
+    devices and two bases chosen by simulated annealing, so that every device sits on an
+    exact multiple of its conductance unit and a drifted device can be pulsed back."""
+
+    kind: Literal["multiplicative"] = Field(
+        "multiplicative", description="the quantiser: multiplicative"
+    )
+    n_levels: int = _field(8, "M: multipliers 0..M on each device", "levels", ge=1, le=255)
+    scope: Literal["layer", "network"] = Field(
+        "layer", description="layer: bases annealed per layer; network: one pair (D+, D-) "
+        "for all layers (the paper reports one pair for its network)",
+    )  # fmt: skip
+    pairs: Literal["both", "single"] = Field(
+        "both", description="both: any pair (m+, m-), the paper's grid of up to (M+1)^2 "
+        "values; single: one device per weight (m+ = 0 or m- = 0), coarser, but no weight "
+        "pays the programming noise of two large conductances",
+    )  # fmt: skip
+    annealing: AnnealingConfig = Field(
+        default_factory=AnnealingConfig,
+        description="simulated annealing of the bases (the paper's schedule by default)",
+    )
+    lsp_trim: bool = Field(
+        False, description="on a chip with two pairs per weight (Mackin 2022): the levels on "
+        "the most significant pair, and the least significant pair trims each weight's "
+        "residual w - Q(w)",
+    )  # fmt: skip
 
 
 class DualPairQuantiser(_Strict):
@@ -86,7 +116,7 @@ class DualPairQuantiser(_Strict):
     ``controller.workloads.pairs.NPair``): continuous targets, the least significant pair
     first. Needs a chip with ``pairs_per_weight`` >= 2."""
 
-    kind: Literal["dual_pair"] = "dual_pair"
+    kind: Literal["dual_pair"] = Field("dual_pair", description="the quantiser: dual_pair")
 
 
 class WPOQuantiser(_Strict):
@@ -95,8 +125,10 @@ class WPOQuantiser(_Strict):
     (``significance_factor``), pairs and g_max (those fields of ``search`` are replaced by
     the chip's). Needs a chip with ``pairs_per_weight`` >= 2."""
 
-    kind: Literal["wpo"] = "wpo"
-    search: WPOConfig = Field(default_factory=WPOConfig)
+    kind: Literal["wpo"] = Field("wpo", description="the quantiser: wpo")
+    search: WPOConfig = Field(
+        default_factory=WPOConfig, description="the optimiser's search (controller.workloads.wpo)"
+    )
 
 
 QuantiserConfig = Annotated[

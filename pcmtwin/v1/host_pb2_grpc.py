@@ -39,6 +39,16 @@ class ChipHostStub:
                 request_serializer=pcmtwin_dot_v1_dot_host__pb2.LoadNetworkRequest.SerializeToString,
                 response_deserializer=pcmtwin_dot_v1_dot_host__pb2.LoadNetworkResponse.FromString,
                 _registered_method=True)
+        self.UnloadNetwork = channel.unary_unary(
+                '/pcmtwin.v1.ChipHost/UnloadNetwork',
+                request_serializer=pcmtwin_dot_v1_dot_host__pb2.UnloadNetworkRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_host__pb2.ChipStatus.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/pcmtwin.v1.ChipHost/GetNetwork',
+                request_serializer=pcmtwin_dot_v1_dot_host__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_host__pb2.NetworkLayout.FromString,
+                _registered_method=True)
         self.Infer = channel.unary_unary(
                 '/pcmtwin.v1.ChipHost/Infer',
                 request_serializer=pcmtwin_dot_v1_dot_host__pb2.InferRequest.SerializeToString,
@@ -69,12 +79,39 @@ class ChipHostStub:
                 request_serializer=pcmtwin_dot_v1_dot_host__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=pcmtwin_dot_v1_dot_host__pb2.LedgerEvent.FromString,
                 _registered_method=True)
+        self.ListPolicies = channel.unary_unary(
+                '/pcmtwin.v1.ChipHost/ListPolicies',
+                request_serializer=pcmtwin_dot_v1_dot_host__pb2.ListPoliciesRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_host__pb2.ListPoliciesResponse.FromString,
+                _registered_method=True)
+        self.ListQuantisers = channel.unary_unary(
+                '/pcmtwin.v1.ChipHost/ListQuantisers',
+                request_serializer=pcmtwin_dot_v1_dot_host__pb2.ListQuantisersRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_host__pb2.ListQuantisersResponse.FromString,
+                _registered_method=True)
+        self.GetConfigSchema = channel.unary_unary(
+                '/pcmtwin.v1.ChipHost/GetConfigSchema',
+                request_serializer=pcmtwin_dot_v1_dot_host__pb2.GetConfigSchemaRequest.SerializeToString,
+                response_deserializer=pcmtwin_dot_v1_dot_host__pb2.ConfigSchemas.FromString,
+                _registered_method=True)
 
 
 class ChipHostServicer:
     """Missing associated documentation comment in .proto file."""
 
     def LoadNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +153,24 @@ class ChipHostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuantisers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfigSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChipHostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +178,16 @@ def add_ChipHostServicer_to_server(servicer, server):
                     servicer.LoadNetwork,
                     request_deserializer=pcmtwin_dot_v1_dot_host__pb2.LoadNetworkRequest.FromString,
                     response_serializer=pcmtwin_dot_v1_dot_host__pb2.LoadNetworkResponse.SerializeToString,
+            ),
+            'UnloadNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadNetwork,
+                    request_deserializer=pcmtwin_dot_v1_dot_host__pb2.UnloadNetworkRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_host__pb2.ChipStatus.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=pcmtwin_dot_v1_dot_host__pb2.GetNetworkRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_host__pb2.NetworkLayout.SerializeToString,
             ),
             'Infer': grpc.unary_unary_rpc_method_handler(
                     servicer.Infer,
@@ -154,6 +219,21 @@ def add_ChipHostServicer_to_server(servicer, server):
                     request_deserializer=pcmtwin_dot_v1_dot_host__pb2.StreamEventsRequest.FromString,
                     response_serializer=pcmtwin_dot_v1_dot_host__pb2.LedgerEvent.SerializeToString,
             ),
+            'ListPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicies,
+                    request_deserializer=pcmtwin_dot_v1_dot_host__pb2.ListPoliciesRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_host__pb2.ListPoliciesResponse.SerializeToString,
+            ),
+            'ListQuantisers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuantisers,
+                    request_deserializer=pcmtwin_dot_v1_dot_host__pb2.ListQuantisersRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_host__pb2.ListQuantisersResponse.SerializeToString,
+            ),
+            'GetConfigSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfigSchema,
+                    request_deserializer=pcmtwin_dot_v1_dot_host__pb2.GetConfigSchemaRequest.FromString,
+                    response_serializer=pcmtwin_dot_v1_dot_host__pb2.ConfigSchemas.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pcmtwin.v1.ChipHost', rpc_method_handlers)
@@ -182,6 +262,60 @@ class ChipHost:
             '/pcmtwin.v1.ChipHost/LoadNetwork',
             pcmtwin_dot_v1_dot_host__pb2.LoadNetworkRequest.SerializeToString,
             pcmtwin_dot_v1_dot_host__pb2.LoadNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.ChipHost/UnloadNetwork',
+            pcmtwin_dot_v1_dot_host__pb2.UnloadNetworkRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_host__pb2.ChipStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.ChipHost/GetNetwork',
+            pcmtwin_dot_v1_dot_host__pb2.GetNetworkRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_host__pb2.NetworkLayout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -344,6 +478,87 @@ class ChipHost:
             '/pcmtwin.v1.ChipHost/StreamEvents',
             pcmtwin_dot_v1_dot_host__pb2.StreamEventsRequest.SerializeToString,
             pcmtwin_dot_v1_dot_host__pb2.LedgerEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.ChipHost/ListPolicies',
+            pcmtwin_dot_v1_dot_host__pb2.ListPoliciesRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_host__pb2.ListPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuantisers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.ChipHost/ListQuantisers',
+            pcmtwin_dot_v1_dot_host__pb2.ListQuantisersRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_host__pb2.ListQuantisersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfigSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pcmtwin.v1.ChipHost/GetConfigSchema',
+            pcmtwin_dot_v1_dot_host__pb2.GetConfigSchemaRequest.SerializeToString,
+            pcmtwin_dot_v1_dot_host__pb2.ConfigSchemas.FromString,
             options,
             channel_credentials,
             insecure,

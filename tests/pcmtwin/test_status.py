@@ -29,8 +29,8 @@ def field_violations(err: grpc.RpcError) -> list[tuple[str, str]]:
     found = []
     for detail in rpc_status.from_call(err).details:
         bad = error_details_pb2.BadRequest()
-        assert detail.Unpack(bad)
-        found += [(v.field, v.description) for v in bad.field_violations]
+        if detail.Unpack(bad):
+            found += [(v.field, v.description) for v in bad.field_violations]
     return found
 
 

@@ -52,8 +52,14 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "TriggerCorrection": {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION},
     # OK: we read what was there and cancelled; DEADLINE_EXCEEDED: open, nothing new to send
     "StreamEvents": {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.DEADLINE_EXCEEDED},
+    "UnloadNetwork": {C.OK},
+    "GetNetwork": {C.OK, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED},
+    "ListPolicies": {C.OK},
+    "ListQuantisers": {C.OK},
+    "GetConfigSchema": {C.OK},
 }
-READ_ONLY = ("GetStatus", "StreamEvents")
+READ_ONLY = ("GetStatus", "StreamEvents", "GetNetwork", "ListPolicies", "ListQuantisers",
+             "GetConfigSchema")  # fmt: skip
 STATUS_FIELDS = ("loaded", "chip_id", "network", "sim_time_s", "last_event_seq", "policy",
                  "policy_json", "error", "inferences", "corrections")  # fmt: skip
 

@@ -243,6 +243,8 @@ BAD_POLICIES = st.one_of(
         _policy("threshold", interval_s=-1), _policy("threshold", interval_s=0),
         _policy("threshold", interval_s="1 fortnight"), _policy("threshold", nope=1),
         _policy("threshold", interval_s=math.inf), _policy("gdc", compensation="x"),
+        _policy("threshold", interval_s=1e-6), _policy("threshold", interval_s=True),
+        _policy("budget", budget_pj_per_day=False), _policy("adaptive", growth=True),
         host_pb2.PolicySpec(name="threshold", params_json="[1]"),
         host_pb2.PolicySpec(name="threshold", params_json="{"),
         host_pb2.PolicySpec(name="threshold", params_json='{"interval_s": NaN}'),
@@ -395,6 +397,40 @@ def test_stream_events(host, after):
     host.run("StreamEvents", host_pb2.StreamEventsRequest(after_seq=after_seq))
 
 
+# --- the network: unloading, reading back; discovery -------------------------------------------
+@fuzz_settings(40)
+@given(unload_first=st.booleans(), include_weights=st.booleans(), reload=st.booleans())
+def test_unload_and_get_network(host, unload_first, include_weights, reload):
+    """GetNetwork with or without weights, on a loaded network or none; UnloadNetwork with a
+    network loaded or not: the layout covers the network, an unloaded host holds no chip."""
+    host.baseline(force=reload)
+    if unload_first:
+        code, _, status = host.run("UnloadNetwork", host_pb2.UnloadNetworkRequest())
+        assert code == grpc.StatusCode.OK and not status.loaded
+    code, _, lay = host.run("GetNetwork", host_pb2.GetNetworkRequest(
+        include_weights=include_weights))  # fmt: skip
+    if unload_first:
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+    elif code == grpc.StatusCode.OK:
+        assert lay.weights_on_chip == sum(b.rows * b.cols for la in lay.layers
+                                          for b in la.blocks)  # fmt: skip
+        assert all(la.HasField("weight") == include_weights for la in lay.layers)
+
+
+@fuzz_settings(10)
+@given(rpc=st.sampled_from(("ListPolicies", "ListQuantisers", "GetConfigSchema")),
+       loaded=st.booleans())  # fmt: skip
+def test_discovery(host, rpc, loaded):
+    """The discovery calls answer the same with or without a network, and change nothing."""
+    if loaded:
+        host.baseline()
+    else:
+        host.run("UnloadNetwork", host_pb2.UnloadNetworkRequest())
+    request = getattr(host_pb2, SERVICE.methods_by_name[rpc].input_type.name)()
+    code, _, response = host.run(rpc, request)
+    assert code == grpc.StatusCode.OK and response.ByteSize() > 0
+
+
 # --- raw bytes --------------------------------------------------------------------------------
 SERVICE = host_pb2.DESCRIPTOR.services_by_name["ChipHost"]
 RPCS = [m.name for m in SERVICE.methods if m.name != "StreamEvents"]
@@ -454,6 +490,7 @@ def test_an_enormous_advance_stops_at_its_deadline():
     server = TwinServer(ServerOptions(address="127.0.0.1:0"))
     server.start()
     twin = _BreakableTwin(TwinClient(server.address))
+    chip_host = None
     try:
         chip_host = ChipHost(twin)
         chip_host.load_network(
@@ -477,6 +514,8 @@ def test_an_enormous_advance_stops_at_its_deadline():
         assert returned_in_s is not None, "AdvanceTime did not return 29 s after its deadline"
         assert getattr(outcome.get("error"), "code", "") == "DEADLINE_EXCEEDED"
     finally:
+        if chip_host is not None:
+            chip_host.close()
         twin.client.close()
         server.stop(grace_s=0)
 

@@ -479,6 +479,37 @@ def test_session(twin, op, data):
     twin.run(op, data.draw(SESSION_OPS[op]).build(twin), session=True)
 
 
+@fuzz_settings(80)
+@given(first=st.sampled_from(sorted(SESSION_OPS)), second=st.sampled_from(sorted(SESSION_OPS)),
+       session=st.booleans(), data=st.data())  # fmt: skip
+def test_a_request_id_names_one_request(twin, first, second, session, data):
+    """Two random device requests on one chip under one request id: if the first was done,
+    the second is answered from its record when it is the same request, and never answered
+    (nor done) when it is another one: refused with INVALID_ARGUMENT naming request_id, or
+    for what else is wrong with it; the chip unchanged."""
+    twin.ensure_fixtures()
+    rid = f"fuzz-rid-{twin.cases}-{data.draw(st.integers(0, 2**32))}"
+    a = data.draw(SESSION_OPS[first]).build(twin)
+    a.request_id = rid
+    b = data.draw(st.just(a) | SESSION_OPS[second].map(lambda r: r.build(twin)))
+    if b is not a:
+        b.chip_id, b.request_id = a.chip_id, rid
+    send = twin.call_in_session if session else twin.call
+    done = send(first, a)
+    second = first if b is a else second
+    before = twin.state()
+    out = send(second, b)
+    twin.after_case(second, out, before, None, tally_as=f"reused request_id/{second}")
+    if done.code != grpc.StatusCode.OK:
+        return  # a refused request is not remembered: its id is free
+    if second == first and b.SerializeToString(deterministic=True) == a.SerializeToString(
+        deterministic=True
+    ):  # fmt: skip
+        assert out.code == grpc.StatusCode.OK and out.response == done.response
+    else:
+        assert out.code != grpc.StatusCode.OK, f"{second} answered under {first}'s request_id"
+
+
 # --- raw bytes --------------------------------------------------------------------------------
 _CODE_OF = {c.value[0]: c for c in grpc.StatusCode}
 _SESSION_CODES = {c.value[0] for c in ALLOWED["ProgramDevices"] if c != grpc.StatusCode.OK}

@@ -203,6 +203,8 @@ class TwinHarness:
             assert a.HasField("result")
             return Outcome(C.OK, "", a.result)
         assert not a.HasField("result") and a.message
+        # the refusal in gRPC's rich error model too, with the same code and message
+        assert (a.status.code, a.status.message) == (a.code, a.message)
         return Outcome(_CODES[a.code], a.message)
 
     def call(self, rpc: str, request) -> Outcome:

@@ -168,10 +168,12 @@ def params_model(cls: Any) -> type[BaseModel] | None:
 
 
 def _suggest(name: str, known: list[str]) -> str:
+    """An unknown parameter: the closest known names, if any, and every known one."""
+    listed = f"the parameters are {', '.join(known) or '(none)'}"
     close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
     if close:
-        return f"unknown parameter; did you mean {' or '.join(map(repr, close))}?"
-    return f"unknown parameter; the parameters are {', '.join(known) or '(none)'}"
+        return f"unknown parameter; did you mean {' or '.join(map(repr, close))}? ({listed})"
+    return f"unknown parameter; {listed}"
 
 
 def _pydantic_message(err: Any) -> str:

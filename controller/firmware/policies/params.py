@@ -23,12 +23,25 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from controller.firmware.durations import format_duration, parse_duration_s
 from controller.firmware.policies.base import COMPENSATIONS
 
 DAY_S = 86400.0
+#: The shortest interval between two wake-ups of the monitor (ten per device second): a
+#: wake-up probes and corrects, which takes up to milliseconds of device time, and a host
+#: advancing a day must not need millions of them (1e-6 s would make a 10 s advance take
+#: ten million).
+MIN_INTERVAL_S = 0.1
 
 #: JSON Schema of a duration parameter: a duration string or a number of seconds.
 _DURATION_JSON = {
@@ -40,7 +53,10 @@ _DURATION_JSON = {
 
 
 def _duration_s(value: Any) -> Any:
-    # a duration string or a number of seconds; anything else is left to the float check
+    # a duration string or a number of seconds; anything else (a boolean too) is left to the
+    # checks that follow
+    if isinstance(value, bool):
+        return value
     return parse_duration_s(value) if isinstance(value, str | int | float) else value
 
 
@@ -68,15 +84,25 @@ _COMPENSATION_DOC = (
 
 
 def _param(default: Any, description: str, unit: str = "", **limits: Any) -> Any:
-    """A parameter field: its default, meaning and unit (``""`` for none)."""
-    extra = {"unit": unit} if unit else None
-    return Field(default, description=description, json_schema_extra=extra, **limits)
+    """A parameter field: its default, meaning and unit (``""``: none, a pure number or a
+    choice; the schema says so too)."""
+    return Field(default, description=description, json_schema_extra={"unit": unit}, **limits)
 
 
 class PolicyParams(BaseModel):
-    """Base of a policy's parameter model: unknown parameters are errors; values are final."""
+    """Base of a policy's parameter model: unknown parameters are errors; values are final;
+    a boolean is not a number (``{"interval_s": true}`` is refused, not taken as 1 s)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation is not bool:
+            raise ValueError(f"expected a {_type_name(field.annotation, _is_duration(field))}, "
+                             f"got the boolean {str(value).lower()}")  # fmt: skip
+        return value
 
 
 # --- the building blocks ---------------------------------------------------------------------
@@ -119,7 +145,7 @@ class _Verified(GDCParams):
 class PeriodicRefreshParams(_Verified):
     """``periodic_refresh``: re-program every device every ``interval_s``, no probing."""
 
-    interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", gt=0)
+    interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", ge=MIN_INTERVAL_S)
 
 
 class _Probing(_Verified):
@@ -172,7 +198,7 @@ class _Checked(_Probing):
 class ThresholdParams(_Checked):
     """``threshold``: the paper's check every ``interval_s``."""
 
-    interval_s: Seconds = _param(3600.0, "time between wake-ups", "s", gt=0)
+    interval_s: Seconds = _param(3600.0, "time between wake-ups", "s", ge=MIN_INTERVAL_S)
 
 
 class DriftAwareParams(ThresholdParams):
@@ -188,9 +214,11 @@ class AdaptiveParams(_Checked):
 
     base_interval_s: Seconds = _param(
         3600.0, "interval right after a write; it grows with the log of the devices' age", "s",
-        gt=0,
+        ge=MIN_INTERVAL_S,
     )  # fmt: skip
-    max_interval_s: Seconds = _param(30 * DAY_S, "longest interval between checks", "s", gt=0)
+    max_interval_s: Seconds = _param(
+        30 * DAY_S, "longest interval between checks", "s", ge=MIN_INTERVAL_S
+    )
     growth: float = _param(
         1.0, "interval = base_interval_s * (1 + growth * ln(1 + age / base_interval_s))", ge=0
     )

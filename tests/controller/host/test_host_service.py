@@ -377,14 +377,18 @@ def test_a_stream_ends_with_aborted_when_its_network_is_replaced(servers):
 
 def test_a_misspelt_policy_parameter_is_named_with_the_closest_one(servers):
     """A policy parameter the policy does not have is refused (INVALID_ARGUMENT) with a field
-    violation naming it and the closest parameter; durations take the scenario's strings."""
+    violation naming it, the closest parameter and every accepted one; durations take the
+    scenario's strings."""
     from tests.pcmtwin.test_status import field_violations
 
     with pytest.raises(grpc.RpcError) as err:
         _load(servers.stub, "threshold", {"treshold": 0.1, "interval_s": "1h"})
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(err.value) == [
-        ("policy.params_json", "treshold: unknown parameter; did you mean 'threshold'?")]  # fmt: skip
+        ("policy.params_json", "treshold: unknown parameter; did you mean 'threshold'? (the "
+         "parameters are interval_s, threshold, scope, expected_drift, method, rows_fraction, "
+         "tolerance, max_iterations, verify_reads, compensation)")]  # fmt: skip
+    assert "_CorrectingPolicy" not in err.value.details()
     _load(servers.stub, "threshold", {"threshold": 0.1, "interval_s": "1h"})
     status = servers.stub.GetStatus(host_pb2.GetStatusRequest())
     assert json.loads(status.policy_json)["interval_s"] == 3600.0

@@ -47,7 +47,7 @@ CASES = [
     ("negative interval", edit("interval_s: 6h,", "interval_s: -6h,"),
      "controller.policy.params.interval_s", 14, "negative"),
     ("zero interval (the parameter model refuses it)", edit("interval_s: 6h,", "interval_s: 0,"),
-     "controller.policy.params.interval_s", 14, "greater than 0"),
+     "controller.policy.params.interval_s", 14, "greater than or equal to 0.1"),
     ("unknown policy path", edit("name: threshold", "name: no_such_pkg.policies:Mine"),
      "controller.policy.name", 13, "cannot import"),
     ("unknown built-in policy", edit("name: threshold", "name: thresold"),
