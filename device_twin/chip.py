@@ -221,13 +221,18 @@ class Chip:
         pair: int = 0,
     ) -> OpResult:
         """Program-and-verify chosen devices of a pair (see ``Array`` for how they are
-        addressed)."""
-        tile = self._tile(tile)
+        addressed).
+
+        On a tile never programmed, only these devices are written; the tile's others stay
+        as made (RESET, 0 uS, no drift) and the tile counts as programmed from then on."""
+        tile = self._tile(tile, need_programmed=False)
         at_s = check_time(self.now_s, at_s)
         arrays, idx = check_devices(self.config, array, devices, pair)
         check_targets(self.config, g_target_us, "g_target_us", idx.shape)
         addr = devices.astype(np.int64)  # type: ignore[union-attr]
-        return self._program(tile, arrays, idx, g_target_us, at_s, addr)
+        result = self._program(tile, arrays, idx, g_target_us, at_s, addr)
+        self.programmed[tile] = True
+        return result
 
     def apply_pulses(
         self,

@@ -167,11 +167,20 @@ def check_cols(config: ChipConfig, col_start: object, col_count: object) -> slic
     """Validate a column range; returns it as a slice."""
     cols = config.tile_cols
     start = check_int(col_start, "col_start")
+    if start >= cols:
+        raise InvalidArgument(
+            f"col_start {start} is past the tile's last column: the tile has {cols} columns, "
+            f"0..{cols - 1}", field="col_start",
+        )  # fmt: skip
     n = cols - start if col_count is None else col_count
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}")
+        raise InvalidArgument(f"col_count must be an integer >= 1, got {col_count!r}",
+                              field="col_count")  # fmt: skip
     if start + n > cols:
-        raise InvalidArgument(f"columns {start}..{start + n - 1} out of range: the tile has {cols}")
+        raise InvalidArgument(
+            f"columns {start}..{start + n - 1} out of range: the tile has {cols} columns, "
+            f"0..{cols - 1}", field="col_count",
+        )  # fmt: skip
     return slice(start, int(start + n))
 
 

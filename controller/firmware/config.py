@@ -9,7 +9,7 @@ count with one multiply. These are small next to the analog costs, and reported 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,7 +55,8 @@ class ControllerConfig(BaseModel):
     otherwise (round-robin); ``reuse_probe_reads``: a correction job starts from the values
     the monitor has just probed instead of reading its devices again; ``keep_events``: keep
     every ledger event in memory for results (the totals are kept either way);
-    ``progress_steps``: how often ``ChipModel.run`` reports progress.
+    ``progress_steps``: how often ``ChipModel.run`` reports progress; ``program_scope``: what
+    loading a network programs (whole tiles, or the devices holding weights).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +75,12 @@ class ControllerConfig(BaseModel):
     keep_events: bool = Field(
         True, description="keep every ledger event in memory (results, event streams); the "
         "totals are kept either way",
+    )  # fmt: skip
+    program_scope: Literal["tiles", "weights"] = Field(
+        "tiles", description="what loading a network programs: tiles, every device of each "
+        "tile it uses, from RESET (a RESET pulse for each device that holds no weight); "
+        "weights, only the devices holding a weight (the tile's other devices stay as made, "
+        "at RESET, 0 uS: a fresh chip's tiles need no RESET)",
     )  # fmt: skip
     progress_steps: int = _field(
         100, "how often a run reports its progress on the way to its end", "reports", ge=1

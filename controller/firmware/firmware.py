@@ -105,6 +105,18 @@ class Firmware:
         """(G+, G-) targets of a pair of a whole tile, as ``program`` wants them."""
         return self.target_us[tile, 2 * pair].copy(), self.target_us[tile, 2 * pair + 1].copy()
 
+    def weight_devices(self, tile: int, pair: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The devices of a pair of a tile that hold a weight, G+ and G- of each, as
+        ``program_devices`` addresses them over both arrays of the pair (``sign * rows * cols
+        + row * cols + col``), and their targets (uS)."""
+        flat = np.flatnonzero(self.used[tile].reshape(-1))
+        per_array = self.tile_rows * self.tile_cols
+        devices = np.concatenate([flat, flat + per_array]).astype(np.int64)
+        targets = np.concatenate(
+            [self.target_us[tile, 2 * pair + sign].reshape(-1)[flat] for sign in (0, 1)]
+        )
+        return devices, targets.astype(np.float32)
+
     def targets(self, tile: int, array: int, idx: np.ndarray) -> np.ndarray:
         """Targets (uS) of devices given by flat index."""
         return self.target_us[tile, array].reshape(-1)[idx]

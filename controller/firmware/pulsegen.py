@@ -91,7 +91,8 @@ class PulseGenerator:
         return self.env.process(self._job(job, scheme, first_read_us or {}))
 
     def program_tile(self, tile: int) -> simpy.Process:
-        """Program a whole tile from RESET to the firmware's targets."""
+        """Program a tile to the firmware's targets: all of it from RESET, or only the devices
+        holding weights (``ControllerConfig.program_scope``)."""
         return self.env.process(self._program_tile(tile))
 
     # --- processes --------------------------------------------------------------------------
@@ -105,10 +106,16 @@ class PulseGenerator:
                 ops = ctx.ledger.action()
                 devices = iterations = 0
                 for pair in range(fw.pairs_per_weight):
-                    g_pos, g_neg = fw.program_targets(tile, pair)
                     extra = {"pair": pair} if pair else {}
-                    r = ops.add(ctx.twin.program(ctx.chip_id, tile, g_pos, g_neg,
-                                                 at_s=self.env.now, **extra))  # fmt: skip
+                    if ctx.config.program_scope == "weights":  # the devices holding weights
+                        idx, targets = fw.weight_devices(tile, pair)
+                        r = ops.add(ctx.twin.program_devices(
+                            ctx.chip_id, tile, Array.BOTH, idx, targets, at_s=self.env.now,
+                            **extra))  # fmt: skip
+                    else:  # the whole tile, from RESET
+                        g_pos, g_neg = fw.program_targets(tile, pair)
+                        r = ops.add(ctx.twin.program(ctx.chip_id, tile, g_pos, g_neg,
+                                                     at_s=self.env.now, **extra))  # fmt: skip
                     devices, iterations = devices + r.devices, iterations + r.iterations
                     fw.record_tile_write(tile, self.env.now, pair)
                     yield self.env.timeout(r.latency_s)

@@ -359,7 +359,7 @@ class ChipHost:
         while True:
             try:
                 self._acquire(deadline, cancelled, need_twin=False)
-            except Cancelled:
+            except Cancelled:  # (a subclass: first)
                 raise stop(CANCELLED, "the call was cancelled", Cancelled) from None
             except DeadlineExceeded:
                 raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded) from None
@@ -381,10 +381,11 @@ class ChipHost:
                 self._publish()
             finally:
                 self._lock.release()
-            if cancelled is not None and cancelled():
-                raise stop(CANCELLED, "the call was cancelled", Cancelled)
+            # the deadline first: a client whose deadline passed has gone away too
             if deadline is not None and time.monotonic() > deadline:
                 raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded)
+            if cancelled is not None and cancelled():
+                raise stop(CANCELLED, "the call was cancelled", Cancelled)
 
     def _wait(self, model: ChipModel, ev: simpy.Event, deadline: float | None) -> Any:
         """Have ``ev`` processed: run the model (fast) or wait for the driver (realtime)."""

@@ -118,7 +118,7 @@ def program_cost(model: Any, mapped: Any) -> dict[str, Any]:
     programs = [e for e in model.ledger.events if e.kind == PROGRAM]
     return {
         "devices_programmed": int(sum(e.devices for e in programs)),
-        "devices_in_use": 2 * int(mapped.n_weights_on_chip()),
+        "devices_in_use": 2 * model.firmware.pairs_per_weight * int(mapped.n_weights_on_chip()),
         "program_energy_pj": float(sum(e.energy_pj for e in programs)),
     }
 

@@ -55,8 +55,10 @@ def _until(what: str, check, timeout_s: float = 60.0):
 
 
 def _running(stub) -> host_pb2.ChipStatus | None:
+    """The status once an AdvanceTime runs and has gone through a wake-up."""
     s = _status(stub)
-    return s if s.advance.state == ST.ADVANCE_STATE_RUNNING and s.advance.reached_s > 0 else None
+    running = s.advance.state == ST.ADVANCE_STATE_RUNNING and s.advance.monitor_wakeups > 0
+    return s if running else None
 
 
 def test_cancelling_advance_time_stops_it_where_the_status_says(servers):

@@ -112,7 +112,7 @@ def test_network_errors_name_the_field_and_the_layer(servers):
     assert (
         "network.layers[3]",
         "layer 3 ('?') has no kind: set one of conv2d, linear, relu, "
-        "max_pool2d, avg_pool2d, flatten, batch_norm2d, log_softmax",
+        "max_pool2d, avg_pool2d, flatten, batch_norm2d, log_softmax, residual",
     ) in field_violations(err)
 
 
@@ -218,15 +218,38 @@ def test_set_policy_keeps_every_counter(servers):
     assert later.monitor_wakeups == 3  # the new policy woke 2 h after SetPolicy
 
 
-def test_load_network_says_what_programming_cost_and_tiles_that_fit_cost_less(servers):
-    """LoadNetwork reports the devices it programmed (whole tiles), those holding weights and
-    the programming energy (the status's `program` energy); tiles that fit the network
-    program fewer devices for less energy."""
+def test_load_network_says_what_programming_cost_and_can_program_only_the_weights(servers):
+    """LoadNetwork reports the devices it programmed (whole tiles by default), those holding
+    weights and the programming energy (the status's `program` energy); tiles that fit the
+    network program fewer devices, and program_scope "weights" only the devices holding
+    weights, each to the same conductance as whole-tile programming gives it."""
+    from controller.rpc.client import TwinClient
+
     stub = servers.stub
-    big = _load(stub, chip={"tile_rows": 64, "tile_cols": 64, "seed": 3})
+    chip = {"tile_rows": 64, "tile_cols": 64, "seed": 3}
+    big = _load(stub, chip=chip)
     assert big.devices_programmed == len(big.tiles) * 64 * 64 * 2
     assert big.devices_in_use == 2 * big.weights_on_chip == 2 * (16 * 8 + 8 * 4)
     assert big.program_energy_pj == big.status.energy_by_kind_pj["program"]
-    fit = _load(stub, chip={"tile_rows": 16, "tile_cols": 8, "seed": 3})
-    assert fit.devices_programmed == len(fit.tiles) * 16 * 8 * 2 < big.devices_programmed
-    assert fit.program_energy_pj < big.program_energy_pj / 4
+    with TwinClient(servers.twin.address) as twin:
+        whole = twin.snapshot(big.chip_id)
+        fit = _load(stub, chip={"tile_rows": 16, "tile_cols": 8, "seed": 3})
+        assert fit.devices_programmed == len(fit.tiles) * 16 * 8 * 2 < big.devices_programmed
+        assert fit.program_energy_pj < big.program_energy_pj
+        weights = _load(stub, chip=chip, controller_config_json='{"program_scope": "weights"}')
+        assert weights.devices_programmed == weights.devices_in_use == big.devices_in_use
+        assert weights.program_energy_pj < big.program_energy_pj
+        only = twin.snapshot(weights.chip_id)
+    lay = stub.GetNetwork(host_pb2.GetNetworkRequest())
+    for t in whole.g_prog_us:
+        used = np.zeros((64, 64), bool)
+        for la in lay.layers:
+            for b in la.blocks:
+                if b.tile == t:
+                    used[
+                        b.row_offset : b.row_offset + b.rows, b.col_offset : b.col_offset + b.cols
+                    ] = 1
+        assert np.array_equal(only.g_prog_us[t][:, used], whole.g_prog_us[t][:, used])
+        assert not only.g_prog_us[t][:, ~used].any() and not only.t_write_s[t][:, ~used].any()
+    y = stub.Infer(host_pb2.InferRequest(x=tensor(np.ones((2, 16), np.float32))))
+    assert np.isfinite(np.frombuffer(y.y.data, "<f4")).all()

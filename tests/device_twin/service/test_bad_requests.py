@@ -169,6 +169,11 @@ CASES = [
          "a convolution of 17600 positions on 16 columns would return 1126400 bytes"),
     Case("columns out of range", rpc("Mvm", mvm(col_start=10, col_count=10)), INVALID,
          "columns 10..19 out of range: the tile has 16"),
+    Case("first column past the tile", rpc("Mvm", mvm(col_start=17)), INVALID,
+         "col_start 17 is past the tile's last column: the tile has 16 columns, 0..15"),
+    Case("first probed column past the tile", rpc("Probe", twin_pb2.ProbeRequest(
+        chip_id=CHIP, tile=0, rows=t(np.arange(2)), array=twin_pb2.ARRAY_POS, at_s=T_S * 10,
+        col_start=16)), INVALID, "col_start 16 is past the tile's last column"),
     Case("request over the message limit", rpc("Mvm", mvm(x=t(BIG.reshape(-1, 4)))), EXHAUSTED,
          "larger than max"),
     Case("response over the message limit",
