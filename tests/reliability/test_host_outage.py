@@ -7,6 +7,7 @@ lost the chip."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -36,13 +37,16 @@ class Host:
         self.channel = grpc.insecure_channel(self.server.address)
         self.stub = host_pb2_grpc.ChipHostStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.closed = False
 
     def serving(self) -> int:
         return self.health.Check(health_pb2.HealthCheckRequest(), timeout=30).status
 
     def close(self) -> None:
-        self.channel.close()
-        self.server.stop(grace_s=0)
+        if not self.closed:
+            self.closed = True
+            self.channel.close()
+            self.server.stop(grace_s=0)
 
 
 def _load(stub) -> None:
@@ -125,7 +129,8 @@ def test_a_twin_outage_is_waited_out_and_never_stops_the_run(tmp_path: Path):
 def test_a_twin_back_without_its_state_is_reported_as_having_lost_the_chip(tmp_path: Path):
     """A twin restarted without a state directory no longer holds the chip: the host says
     so (loaded false, the error names the chip and --state-dir), Infer answers
-    FAILED_PRECONDITION with the same words, and LoadNetwork loads the network again."""
+    FAILED_PRECONDITION with the same words, and LoadNetwork loads the network again; a host
+    stopped while its twin is gone does not wait for it."""
     twin = ServerProcess(tmp_path)
     host = Host(twin.address)
     try:
@@ -143,6 +148,12 @@ def test_a_twin_back_without_its_state_is_reported_as_having_lost_the_chip(tmp_p
         assert err.value.details() == lost.error
         _load(host.stub)
         assert _infer(host.stub).end_s >= 0 and host.serving() == HEALTH.SERVING
+        # a host that stops while its twin is away does not wait for the twin
+        twin.kill()
+        stopping = threading.Thread(target=host.close)
+        stopping.start()
+        stopping.join(timeout=60)  # a hang check: its twin client would wait 120 s
+        assert not stopping.is_alive(), "the host waited for a twin that is gone"
     finally:
         host.close()
         twin.stop()
