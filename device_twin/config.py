@@ -23,6 +23,13 @@ from device_twin.families import (
 )
 from device_twin.families.base import StrictModel as _Strict
 
+
+def _field(default: Any, description: str, unit: str = "", **limits: Any) -> Any:
+    """A config field with its meaning and unit (``""``: a pure number, a count or a choice),
+    both in the JSON Schema (``GetConfigSchema``, ``pcm-twin schema``)."""
+    return Field(default, description=description, json_schema_extra={"unit": unit}, **limits)
+
+
 #: Bytes of device state per device: g_prog (float32), nu (float32), t_write_s (float64) and
 #: the device's write count (uint32, keys its random draws).
 STATE_BYTES_PER_DEVICE = 20
@@ -44,7 +51,10 @@ class ProgramVerifyConfig(_Strict):
     nominal pulses from RESET to the target. IBM's HERMES chip allows at most 30 iterations.
     """
 
-    max_iterations: int = Field(30, ge=1, le=1000)
+    max_iterations: int = _field(
+        30, "program-and-verify iterations before a device is reported failed (IBM HERMES: 30)",
+        "iterations", ge=1, le=1000,
+    )  # fmt: skip
 
 
 class IOConfig(_Strict):
@@ -54,16 +64,41 @@ class IOConfig(_Strict):
     input), output noise 0.06, iterative bound management, abs-max noise management.
     """
 
-    is_perfect: bool = False
-    inp_bound: float = Field(1.0, gt=0)
-    inp_res: float = Field(1 / (2**7 - 2), ge=0)
-    inp_noise: float = Field(0.0, ge=0)
-    out_bound: float = Field(12.0, gt=0)
-    out_res: float = Field(1 / (2**9 - 2), ge=0)
-    out_noise: float = Field(0.06, ge=0)
-    bound_management: Literal["none", "iterative"] = "iterative"
-    noise_management: Literal["none", "abs_max", "max", "constant"] = "abs_max"
-    nm_thres: float = Field(0.0, ge=0)
+    is_perfect: bool = Field(
+        False, description="an ideal periphery: no quantisation, no noise, no bounds"
+    )
+    inp_bound: float = _field(
+        1.0, "DAC range: inputs are clipped to [-inp_bound, inp_bound] after noise management",
+        "input", gt=0,
+    )  # fmt: skip
+    inp_res: float = _field(
+        1 / (2**7 - 2), "DAC step as a share of the input range (1/126: 7 bits; a value > 1 is "
+        "the number of steps; 0: no quantisation)", "", ge=0,
+    )  # fmt: skip
+    inp_noise: float = _field(0.0, "Gaussian noise on each input (std)", "input", ge=0)
+    out_bound: float = _field(
+        12.0, "ADC range: outputs are clipped to [-out_bound, out_bound]", "g_max x input",
+        gt=0,
+    )  # fmt: skip
+    out_res: float = _field(
+        1 / (2**9 - 2), "ADC step as a share of the output range (1/510: 9 bits; a value > 1 is "
+        "the number of steps; 0: no quantisation)", "", ge=0,
+    )  # fmt: skip
+    out_noise: float = _field(
+        0.06, "Gaussian noise on each output before the ADC (std)", "g_max x input", ge=0
+    )
+    bound_management: Literal["none", "iterative"] = Field(
+        "iterative", description="iterative: an MVM whose outputs clip is run again with its "
+        "inputs halved (aihwkit's); none: outputs clip",
+    )  # fmt: skip
+    noise_management: Literal["none", "abs_max", "max", "constant"] = Field(
+        "abs_max", description="how each input vector is scaled into the DAC range before the "
+        "MVM (abs_max: by its largest |x|; constant: by nm_thres; none: not scaled)",
+    )  # fmt: skip
+    nm_thres: float = _field(
+        0.0, "noise management's scale (constant) or smallest scale (the others)", "input",
+        ge=0,
+    )  # fmt: skip
 
     def to_aihwkit(self):  # -> aihwkit IOParameters
         from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
@@ -112,8 +147,14 @@ def _default_probe_io() -> IOConfig:
 class PeripheryConfig(_Strict):
     """Periphery of every tile: ``forward`` for MVMs, ``probe`` for identity reads."""
 
-    forward: IOConfig = Field(default_factory=IOConfig)
-    probe: IOConfig = Field(default_factory=_default_probe_io)
+    forward: IOConfig = Field(
+        default_factory=IOConfig, description="the periphery of MVMs (inference, evaluation)"
+    )
+    probe: IOConfig = Field(
+        default_factory=_default_probe_io,
+        description="the periphery of identity reads (the drift monitor's probes): 8-bit ADC "
+        "matched to one device, 0.01 g_max output noise",
+    )
 
 
 _MOVED_TO_FAMILY = ("set_pulse_pj", "set_pulse_s", "reset_pulse_pj", "reset_pulse_s")
@@ -128,11 +169,14 @@ class EnergyModelConfig(_Strict):
     (``device.write_energy``).
     """
 
-    read_voltage_v: float = Field(0.2, ge=0, le=10)  # DESIGN.md §6: 0.2 V read bias
-    adc_conversion_pj: float = Field(1.67, ge=0)  # ISAAC, 8 bit
-    dac_row_drive_pj: float = Field(0.42, ge=0)  # ISAAC
-    mvm_latency_s: float = Field(130e-9, ge=0)  # IBM HERMES, one tile
-    write_parallel_devices: int = Field(256, ge=1)  # devices written at once (one line)
+    read_voltage_v: float = _field(0.2, "read bias of a device read (DESIGN.md §6)", "V",
+                                   ge=0, le=10)  # fmt: skip
+    adc_conversion_pj: float = _field(1.67, "one 8-bit ADC conversion (ISAAC)", "pJ", ge=0)
+    dac_row_drive_pj: float = _field(0.42, "driving one row through its DAC (ISAAC)", "pJ", ge=0)
+    mvm_latency_s: float = _field(130e-9, "one MVM pass of a tile (IBM HERMES)", "s", ge=0)
+    write_parallel_devices: int = _field(
+        256, "devices written at once (one line) by program and pulses", "devices", ge=1
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -161,26 +205,39 @@ class ChipConfig(_Strict):
     maximum.
     """
 
-    n_tiles: int = Field(1, ge=1, le=4096)
-    tile_rows: int = Field(256, ge=1, le=8192)
-    tile_cols: int = Field(256, ge=1, le=8192)
-    g_max_us: float = Field(
-        None,  # type: ignore[assignment]  # filled in before validation: the family's maximum
-        ge=0.01,
-        le=1000,
-        description="max conductance the mapping uses (uS); unset: the family's characterised one",
+    n_tiles: int = _field(1, "tiles on the chip", "tiles", ge=1, le=4096)
+    tile_rows: int = _field(256, "rows of a tile: its input (word) lines", "rows", ge=1, le=8192)
+    tile_cols: int = _field(
+        256, "columns of a tile: its output (bit) lines", "columns", ge=1, le=8192
     )
-    device: DeviceConfig = Field(default_factory=PCMDeviceConfig)
-    program_verify: ProgramVerifyConfig = Field(default_factory=ProgramVerifyConfig)
-    periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
-    energy: EnergyModelConfig = Field(default_factory=EnergyModelConfig)
-    seed: int = Field(0, ge=0, lt=2**63)
-    pairs_per_weight: int = Field(
-        1, ge=1, le=4, description="conductance pairs per weight (Mackin 2022: 2, MSP and LSP)"
+    g_max_us: float = _field(
+        None,  # filled in before validation: the family's maximum
+        "max conductance the mapping uses; unset: the family's characterised one", "uS",
+        ge=0.01, le=1000,
+    )  # fmt: skip
+    device: DeviceConfig = Field(
+        default_factory=PCMDeviceConfig,
+        description="the device family (family: pcm, pcm_hermes, reram_wan2022, reram_cmo; "
+        "`pcm-twin devices` lists them) and its statistics, pulse response and write energy",
     )
-    significance_factor: float = Field(
-        2.0, gt=0, le=100,
-        description="F: pair k counts F^k times in a weight (Mackin 2022's optimum: 2)",
+    program_verify: ProgramVerifyConfig = Field(
+        default_factory=ProgramVerifyConfig, description="the modelled program-and-verify loop"
+    )
+    periphery: PeripheryConfig = Field(
+        default_factory=PeripheryConfig, description="DAC, ADC and noise of MVMs and probes"
+    )
+    energy: EnergyModelConfig = Field(
+        default_factory=EnergyModelConfig,
+        description="energy and latency of the periphery and of device reads",
+    )
+    seed: int = _field(0, "the chip's seed: every random draw of its devices derives from it",
+                       "", ge=0, lt=2**63)  # fmt: skip
+    pairs_per_weight: int = _field(
+        1, "conductance pairs per weight (Mackin 2022: 2, MSP and LSP)", "pairs", ge=1, le=4
+    )
+    significance_factor: float = _field(
+        2.0, "F: pair k counts F^k times in a weight (Mackin 2022's optimum: 2)", "", gt=0,
+        le=100,
     )  # fmt: skip
 
     @model_validator(mode="before")
