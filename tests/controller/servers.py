@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -15,7 +16,7 @@ from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.v1 import host_pb2_grpc
 from tests.pcmtwin.server_process import ServerProcess
 
-__all__ = ["InProcess", "ServerProcess", "from_tensor", "tensor", "tiny_network"]
+__all__ = ["InProcess", "ServerProcess", "from_tensor", "tensor", "tiny_network", "until"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,3 +68,15 @@ def tensor(a: np.ndarray):
 
 def from_tensor(t) -> np.ndarray:
     return np.frombuffer(t.data, np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))
+
+
+def until(what: str, check, timeout_s: float = 120.0, poll_s: float = 0.02):
+    """Poll ``check()`` until it returns something true, and return that (a hang check with
+    a generous timeout, not a timing one)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not within {timeout_s} s")

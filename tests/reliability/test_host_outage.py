@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.host.service import ChipHostServer, HostServerOptions
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
-from tests.controller.servers import InProcess, tensor, tiny_network
+from tests.controller.servers import InProcess, tensor, tiny_network, until
 from tests.pcmtwin.server_process import ServerProcess
 
 HOUR = 3600.0
@@ -62,16 +61,6 @@ def _infer(stub, timeout_s: float = 300):
                       timeout=timeout_s)  # fmt: skip
 
 
-def _until(what: str, check, timeout_s: float = 120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 def _reference() -> host_pb2.ChipStatus:
     """The same calls without an outage (an in-process twin)."""
     s = InProcess()
@@ -100,10 +89,10 @@ def test_a_twin_outage_is_waited_out_and_never_stops_the_run(tmp_path: Path):
     try:
         _load(host.stub)
         call = host.stub.AdvanceTime.future(host_pb2.AdvanceTimeRequest(to_s=TARGET_S))
-        _until("the advance runs", lambda: host.stub.GetStatus(
+        until("the advance runs", lambda: host.stub.GetStatus(
             host_pb2.GetStatusRequest()).monitor_wakeups >= 10)  # fmt: skip
         twin.kill()
-        _until("health follows the twin", lambda: host.serving() == HEALTH.NOT_SERVING)
+        until("health follows the twin", lambda: host.serving() == HEALTH.NOT_SERVING)
         away = host.stub.GetStatus(host_pb2.GetStatusRequest(), timeout=30)
         assert not away.twin_reachable and away.loaded and away.error == ""
         assert away.advance.state == host_pb2.ADVANCE_STATE_RUNNING
@@ -115,7 +104,7 @@ def test_a_twin_outage_is_waited_out_and_never_stops_the_run(tmp_path: Path):
         twin = ServerProcess(tmp_path, "--state-dir", str(state), port=twin.port)
         done = call.result(timeout=300)
         assert done.error == "" and done.advance.state == host_pb2.ADVANCE_STATE_DONE
-        _until("health follows the twin", lambda: host.serving() == HEALTH.SERVING)
+        until("health follows the twin", lambda: host.serving() == HEALTH.SERVING)
         _infer(host.stub)
         after = host.stub.GetStatus(host_pb2.GetStatusRequest())
         assert after.twin_reachable and after.twin_unreachable_s == 0.0
@@ -138,7 +127,7 @@ def test_a_twin_back_without_its_state_is_reported_as_having_lost_the_chip(tmp_p
         chip = host.stub.GetStatus(host_pb2.GetStatusRequest()).chip_id
         twin.kill()
         twin = ServerProcess(tmp_path, port=twin.port)
-        lost = _until("the host notices", lambda: (
+        lost = until("the host notices", lambda: (
             s := host.stub.GetStatus(host_pb2.GetStatusRequest())).error and s)  # fmt: skip
         assert not lost.loaded and f"the twin lost chip {chip!r}" in lost.error
         assert "--state-dir" in lost.error and "LoadNetwork" in lost.error

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from pcmtwin.v1 import host_pb2
-from tests.controller.servers import InProcess, from_tensor, tensor, tiny_network
+from tests.controller.servers import InProcess, from_tensor, tensor, tiny_network, until
 
 HOUR = 3600.0
 MONTH = 30 * 86400.0
@@ -43,17 +43,6 @@ def _status(stub) -> host_pb2.ChipStatus:
     return stub.GetStatus(host_pb2.GetStatusRequest())
 
 
-def _until(what: str, check, timeout_s: float = 60.0):
-    """Poll ``check()`` until it returns something true (a hang check, not a timing one)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 def _running(stub) -> host_pb2.ChipStatus | None:
     """The status once an AdvanceTime runs and has gone through a wake-up."""
     s = _status(stub)
@@ -67,9 +56,9 @@ def test_cancelling_advance_time_stops_it_where_the_status_says(servers):
     stub = servers.stub
     _load(stub, interval_s=60.0)
     call = stub.AdvanceTime.future(host_pb2.AdvanceTimeRequest(by_s=MONTH))
-    _until("the advance runs", lambda: _running(stub))
+    until("the advance runs", lambda: _running(stub))
     call.cancel()
-    stopped = _until("the advance stops", lambda: (
+    stopped = until("the advance stops", lambda: (
         s := _status(stub)).advance.state == ST.ADVANCE_STATE_CANCELLED and s)  # fmt: skip
     time.sleep(0.5)  # had it not stopped, time would move on meanwhile
     later = _status(stub)
@@ -107,8 +96,8 @@ def test_calls_during_a_long_advance_run_at_the_time_reached(servers):
     _load(stub, interval_s=60.0)
     target = 6 * HOUR
     call = stub.AdvanceTime.future(host_pb2.AdvanceTimeRequest(to_s=target))
-    first = _until("the advance runs", lambda: _running(stub))
-    second = _until("progress", lambda: (s := _running(stub)) and (
+    first = until("the advance runs", lambda: _running(stub))
+    second = until("progress", lambda: (s := _running(stub)) and (
         s.advance.reached_s > first.advance.reached_s) and s)  # fmt: skip
     assert 0 < first.advance.fraction < second.advance.fraction < 1
     y = stub.Infer(host_pb2.InferRequest(x=tensor(np.ones((2, 16), np.float32)), label="mid"))
@@ -129,7 +118,7 @@ def test_load_network_during_an_advance_ends_it_with_aborted(servers):
     stub = servers.stub
     _load(stub, interval_s=60.0)
     call = stub.AdvanceTime.future(host_pb2.AdvanceTimeRequest(by_s=MONTH))
-    _until("the advance runs", lambda: _running(stub))
+    until("the advance runs", lambda: _running(stub))
     loaded = _load(stub)
     with pytest.raises(grpc.RpcError) as err:
         call.result(timeout=60)
@@ -226,7 +215,7 @@ def test_get_status_answers_while_the_model_is_busy(servers):
     stub = servers.stub
     _load(stub, interval_s=60.0)
     call = stub.AdvanceTime.future(host_pb2.AdvanceTimeRequest(by_s=MONTH))
-    _until("the advance runs", lambda: _running(stub))
+    until("the advance runs", lambda: _running(stub))
     seen: list[int] = []
 
     def poll() -> None:
