@@ -527,14 +527,13 @@ class ChipHost:
 
     def close(self) -> None:
         """Stop the driver and the watch, end every stream, delete the chip from the twin."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._watch.close()
+        if self._closed:
+            return
+        self._closed = True  # (no lock: a model waiting for a lost twin holds it)
         stop = getattr(self._patient, "stop", None)
         if stop is not None and self._patient is not self.twin:
             stop.set()  # a model waiting for a lost twin gives up (and releases the lock)
+        self._watch.close()
         with self._lock:
             driver = self._driver.stop() if self._driver is not None else None
             self._driver = None
