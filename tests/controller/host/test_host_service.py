@@ -384,10 +384,11 @@ def test_a_misspelt_policy_parameter_is_named_with_the_closest_one(servers):
     with pytest.raises(grpc.RpcError) as err:
         _load(servers.stub, "threshold", {"treshold": 0.1, "interval_s": "1h"})
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(err.value) == [
-        ("policy.params_json", "treshold: unknown parameter; did you mean 'threshold'? (the "
-         "parameters are interval_s, threshold, scope, expected_drift, method, rows_fraction, "
-         "tolerance, max_iterations, verify_reads, compensation)")]  # fmt: skip
+    ((field, said),) = field_violations(err.value)
+    assert field == "policy.params_json"
+    assert said.startswith("treshold: unknown parameter; did you mean 'threshold'? (the "
+                           "parameters are interval_s, threshold, scope, ")  # fmt: skip
+    assert said.endswith(", compensation)")
     assert "_CorrectingPolicy" not in err.value.details()
     _load(servers.stub, "threshold", {"threshold": 0.1, "interval_s": "1h"})
     status = servers.stub.GetStatus(host_pb2.GetStatusRequest())
