@@ -57,7 +57,8 @@ class ChipRegistry:
         chip_id = chip_id or uuid.uuid4().hex[:12]
         if not _ID_RE.match(chip_id):
             raise InvalidArgument(
-                f"chip_id {chip_id!r} is not valid: 1-64 characters of letters, digits, _ . -"
+                f"chip_id {chip_id!r} is not valid: 1-64 characters of letters, digits, _ . -",
+                field="chip_id",
             )
         with self._lock:
             if chip_id in self._chips:
@@ -95,7 +96,7 @@ class ChipRegistry:
     def _get(self, chip_id: str) -> Chip:
         chip = self._chips.get(chip_id)
         if chip is None:
-            raise NotFound(f"chip {chip_id!r} not found")
+            raise NotFound(f"chip {chip_id!r} not found", field="chip_id")
         return chip
 
     def with_chip(self, chip_id: str, fn: Callable[[Chip], T]) -> T:
@@ -105,7 +106,7 @@ class ChipRegistry:
             lock = self._locks[chip_id]
         with lock:
             if self._chips.get(chip_id) is not chip:  # deleted while we waited
-                raise NotFound(f"chip {chip_id!r} not found")
+                raise NotFound(f"chip {chip_id!r} not found", field="chip_id")
             return fn(chip)
 
     def chip_info(self, chip_id: str) -> ChipInfo:

@@ -39,19 +39,20 @@ class PulseKind(IntEnum):
 
 def check_float_array(a: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     if not isinstance(a, np.ndarray):
-        raise InvalidArgument(f"{name} must be a numpy array, got {type(a).__name__}")
+        raise InvalidArgument(f"{name} must be a numpy array, got {type(a).__name__}", field=name)
     if a.dtype not in _FLOAT_DTYPES:
-        raise InvalidArgument(f"{name} must be float32 or float64, got {a.dtype}")
+        raise InvalidArgument(f"{name} must be float32 or float64, got {a.dtype}", field=name)
     if shape is not None and a.shape != shape:
-        raise InvalidArgument(f"{name} has shape {a.shape}, expected {shape}")
+        raise InvalidArgument(f"{name} has shape {a.shape}, expected {shape}", field=name)
     if not np.all(np.isfinite(a)):
-        raise InvalidArgument(f"{name} contains NaN or Inf")
+        raise InvalidArgument(f"{name} contains NaN or Inf", field=name)
     return a
 
 
 def check_int(value: object, name: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}",
+                              field=name)  # fmt: skip
     return int(value)
 
 
@@ -59,11 +60,13 @@ def check_tile(
     config: ChipConfig, programmed: np.ndarray, tile: object, need_programmed=True
 ) -> int:
     if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
-        raise InvalidArgument(f"tile must be an integer, got {type(tile).__name__}")
+        raise InvalidArgument(f"tile must be an integer, got {type(tile).__name__}", field="tile")
     if not 0 <= tile < config.n_tiles:
-        raise NotFound(f"tile {tile} does not exist: this chip has tiles 0..{config.n_tiles - 1}")
+        raise NotFound(f"tile {tile} does not exist: this chip has tiles 0..{config.n_tiles - 1}",
+                       field="tile")  # fmt: skip
     if need_programmed and not programmed[tile]:
-        raise FailedPrecondition(f"tile {tile} is not programmed: call program first")
+        raise FailedPrecondition(f"tile {tile} is not programmed: call program first",
+                                 field="tile")  # fmt: skip
     return int(tile)
 
 
@@ -71,12 +74,15 @@ def check_time(now_s: float, at_s: object) -> float:
     try:
         t = float(at_s)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}") from None
+        raise InvalidArgument(f"at_s must be a number of seconds, got {at_s!r}",
+                              field="at_s") from None  # fmt: skip
     if not math.isfinite(t) or t < 0 or t > MAX_TIME_S:
-        raise InvalidArgument(f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}")
+        raise InvalidArgument(f"at_s must be finite and in [0, {MAX_TIME_S:g}] s, got {at_s!r}",
+                              field="at_s")  # fmt: skip
     if t < now_s:
         raise FailedPrecondition(
-            f"time going backwards: at_s={t!r} is before the chip's current time {now_s!r}"
+            f"time going backwards: at_s={t!r} is before the chip's current time {now_s!r}",
+            field="at_s",
         )
     return t
 
@@ -86,40 +92,41 @@ def check_array(array: object, allow_diff: bool = False) -> Array:
         a = Array(int(array))  # type: ignore[call-overload]
     except (ValueError, TypeError):
         raise InvalidArgument(
-            f"unknown array {array!r}: expected POS (0), NEG (1) or BOTH (3)"
+            f"unknown array {array!r}: expected POS (0), NEG (1) or BOTH (3)", field="array"
         ) from None
     if a is Array.DIFF and not allow_diff:
-        raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH")
+        raise InvalidArgument("array DIFF is only valid for probe: expected POS, NEG or BOTH",
+                              field="array")  # fmt: skip
     return a
 
 
 def check_pair(config: ChipConfig, pair: object) -> int:
     """A pair index of the chip (0 = the least significant pair)."""
     if isinstance(pair, bool) or not isinstance(pair, int | np.integer):
-        raise InvalidArgument(f"pair must be an integer, got {type(pair).__name__}")
+        raise InvalidArgument(f"pair must be an integer, got {type(pair).__name__}", field="pair")
     if not 0 <= pair < config.pairs_per_weight:
         raise InvalidArgument(
             f"pair {pair} does not exist: this chip has pairs 0..{config.pairs_per_weight - 1} "
-            "per weight"
-        )
+            "per weight", field="pair",
+        )  # fmt: skip
     return int(pair)
 
 
 def check_indices(idx: object, limit: int, name: str) -> np.ndarray:
     if not isinstance(idx, np.ndarray) or idx.ndim != 1:
-        raise InvalidArgument(f"{name} must be a 1-D integer numpy array")
+        raise InvalidArgument(f"{name} must be a 1-D integer numpy array", field=name)
     if idx.dtype.kind not in "iu":
-        raise InvalidArgument(f"{name} must hold integers, got {idx.dtype}")
+        raise InvalidArgument(f"{name} must hold integers, got {idx.dtype}", field=name)
     if idx.size == 0:
-        raise InvalidArgument(f"{name} is empty")
+        raise InvalidArgument(f"{name} is empty", field=name)
     if idx.min() < 0 or idx.max() >= limit:
-        raise InvalidArgument(f"{name} out of range: expected 0..{limit - 1}")
+        raise InvalidArgument(f"{name} out of range: expected 0..{limit - 1}", field=name)
     out = idx.astype(np.int64)
     # callers mostly pass sorted indices (np.flatnonzero): an O(n) check, sort otherwise
     if out.size > 1 and not np.all(out[1:] > out[:-1]):
         s = np.sort(out)
         if np.any(s[1:] == s[:-1]):
-            raise InvalidArgument(f"{name} contains duplicates")
+            raise InvalidArgument(f"{name} contains duplicates", field=name)
     return out
 
 
@@ -189,7 +196,7 @@ def check_targets(config: ChipConfig, g: object, name: str, shape: tuple[int, ..
     assert isinstance(g, np.ndarray)
     if g.size and (g.min() < 0 or g.max() > config.g_max_us):
         raise InvalidArgument(
-            f"{name} out of range: conductances must lie in [0, {config.g_max_us}] uS"
+            f"{name} out of range: conductances must lie in [0, {config.g_max_us}] uS", field=name
         )
     return g
 
@@ -200,17 +207,18 @@ def check_pulses(config: ChipConfig, kind: object, count: object, n: int):
         pk = PulseKind(int(kind))  # type: ignore[call-overload]
     except (ValueError, TypeError):
         raise InvalidArgument(
-            f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)"
+            f"unknown pulse kind {kind!r}: expected SET (0) or RESET (1)", field="kind"
         ) from None
     counts = np.asarray(count)
     if counts.dtype.kind not in "iu" or counts.ndim > 1:
-        raise InvalidArgument("count must be an integer or a 1-D integer array")
+        raise InvalidArgument("count must be an integer or a 1-D integer array", field="count")
     counts = np.broadcast_to(counts, (n,)) if counts.ndim == 0 else counts
     if counts.shape != (n,):
-        raise InvalidArgument(f"count has shape {counts.shape}, expected {(n,)}")
+        raise InvalidArgument(f"count has shape {counts.shape}, expected {(n,)}", field="count")
     limit = config.pulse.max_pulses_per_call
     if counts.min() < 1 or counts.max() > limit:
-        raise InvalidArgument(f"count out of range: expected 1..{limit} pulses per device")
+        raise InvalidArgument(f"count out of range: expected 1..{limit} pulses per device",
+                              field="count")  # fmt: skip
     return pk, counts.astype(np.int64)
 
 
@@ -219,17 +227,20 @@ def check_mvm_input(config: ChipConfig, x: object, row_start: object) -> tuple[n
     check_float_array(x, "x")
     assert isinstance(x, np.ndarray)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise InvalidArgument(f"x has shape {x.shape}, expected (batch >= 1, inputs >= 1)")
+        raise InvalidArgument(f"x has shape {x.shape}, expected (batch >= 1, inputs >= 1)",
+                              field="x")  # fmt: skip
     r0 = check_int(row_start, "row_start")
     k = x.shape[1]
     if r0 + k > config.tile_rows:
         raise InvalidArgument(
-            f"x drives rows {r0}..{r0 + k - 1}, but the tile has {config.tile_rows} rows"
+            f"x drives rows {r0}..{r0 + k - 1}, but the tile has {config.tile_rows} rows",
+            field="x",
         )
     with np.errstate(over="ignore"):
         x32 = np.ascontiguousarray(x, dtype=np.float32)
     if x.dtype != np.float32 and not np.all(np.isfinite(x32)):
-        raise InvalidArgument("x has values beyond the float32 range the periphery takes")
+        raise InvalidArgument("x has values beyond the float32 range the periphery takes",
+                              field="x")  # fmt: skip
     return x32, r0
 
 

@@ -351,6 +351,7 @@ class CrossbarTwinServicer(twin_pb2_grpc.CrossbarTwinServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "session request holds no operation: set one of "
                     + ", ".join(self._SESSION_OPS),
+                    field="op",
                 )
                 continue
             op = getattr(self, self._SESSION_OPS[which])
@@ -407,8 +408,10 @@ def request_digest(request) -> str:
                            digest_size=16).hexdigest()  # fmt: skip
 
 
-def _session_error(code: grpc.StatusCode, message: str) -> twin_pb2.SessionResponse:
-    refused = status.Refusal(code, message)
+def _session_error(
+    code: grpc.StatusCode, message: str, field: str = ""
+) -> twin_pb2.SessionResponse:
+    refused = status.Refusal(code, message, ((field, message),) if field else ())
     return twin_pb2.SessionResponse(
         code=code.value[0], message=message, status=status.to_status_proto(refused)
     )

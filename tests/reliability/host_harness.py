@@ -11,7 +11,8 @@ Between cases it keeps a small network loaded (``baseline``). After every case i
 - the twin holds exactly the host's chip (a refused or replaced network leaves nothing behind)
   and that chip's device state is physical (``TwinHarness.check_physical``);
 - a refused request changed nothing: the host's status (time, events, policy, network, error)
-  and the chip's device state are what they were.
+  and the chip's device state are what they were;
+- a refusal reads well and carries its rich status (``tests.reliability.refusals``).
 
 AdvanceTime is sent with a short deadline (``ADVANCE_DEADLINE_S``): an advance over years of
 hourly wake-ups then stops at it with DEADLINE_EXCEEDED, time advanced as far as it got.
@@ -34,6 +35,7 @@ from device_twin.service.server import ServerOptions, TwinServer
 from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import host_pb2, host_pb2_grpc
 from tests.reliability.fuzzing import np_tensor, tally
+from tests.reliability.refusals import check_refusal, rich_status
 from tests.reliability.twin_harness import ChipCopy, chip_copy, g_bound_us
 
 LIMIT = 1024**2
@@ -147,6 +149,7 @@ class HostHarness:
                 return C.OK, "", self._stream(request)
             return C.OK, "", getattr(self.stub, rpc)(request, timeout=timeout_s)
         except grpc.RpcError as exc:
+            check_refusal(request, exc.code(), exc.details() or "", rich_status(exc))
             return exc.code(), exc.details() or "", None
 
     def _stream(self, request) -> list:

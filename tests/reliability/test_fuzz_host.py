@@ -47,6 +47,7 @@ from tests.reliability.host_harness import (
     cnn,
     mlp,
 )
+from tests.reliability.refusals import check_refusal, rich_status
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +377,8 @@ def test_set_policy(host, policy):
 @fuzz_settings(60)
 @given(f=fill({
     "tiles": Field(st.lists(st.sampled_from((0, 1)), max_size=2, unique=True),
-                   st.lists(int64s() | st.sampled_from((2, 5, -1)), min_size=1, max_size=3)),
+                   st.lists(int64s() | st.sampled_from((2, 5, -1)), min_size=1, max_size=3)
+                   | st.sampled_from(([0, 0], [1, 0, 1]))),  # each tile at most once
     "mode": Field(st.sampled_from((0, 1, 2)), st.sampled_from((3, -1)) | st.integers(-(2**31), 2**31 - 1)),
 }))  # fmt: skip
 def test_trigger_correction(host, f):
@@ -455,6 +457,7 @@ def test_raw_bytes(host, rpc, payload):
         code, details = grpc.StatusCode.OK, ""
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
+        check_refusal(request, code, details, rich_status(exc))
     if request is None:
         tally(f"ChipHost.{rpc}", "undecodable: INTERNAL")
         assert code == grpc.StatusCode.INTERNAL and "deserializing" in details

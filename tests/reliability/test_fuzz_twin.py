@@ -37,6 +37,7 @@ from tests.reliability.fuzzing import (
     np_tensor,
     tally,
 )
+from tests.reliability.refusals import check_refusal, rich_status
 from tests.reliability.twin_harness import (
     ALLOWED,
     CFG,
@@ -496,6 +497,8 @@ def test_a_request_id_names_one_request(twin, first, second, session, data):
         b.chip_id, b.request_id = a.chip_id, rid
     send = twin.call_in_session if session else twin.call
     done = send(first, a)
+    if done.code == grpc.StatusCode.OK:
+        twin.note_busy(first, a, done.response)
     second = first if b is a else second
     before = twin.state()
     out = send(second, b)
@@ -558,12 +561,14 @@ def test_raw_bytes(twin, rpc, payload):
                 tally("CrossbarTwin.Session", f"raw, in stream: {_CODE_OF[inner.code].name}")
                 if refused_in_stream:
                     assert inner.code in _SESSION_CODES, inner
+                    check_refusal(request, _CODE_OF[inner.code], inner.message, inner.status)
                 if request is None:
                     assert inner.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
                     assert "is not a pcmtwin.v1.SessionRequest" in inner.message
         code, details = grpc.StatusCode.OK, ""
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
+        check_refusal(request, code, details, rich_status(exc))
     if rpc != "Session":
         tally(f"CrossbarTwin.{rpc}", code.name if request is not None else "undecodable: INTERNAL")
     assert code in allowed, f"{rpc} answered {code.name} to {payload!r}: {details}"

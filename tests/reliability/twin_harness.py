@@ -15,7 +15,9 @@ refuse reach the server. After every case it checks that
 - every chip's state is physical: finite, ``g_prog`` in [0, the devices' saturation bound],
   ``nu`` in [0, 0.5], ``t_write`` in [0, the chip's now], unprogrammed tiles untouched
   (a ProgramVerify job stamps its writes at its steps' instants, from ``at_s`` to
-  ``at_s + latency``, while the chip's clock stays at ``at_s``: up to that end, then).
+  ``at_s + latency``, while the chip's clock stays at ``at_s``: up to that end, then);
+- a refusal reads well and carries its rich status, inside a Session too
+  (``tests.reliability.refusals``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from device_twin.unroll import ConvGeometry
 from pcmtwin.credentials import make_channel
 from pcmtwin.v1 import twin_pb2, twin_pb2_grpc
 from tests.reliability.fuzzing import tally
+from tests.reliability.refusals import check_refusal, rich_status
 
 LIMIT = 1024**2
 MAX_CHIPS = 6
@@ -204,7 +207,8 @@ class TwinHarness:
             return Outcome(C.OK, "", a.result)
         assert not a.HasField("result") and a.message
         # the refusal in gRPC's rich error model too, with the same code and message
-        assert (a.status.code, a.status.message) == (a.code, a.message)
+        assert a.HasField("status")
+        check_refusal(request, _CODES[a.code], a.message, a.status)
         return Outcome(_CODES[a.code], a.message)
 
     def call(self, rpc: str, request) -> Outcome:
@@ -215,6 +219,7 @@ class TwinHarness:
             else:
                 response = method(request, timeout=300)
         except grpc.RpcError as exc:
+            check_refusal(request, exc.code(), exc.details() or "", rich_status(exc))
             return Outcome(exc.code(), exc.details() or "")
         return Outcome(C.OK, "", response)
 
@@ -294,16 +299,24 @@ class TwinHarness:
             addressed[tile, arr, r, col] = True
         assert not (changed & ~addressed).any(), f"{rpc} wrote devices it did not address"
         if rpc == "ProgramVerify":  # its steps write from at_s to at_s + latency
-            t_end = request.at_s + response.latency_s
+            t_end = self.note_busy(rpc, request, response)
             assert (a.tw[changed] >= request.at_s).all() and (a.tw[changed] <= t_end).all()
-            key = (cid, tile)
-            self.busy_until_s[key] = max(self.busy_until_s.get(key, 0.0), t_end)
             n = _ints(request.devices).size
             dev = _values(response.values)
             assert response.values.dtype == "float32" and dev.shape == (n,)
             assert np.isfinite(dev).all() and response.verify.t_write_s.shape == [n]
         else:
             assert (a.tw[addressed] == request.at_s).all(), "a written device has t_write = at_s"
+
+    def note_busy(self, rpc: str, request, response) -> float:
+        """Remember how far an accepted ProgramVerify wrote its tile (its steps write from
+        at_s to at_s + latency); the latest write instant of the call."""
+        if rpc != "ProgramVerify":
+            return request.at_s
+        t_end = request.at_s + response.latency_s
+        key = (request.chip_id, int(request.tile))
+        self.busy_until_s[key] = max(self.busy_until_s.get(key, 0.0), t_end)
+        return t_end
 
     @staticmethod
     def check_values(rpc: str, request, response) -> None:
