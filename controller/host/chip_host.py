@@ -78,6 +78,9 @@ STATUS_WAIT_S = 0.1
 #: The latest device time a host may ask for (about 31,700 years): beyond it float64 time
 #: steps are coarser than 0.1 ms, a thousand SET pulses.
 MAX_DEVICE_TIME_S = 1e12
+#: Wall seconds the twin may take to say whether it holds the chip, when the twin watch asks
+#: while the model is idle (the lock is held meanwhile).
+CHIP_CHECK_TIMEOUT_S = 2.0
 #: Characters an Infer label may have (it is kept in the ledger with the event).
 MAX_LABEL_CHARS = 256
 
@@ -121,7 +124,7 @@ class ChipHost:
         self._lost: str | None = None  # why no network is loaded: the twin lost the chip
         self._published: dict[str, Any] | None = None  # the status at the last slice's end
         self._closed = False
-        self._watch = TwinWatch(twin, self.check_chip)
+        self._watch = TwinWatch(twin, self.check_chip, lambda: self.check_chip(wait=False))
 
     # --- the model, and the calls that wait for it ------------------------------------------
     def _acquire(self, deadline: float | None = None, cancelled: Callable[[], bool] | None = None,
@@ -155,26 +158,38 @@ class ChipHost:
         )
 
     # --- the twin lost the chip ---------------------------------------------------------------
-    def check_chip(self) -> None:
-        """Make sure the twin still holds the running network's chip (called when the twin
-        answers again after an outage); if it does not, unload the network, saying why."""
-        with self._enter(need_twin=False):
-            self._chip_gone()
+    def check_chip(self, wait: bool = True) -> None:
+        """Make sure the twin still holds the running network's chip; if it does not, unload
+        the network, saying why. Called when the twin answers again after an outage, and at
+        the watch's other looks with ``wait`` False: then only if the model is idle (a busy
+        model finds out at its own next call to the twin)."""
+        if wait:
+            self._acquire(need_twin=False)
+        elif not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._chip_gone(None if wait else CHIP_CHECK_TIMEOUT_S)
+        finally:
+            self._lock.release()
 
-    def _chip_gone(self) -> bool:
-        """Under the lock: whether the twin lost the chip (then the network is unloaded)."""
+    def _chip_gone(self, timeout_s: float | None = None) -> bool:
+        """Under the lock: whether the twin lost the chip (then the network is unloaded);
+        ``timeout_s``: how long the twin may take to say (None: its client's default)."""
         loaded = self._loaded
         if loaded is None:
             return False
+        bounded = getattr(self.twin, "bounded", None)
+        twin = bounded(timeout_s) if timeout_s is not None and callable(bounded) else self.twin
         try:
-            self.twin.chip_info(loaded.chip_id)
+            twin.chip_info(loaded.chip_id)
             return False
         except NotFound:
             pass
         self._lost = (
             f"the twin lost chip {loaded.chip_id!r} (network {loaded.name!r}) at device time "
             f"{loaded.model.env.now:g} s: it restarted without its state (a twin keeps its "
-            "chips across restarts only with --state-dir); load the network again (LoadNetwork)"
+            "chips across restarts only with --state-dir), or another client deleted the chip; "
+            "load the network again (LoadNetwork)"
         )
         log.warning("%s", self._lost)
         self._unload(f"{self._lost}. Its events ended here")

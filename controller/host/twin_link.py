@@ -9,8 +9,10 @@ is back, and a transport error never becomes a stopped run.
 :class:`TwinWatch` checks the twin's health every ``interval_s`` (the calls the model makes
 tell the client too) and, when the twin answers again after an outage, asks ``on_back`` to
 check that the twin still holds the chip (a twin restarted without its state directory does
-not). An in-process twin (``ChipRegistry``) is never lost: it has neither ``patient`` nor
-``ping``, and nothing is watched.
+not); at the other looks it asks ``on_up`` for the same check (the host makes it only while
+its model is idle), so that a twin restarted between two looks is noticed too. An
+in-process twin (``ChipRegistry``) is never lost: it has neither ``patient`` nor ``ping``,
+and nothing is watched.
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ class TwinWatch:
     """Checks the twin's health in the background (see the module docstring)."""
 
     def __init__(self, twin: Any, on_back: Callable[[], None],
+                 on_up: Callable[[], None] | None = None,
                  interval_s: float = WATCH_INTERVAL_S) -> None:  # fmt: skip
         self.twin = twin
         self.on_back = on_back
+        self.on_up = on_up
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +100,11 @@ class TwinWatch:
                     self.on_back()
                 except Exception:  # keep watching: the next outage needs it too
                     log.exception("checking the twin after an outage failed")
+            elif up and self.on_up is not None:
+                try:
+                    self.on_up()
+                except Exception as exc:  # the twin went away meanwhile: the next look says
+                    log.debug("checking the chip on the twin failed: %s", exc)
             elif not up and was_up:
                 log.warning("the twin at %s does not answer: the chip waits for it",
                             getattr(self.twin, "address", "?"))  # fmt: skip

@@ -224,6 +224,15 @@ class TwinClient:
         view._tile_cols = self._tile_cols
         return view
 
+    def bounded(self, timeout_s: float) -> TwinClient:
+        """This client's connection, with every call bounded by ``timeout_s`` (its retries
+        included): for a question that must not hold its caller long. Unary calls only;
+        closing the view closes the connection they share."""
+        view = copy.copy(self)
+        view.timeout_s = float(timeout_s)
+        view.use_session, view._session, view._session_lock = False, None, threading.Lock()
+        return view
+
     @property
     def reachable(self) -> bool:
         """Whether the latest attempt of any call (or ``ping``) reached the twin."""

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.host.service import ChipHostServer, HostServerOptions
-from pcmtwin.v1 import host_pb2, host_pb2_grpc
+from pcmtwin.v1 import host_pb2, host_pb2_grpc, twin_pb2, twin_pb2_grpc
 from tests.controller.servers import InProcess, tensor, tiny_network, until
 from tests.pcmtwin.server_process import ServerProcess
 
@@ -146,3 +146,29 @@ def test_a_twin_back_without_its_state_is_reported_as_having_lost_the_chip(tmp_p
     finally:
         host.close()
         twin.stop()
+
+
+def test_a_chip_lost_between_two_looks_at_the_twin_is_reported():
+    """A chip that disappears from a twin that never looked down (restarted between two of
+    the host's health checks, or deleted by another client) is noticed while the host is
+    idle: GetStatus says loaded false and why, Infer answers FAILED_PRECONDITION with the
+    same words, health stays SERVING."""
+    s = InProcess()
+    try:
+        _load(s.stub)
+        chip = s.stub.GetStatus(host_pb2.GetStatusRequest()).chip_id
+        with grpc.insecure_channel(s.twin.address) as channel:
+            twin_pb2_grpc.CrossbarTwinStub(channel).DeleteChip(
+                twin_pb2.DeleteChipRequest(chip_id=chip))  # fmt: skip
+        lost = until("the host notices", lambda: (
+            st := s.stub.GetStatus(host_pb2.GetStatusRequest())).error and st)  # fmt: skip
+        assert not lost.loaded and lost.twin_reachable
+        assert f"the twin lost chip {chip!r}" in lost.error and "LoadNetwork" in lost.error
+        with pytest.raises(grpc.RpcError) as err:
+            _infer(s.stub)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert err.value.details() == lost.error
+        health = health_pb2_grpc.HealthStub(s.channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == HEALTH.SERVING
+    finally:
+        s.close()
