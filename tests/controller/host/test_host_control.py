@@ -229,3 +229,27 @@ def test_get_status_answers_while_the_model_is_busy(servers):
         p.join()
     call.cancel()
     assert seen.count(ST.ADVANCE_STATE_RUNNING) >= 10
+
+
+def test_reflection_v1_and_v1alpha_describe_every_chip_host_call(servers):
+    """Server reflection, as grpc.reflection.v1 and v1alpha, serves host.proto with every
+    ChipHost call (discovery, UnloadNetwork, GetNetwork included) and the messages they use."""
+    from google.protobuf import descriptor_pb2
+
+    from tests.pcmtwin.test_serving import REFLECTION, reflect
+
+    want = {"LoadNetwork", "UnloadNetwork", "GetNetwork", "Infer", "GetStatus", "AdvanceTime",
+            "SetPolicy", "TriggerCorrection", "StreamEvents", "ListPolicies", "ListQuantisers",
+            "GetConfigSchema"}  # fmt: skip
+    for version in REFLECTION:
+        got = reflect(servers.channel, version, file_containing_symbol="pcmtwin.v1.ChipHost")
+        files = {f.name: f for f in (descriptor_pb2.FileDescriptorProto.FromString(b)
+                 for b in got.file_descriptor_response.file_descriptor_proto)}  # fmt: skip
+        host = files["pcmtwin/v1/host.proto"]
+        (service,) = host.service
+        assert {m.name for m in service.method} == want, version
+        messages = {m.name for m in host.message_type}
+        assert {"NetworkLayout", "AdvanceProgress", "PolicyInfo", "ConfigSchemas"} <= messages
+        got = reflect(servers.channel, version, list_services="")
+        names = {s.name for s in got.list_services_response.service}
+        assert {"pcmtwin.v1.ChipHost", "grpc.reflection.v1.ServerReflection"} <= names
