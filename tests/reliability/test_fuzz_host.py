@@ -245,6 +245,7 @@ BAD_POLICIES = st.one_of(
         _policy("threshold", interval_s="1 fortnight"), _policy("threshold", nope=1),
         _policy("threshold", interval_s=math.inf), _policy("gdc", compensation="x"),
         _policy("threshold", interval_s=1e-6), _policy("threshold", interval_s=True),
+        _policy("column_refresh", interval_s=0.01), _policy("column_refresh", threshold=True),
         _policy("budget", budget_pj_per_day=False), _policy("adaptive", growth=True),
         host_pb2.PolicySpec(name="threshold", params_json="[1]"),
         host_pb2.PolicySpec(name="threshold", params_json="{"),

@@ -243,7 +243,7 @@ class ColumnRefreshParams(_Probing):
     """``column_refresh``: rewrite whole the columns whose compensated error exceeds
     ``threshold``."""
 
-    interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", gt=0)
+    interval_s: Seconds = _param(DAY_S, "time between wake-ups", "s", ge=MIN_INTERVAL_S)
     threshold: float = _param(
         0.05,
         "rewrite a column whose rms weight error, once compensated as inference compensates "

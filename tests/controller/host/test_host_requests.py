@@ -17,7 +17,8 @@ from tests.pcmtwin.test_status import assert_readable, field_violations
 
 HOUR = 3600.0
 CHIP = {"tile_rows": 16, "tile_cols": 16, "seed": 3}
-BUILTINS = ["none", "gdc", "periodic_refresh", "threshold", "drift_aware", "adaptive", "budget"]
+BUILTINS = ["none", "gdc", "periodic_refresh", "threshold", "drift_aware", "adaptive", "budget",
+            "column_refresh"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +166,10 @@ def test_bounds_on_policies_labels_and_tiles(servers):
     stub = servers.stub
     _load(stub)
     before = stub.GetStatus(host_pb2.GetStatusRequest())
-    for params in ({"interval_s": 1e-6}, {"interval_s": True}, {"threshold": False}):
-        err = _refused(stub.SetPolicy, host_pb2.SetPolicyRequest(policy=_policy(**params)))
+    for name, params in (("threshold", {"interval_s": 1e-6}), ("threshold", {"interval_s": True}),
+                         ("threshold", {"threshold": False}),
+                         ("column_refresh", {"interval_s": 0.01})):  # fmt: skip
+        err = _refused(stub.SetPolicy, host_pb2.SetPolicyRequest(policy=_policy(name, **params)))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         ((field, said),) = field_violations(err)
         assert field == "policy.params_json" and said.startswith(next(iter(params)))
