@@ -191,8 +191,21 @@ class _Checked(_Probing):
         "on a chip with several pairs per weight: all: every pair's devices back to their own "
         "targets (a device of pair k counts F^k times against the threshold); lsp: only the "
         "least significant pair is written, its devices retargeted to absorb the whole "
-        "weight's error (small SET steps on one device of each pair where they can)",
+        "weight's error (small SET steps on one device of each pair where they can); "
+        "judged on raw reads of every pair, so not with expected_drift or scope=tile",
     )
+
+    @field_validator("pairs")
+    @classmethod
+    def _lsp_reads_raw(cls, pairs: str, info: ValidationInfo) -> str:
+        # lsp.py judges whole weights on raw reads: a drift-aware or tile-wide check would
+        # be silently ignored (a drift_aware run with pairs: lsp equalled threshold's).
+        if pairs == "lsp" and info.data.get("expected_drift"):
+            raise ValueError("lsp judges each weight on raw reads: set expected_drift: false "
+                             "(drift_aware and adaptive default to true)")  # fmt: skip
+        if pairs == "lsp" and info.data.get("scope") == "tile":
+            raise ValueError("lsp judges each weight on its own: scope must be device")
+        return pairs
 
 
 class ThresholdParams(_Checked):

@@ -67,6 +67,8 @@ def test_durations_and_exponent_strings_are_read_as_numbers() -> None:
         ("periodic_refresh", {"method": "auto"}, [("method", "unknown parameter")]),
         ("gdc", {"compensation": "x"}, [("compensation", "'gdc'")]),
         ("threshold", {"rows_fraction": 1.5}, [("rows_fraction", "less than or equal to 1")]),
+        ("drift_aware", {"pairs": "lsp"}, [("pairs", "set expected_drift: false")]),
+        ("threshold", {"pairs": "lsp", "scope": "tile"}, [("pairs", "scope must be device")]),
     ],
 )  # fmt: skip
 def test_bad_parameters_are_named_each(name: str, params: dict, problems: list) -> None:
