@@ -252,10 +252,16 @@ def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def q2(sweep_dirs: Sequence[str], targets: Sequence[float] = (0.88, 0.89, 0.90, 0.91, 0.92)) -> str:
-    """The energy-accuracy front over every swept point, and the cheapest point for each
-    accuracy target (mean accuracy over time at least the target)."""
-    points = [p for p in sweep_points(sweep_dirs) if math.isfinite(p["acc"].mean)]
+def q2(
+    sweep_dirs: Sequence[str],
+    targets: Sequence[float] = (0.88, 0.89, 0.90, 0.91, 0.92),
+    quantiser: str | None = "multiplicative",
+) -> str:
+    """The energy-accuracy front over every swept point (of one mapping, ``quantiser``; None:
+    all), and the cheapest point for each accuracy target (mean accuracy over time at least
+    the target)."""
+    points = [p for p in sweep_points(sweep_dirs) if math.isfinite(p["acc"].mean)
+              and (quantiser is None or p["v"].get("quantiser") in (None, quantiser))]  # fmt: skip
     front = pareto(points)
     rows = [[_describe(p), energy(p["upkeep_pj"]), pct(p["acc"])] for p in front]
     out = ["Pareto front (upkeep energy per year against accuracy over time):", "",

@@ -445,6 +445,25 @@ class Checkpoint:
 
 
 # --- the terminal table --------------------------------------------------------------------------
+def shared_times(variants: dict[str, dict[str, Any]]) -> list[tuple[float, str]]:
+    """The evaluation times every variant has, in order, with their labels (variants may
+    evaluate at times of their own; a table shows the common ones)."""
+    if not variants:
+        return []
+    first = next(iter(variants.values()))
+    common = set.intersection(*(set(v["eval_times_s"]) for v in variants.values()))
+    return [(t, lab) for t, lab in zip(first["eval_times_s"], first["eval_labels"], strict=True)
+            if t in common]  # fmt: skip
+
+
+def time_index(v: dict[str, Any], t: float) -> int | None:
+    """Where evaluation time ``t`` sits in a variant's lists (None: not evaluated then)."""
+    try:
+        return list(v["eval_times_s"]).index(t)
+    except ValueError:
+        return None
+
+
 def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the paper-style table: accuracy (mean ± std, %) per evaluation time,
     then the upkeep energy, corrections, correction pulses, and the time a tile was unavailable to
@@ -452,13 +471,16 @@ def summary_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[st
     variants = summary["variants"]
     if not variants:
         return ["variant"], []
-    labels = next(iter(variants.values()))["eval_labels"]
-    header = ["variant", *labels, "upkeep energy", "corrections", "pulses", "tile downtime"]
+    times = shared_times(variants)
+    header = ["variant", *(lab for _, lab in times), "upkeep energy", "corrections", "pulses",
+              "tile downtime"]  # fmt: skip
     rows = []
     for name, v in variants.items():
+        at = [time_index(v, t) for t, _ in times]
+        pairs = [(v["accuracy_mean"][i], v["accuracy_std"][i]) for i in at if i is not None]
         accs = [
             f"{100 * m:.1f} ± {100 * s:.1f}" if m is not None and math.isfinite(m) else "-"
-            for m, s in zip(v["accuracy_mean"], v["accuracy_std"], strict=True)
+            for m, s in pairs
         ]
         rows.append(
             [

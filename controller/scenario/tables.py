@@ -19,7 +19,13 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from controller.scenario.results import format_count, format_downtime, format_energy_pj
+from controller.scenario.results import (
+    format_count,
+    format_downtime,
+    format_energy_pj,
+    shared_times,
+    time_index,
+)
 
 #: Width of an accuracy column ("100.0", "±12.3") with its padding.
 _TIME_COL = 7
@@ -60,7 +66,8 @@ def run_tables(summary: dict[str, Any], width: int = 80) -> tuple[list[Table], l
     if not variants:
         return [], []
     name_w = max(len("variant"), *(len(n) for n in variants))
-    labels = next(iter(variants.values()))["eval_labels"]
+    times = shared_times(variants)  # variants may evaluate at times of their own
+    labels = [lab for _, lab in times]
     keep = shown_times(len(labels), max(1, (width - name_w - 3) // _TIME_COL))
     seeds = sorted({v.get("seeds", 1) for v in variants.values()})
     images = sorted({v.get("test_images") for v in variants.values() if v.get("test_images")})
@@ -71,7 +78,11 @@ def run_tables(summary: dict[str, Any], width: int = 80) -> tuple[list[Table], l
         acc.add_column(labels[i], justify="right", no_wrap=True)
     for name, v in variants.items():
         cells = []
-        for i in keep:
+        for k in keep:
+            i = time_index(v, times[k][0])
+            if i is None:
+                cells.append("-")
+                continue
             half, _ = accuracy_interval(v, i)
             mean = v["accuracy_mean"][i] if i < len(v["accuracy_mean"]) else None
             cells.append(f"{_pct(mean)}\n±{_pct(half)}" if half is not None else _pct(mean))

@@ -130,3 +130,26 @@ def test_the_sawtooth_path_jumps_at_each_correction() -> None:
                          np.array([np.nan, 93.0, np.nan]))  # fmt: skip
     assert x.tolist() == [1.0, 2.0, 2.0, 3.0]
     assert y.tolist() == [90.0, 85.0, 93.0, 88.0]
+
+
+def test_variants_with_times_of_their_own_are_tabled_at_the_times_they_share() -> None:
+    """A variant evaluated at more times than the others shows, under each shared time, its
+    accuracy at that time, not at the same position of its own list."""
+    from controller.scenario.results import summary_table_rows
+    from controller.scenario.tables import run_tables
+
+    def variant(times, accs):
+        return {"eval_times_s": times, "eval_labels": [f"{t:g}s" for t in times],
+                "accuracy_mean": accs, "accuracy_std": [0.0] * len(times), "seeds": 1,
+                "upkeep_energy_pj": 0.0, "corrections": 0, "correction_pulses": 0,
+                "availability": 1.0, "duration_s": 3.0}  # fmt: skip
+
+    summary = {"scenario": "s", "variants": {
+        "sparse": variant([1.0, 3.0], [0.90, 0.80]),
+        "dense": variant([1.0, 2.0, 3.0], [0.91, 0.50, 0.81])}}  # fmt: skip
+    header, rows = summary_table_rows(summary)
+    assert header[1:3] == ["1s", "3s"]
+    assert rows[1][1:3] == ["91.0 ± 0.0", "81.0 ± 0.0"]
+    (acc, _), _ = run_tables(summary)
+    assert [c.header for c in acc.columns] == ["variant", "1s", "3s"]
+    assert list(acc.columns[2].cells) == ["80.0", "81.0"]
