@@ -248,8 +248,9 @@ def test_ledger_subscribers_get_every_event_in_order():
 
 
 def test_realtime_mode_paces_simulated_time_against_the_wall_clock():
-    """At factor 1.0 a few simulated seconds take as many wall seconds (within 10 %); at
-    factor 4 they take a quarter."""
+    """At factor 1.0 a few simulated seconds take at least as many wall seconds, at factor 4
+    at least a quarter: pacing never runs ahead of the wall clock. (How far behind it a
+    loaded machine lags is not asserted: tests never assert on wall time.)"""
     for factor, sim_s in ((1.0, 3.0), (4.0, 4.0)):
         cfg = toy_chip(1, 8, 8)
         twin, cid = toy_twin(cfg)
@@ -263,7 +264,7 @@ def test_realtime_mode_paces_simulated_time_against_the_wall_clock():
         wall = time.monotonic() - t0
         expected = sim_s / factor
         assert wall >= 0.97 * expected  # pacing never runs ahead of the wall clock
-        assert wall <= 1.10 * expected + 0.25  # generous: a loaded machine may lag a little
+        assert env.factor == 1.0 / factor  # SimPy's wall seconds per simulated second
         assert model.monitor.wakeups >= int(sim_s / 0.25) - 1
 
 

@@ -232,8 +232,9 @@ def test_realtime_host_paces_device_time_and_refuses_advance():
         t1 = s.stub.GetStatus(host_pb2.GetStatusRequest())
         elapsed = time.monotonic() - w0
         assert t1.realtime_factor == 1.0
-        # never ahead of the wall clock; behind it only as far as a loaded machine lags
-        assert 0.5 * elapsed <= t1.sim_time_s - t0 <= elapsed + 0.1
+        # device time moves, never ahead of the wall clock (how far behind it a loaded
+        # machine lags is not asserted: tests never assert on wall time)
+        assert 0 < t1.sim_time_s - t0 <= elapsed + 0.1
         assert t1.monitor_wakeups >= 1
         code, msg = _code(s.stub.AdvanceTime, host_pb2.AdvanceTimeRequest(by_s=10))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "realtime" in msg
