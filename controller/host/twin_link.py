@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: Wall seconds between two health checks of the twin.
 WATCH_INTERVAL_S = 1.0
+#: Wall seconds a health check may take before the twin counts as not answering. A twin that
+#: is gone refuses the connection at once; this only bounds a twin that hangs, and is long
+#: enough that a busy machine (or a twin busy with a large MVM) is not taken for an outage.
+PING_TIMEOUT_S = 10.0
 
 
 class ModelTwin:
@@ -91,7 +95,7 @@ class TwinWatch:
         was_up = True
         while not self._stop.wait(self.interval_s):
             try:
-                up = bool(self.twin.ping(timeout_s=max(0.2, self.interval_s)))
+                up = bool(self.twin.ping(timeout_s=PING_TIMEOUT_S))
             except Exception:  # a twin that fails its check is not up
                 up = False
             if up and not was_up:
