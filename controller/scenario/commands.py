@@ -186,7 +186,7 @@ def sweep_coverage(report: Any) -> list[str]:
 
 def interrupted(name: str, run_dir: Path, console: Console) -> int:
     """Ctrl-C: say what is kept and how to finish (exit 130, as a shell does for SIGINT)."""
-    from controller.scenario.results import Checkpoint, CheckpointError
+    from controller.scenario.checkpoint import Checkpoint, CheckpointError
 
     ckpt = Checkpoint(run_dir)
     try:
@@ -206,7 +206,7 @@ def run_command(
     console: Console, progress: bool = True, workers: int | None = None,
     resume: Path | None = None,
 ) -> int:  # fmt: skip
-    from controller.scenario.results import CheckpointError
+    from controller.scenario.checkpoint import CheckpointError
     from controller.scenario.runner import default_out_dir, run_to_folder
 
     if resume is not None:
@@ -275,7 +275,7 @@ def resume_command(
 
     A run folder without a checkpoint exits 1 saying so; an already complete one exits 0
     with its summary table (nothing to do)."""
-    from controller.scenario.results import CheckpointError
+    from controller.scenario.checkpoint import CheckpointError
     from controller.scenario.resume import AlreadyComplete, ResumePlan
     from controller.scenario.runner import resume_folder
 

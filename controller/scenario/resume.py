@@ -1,7 +1,7 @@
 """Resuming an interrupted run from its run folder's checkpoint (``pcm-twin run --resume``).
 
 Each (variant, seed) run's result is written to the run folder's ``checkpoint/`` as soon as
-it finishes (:class:`~controller.scenario.results.Checkpoint`). :func:`plan_resume` reads that
+it finishes (:class:`~controller.scenario.checkpoint.Checkpoint`). :func:`plan_resume` reads that
 checkpoint back: the scenario as the run started it, the runs already done (kept) and those
 left; the runner then runs the others (:func:`~controller.scenario.runner.resume_folder`).
 The checkpoint is per (variant, seed), not inside one: the controller is a set of SimPy
@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.scenario.checkpoint import Checkpoint, CheckpointError
 from controller.scenario.loader import LoadedScenario, ScenarioInvalid, check_text, sort_issues
-from controller.scenario.results import Checkpoint, CheckpointError, SeedResult, is_complete
+from controller.scenario.results import SeedResult, is_complete
 
 
 class AlreadyComplete(CheckpointError):

@@ -15,7 +15,7 @@ Then the run folder is written (:mod:`~controller.scenario.results`) with its pl
 (:mod:`~controller.scenario.plots`) and its ``report.html`` (:mod:`~controller.scenario.report`).
 
 Checkpoints and resuming. Each (variant, seed) run's result is written to the run folder's
-``checkpoint/`` as soon as it finishes (:class:`~controller.scenario.results.Checkpoint`);
+``checkpoint/`` as soon as it finishes (:class:`~controller.scenario.checkpoint.Checkpoint`);
 :func:`resume_folder` (``pcm-twin run --resume RUN_DIR``) finishes an interrupted run: it
 keeps the checkpointed runs and runs the others (a run cut off in the middle of a seed runs
 that seed again from its start, see :mod:`~controller.scenario.resume`).
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.scenario.checkpoint import Checkpoint
 from controller.scenario.loader import LoadedScenario
 from controller.scenario.plots import plot_run
 from controller.scenario.pool import run_all
@@ -42,7 +43,6 @@ from controller.scenario.prepare import PreparedVariant, describe_variant, prepa
 from controller.scenario.progress import ProgressBar, ProgressFn
 from controller.scenario.report import write_or_warn
 from controller.scenario.results import (
-    Checkpoint,
     SeedResult,
     clear_complete,
     content_hash,

@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 
 from controller.cli import app
 from controller.scenario import pool, runner
-from controller.scenario.loader import load_scenario
-from controller.scenario.results import (
+from controller.scenario.checkpoint import (
     Checkpoint,
     CheckpointError,
-    SeedResult,
     seed_result_from_json,
     seed_result_to_json,
 )
+from controller.scenario.loader import load_scenario
+from controller.scenario.results import SeedResult
 from tests.controller.scenario.conftest import SMOKE
 
 
