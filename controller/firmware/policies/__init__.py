@@ -49,9 +49,9 @@ from controller.firmware.policies.base import (
     flat_indices,
     mu_nu,
 )
+from controller.firmware.policies.budget import BudgetPolicy
 from controller.firmware.policies.builtin import (
     AdaptivePolicy,
-    BudgetPolicy,
     ColumnRefreshPolicy,
     DriftAwarePolicy,
     GDCPolicy,
