@@ -34,14 +34,9 @@ import torch
 
 from controller.scenario.pool import sim_threads
 from controller.scenario.twin import twin_client
+from controller.workloads.chip_mvm import ChipMVM, chip_mvm
 from controller.workloads.datasets import load_dataset
-from controller.workloads.mapping import (
-    ChipMVM,
-    MappedNetwork,
-    chip_mvm,
-    map_network,
-    program_mapped,
-)
+from controller.workloads.mapping import MappedNetwork, map_network, program_mapped
 from controller.workloads.network import NetworkDescription
 from controller.workloads.resnet import resnet32
 from device_twin import Chip, ChipConfig

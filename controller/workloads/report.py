@@ -17,11 +17,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from controller.workloads.chip_mvm import chip_mvm
 from controller.workloads.compensation import DriftCompensation
 from controller.workloads.datasets import DatasetSplit, load_dataset
 from controller.workloads.mapping import (
     MappedNetwork,
-    chip_mvm,
     evaluate,
     fit_chip,
     map_network,

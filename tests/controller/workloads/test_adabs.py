@@ -9,9 +9,10 @@ from torch.nn import functional as nnf
 
 from controller.firmware.policies.base import COMPENSATIONS as FIRMWARE_COMPENSATIONS
 from controller.workloads.adabs import COMPENSATIONS, AdaptiveBatchNorm, make_compensation
+from controller.workloads.chip_mvm import chip_mvm
 from controller.workloads.compensation import DriftCompensation
 from controller.workloads.datasets import load_dataset
-from controller.workloads.mapping import chip_mvm, evaluate, map_network, program_mapped
+from controller.workloads.mapping import evaluate, map_network, program_mapped
 from controller.workloads.network import NetworkDescription
 from device_twin import Chip, ChipConfig
 from tests.controller.workloads.conftest import ideal_chip_config

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from controller.workloads.chip_mvm import chip_mvm
 from controller.workloads.compensation import DriftCompensation
-from controller.workloads.mapping import chip_mvm, map_network, program_mapped
+from controller.workloads.mapping import map_network, program_mapped
 from device_twin import Chip
 from tests.controller.workloads.conftest import ideal_chip_config
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from controller.workloads.mapping import chip_mvm, map_network, program_mapped, tiles_needed
+from controller.workloads.chip_mvm import chip_mvm
+from controller.workloads.mapping import map_network, program_mapped, tiles_needed
 from controller.workloads.network import NetworkDescription
 from device_twin import Chip, ChipConfig
 from tests.controller.workloads.conftest import ideal_chip_config

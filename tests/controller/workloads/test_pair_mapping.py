@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from controller.workloads import pair_quantisers
-from controller.workloads.mapping import chip_mvm, map_network, program_mapped, tiles_needed
+from controller.workloads.chip_mvm import chip_mvm
+from controller.workloads.mapping import map_network, program_mapped, tiles_needed
 from controller.workloads.quantisers import (
     DualPairQuantiser,
     MultiplicativeQuantiser,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from controller.workloads.chip_mvm import chip_mvm
 from controller.workloads.layers import Conv2d, Linear, Residual
-from controller.workloads.mapping import chip_mvm, map_network, program_mapped, tiles_needed
+from controller.workloads.mapping import map_network, program_mapped, tiles_needed
 from controller.workloads.network import NetworkDescription
 from controller.workloads.resnet import RESNET32_WEIGHTS, resnet32
 from controller.workloads.training import train_digital, train_hardware_aware
