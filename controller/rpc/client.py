@@ -40,33 +40,32 @@ from __future__ import annotations
 import copy
 import json
 import math
-import queue
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from controller.rpc.batching import joined, message_batches
+from controller.rpc.session import Reachability, SessionBroken, SessionStream
+from controller.rpc.snapshot import ChipState, chip_state_from_chunks
 from device_twin.chip import OpResult
 from device_twin.config import ChipConfig
 from device_twin.program_verify import VerifyJob
 from device_twin.registry import ChipInfo
 from pcmtwin.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    MESSAGE_OVERHEAD_BYTES,
     TWIN_SERVICE,
     array_to_proto,
     fill_tensor,
     numpy_to_tensor,
     pulse_kind_to_proto,
     result_from_proto,
-    tensor_to_numpy,
     verify_method_to_proto,
 )
 from pcmtwin.credentials import make_channel
@@ -90,87 +89,6 @@ __all__ = ["TWIN_RETRY", "ChipState", "TwinClient", "TwinRpcError"]  # TwinRpcEr
 TWIN_RETRY = {"retries": 80, "backoff_s": 0.05, "backoff_max_s": 2.0, "timeout_s": 120.0}
 #: Status codes of an attempt that did not reach a working twin (retried by a patient client).
 _TRANSPORT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-class _Reachability:
-    """Whether a twin answered lately, shared by a client and its patient view."""
-
-    def __init__(self, hook: Callable[[bool], None] | None) -> None:
-        self.reachable = True
-        self.since: float | None = None
-        self.hook = hook
-        self._lock = threading.Lock()
-
-    def update(self, ok: bool) -> None:
-        with self._lock:
-            if ok == self.reachable:
-                return
-            self.reachable = ok
-            self.since = None if ok else time.monotonic()
-        if self.hook is not None:
-            self.hook(ok)
-
-
-class _SessionBroken(Exception):
-    """The session stream failed: its operation must be sent again another way."""
-
-
-_END = object()
-
-
-class _Session:
-    """One open ``Session`` stream: a request out, its response back, in order.
-
-    gRPC reads the requests from ``_outbox`` in its own thread; the caller reads the
-    response. A watchdog thread cancels the stream when an operation goes unanswered past its
-    deadline (a hung twin), which turns the wait into a broken session."""
-
-    def __init__(self, stub: twin_pb2_grpc.CrossbarTwinStub) -> None:
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._call = stub.Session(iter(self._outbox.get, _END))
-        self._deadline = float("inf")  # of the operation in flight (monotonic s)
-        self._closed = threading.Event()
-        self._timed_out = False
-        threading.Thread(target=self._watch, name="twin-session-watchdog", daemon=True).start()
-
-    def _watch(self) -> None:
-        while not self._closed.wait(0.5):
-            if time.monotonic() > self._deadline:
-                self._timed_out = True
-                self._call.cancel()
-                return
-
-    def request(self, request: twin_pb2.SessionRequest, timeout_s: float):
-        self._deadline = time.monotonic() + max(timeout_s, 0.0)
-        self._outbox.put(request)
-        try:
-            return next(self._call)
-        except StopIteration:
-            raise _SessionBroken("the twin ended the session") from None
-        except grpc.RpcError as exc:
-            if self._timed_out:
-                raise _SessionBroken(f"no answer within {timeout_s:.3g} s") from None
-            raise _SessionBroken(f"{exc.code().name}: {exc.details()}") from None
-        finally:
-            self._deadline = float("inf")
-
-    def close(self) -> None:
-        self._closed.set()
-        self._outbox.put(_END)  # the stream's end: the server finishes the session
-        self._call.cancel()  # and drop whatever is still in flight
-
-
-@dataclass
-class ChipState:
-    """Stored device state of tiles (``Snapshot``): arrays (2, rows, cols), [G+, G-]."""
-
-    chip_id: str
-    now_s: float
-    op_counter: int
-    programmed_tiles: tuple[int, ...]
-    g_prog_us: dict[int, np.ndarray]
-    nu: dict[int, np.ndarray]
-    t_write_s: dict[int, np.ndarray]
 
 
 class TwinClient:
@@ -206,11 +124,11 @@ class TwinClient:
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self._tile_cols: dict[str, int] = {}
         self.use_session = bool(session)
-        self._session: _Session | None = None
+        self._session: SessionStream | None = None
         self._session_lock = threading.Lock()
         self.session_fallbacks = 0  # operations that went unary after a broken session
         self.stop = threading.Event()  # set by close: retries waiting for the twin end
-        self._reach = _Reachability(on_reachable)  # shared with the patient view
+        self._reach = Reachability(on_reachable)  # shared with the patient view
 
     def patient(self, attempt_timeout_s: float = 60.0) -> TwinClient:
         """This client's connection, with calls that retry while the twin is unreachable
@@ -340,11 +258,11 @@ class TwinClient:
             with self._session_lock:
                 try:
                     if self._session is None:
-                        self._session = _Session(self._stub)
+                        self._session = SessionStream(self._stub)
                     if envelope is None:
                         envelope = twin_pb2.SessionRequest(**{name: request})
                     got = self._session.request(envelope, self.timeout_s)
-                except _SessionBroken:
+                except SessionBroken:
                     self._session.close()
                     self._session = None
                     self.session_fallbacks += 1
@@ -508,7 +426,7 @@ class TwinClient:
             if col_count is not None:
                 request.col_count = int(col_count)
             results.append(result_from_proto(self._op("mvm", request, envelope)))
-        return _joined(results)
+        return joined(results)
 
     def conv_mvm(
         self, chip_id, tile, x, at_s, geometry, patch_start, k, row_start=0, col_start=0,
@@ -533,7 +451,7 @@ class TwinClient:
             ))  # fmt: skip
             fill_tensor(request.x, x[b0:b1])
             results.append(result_from_proto(self._op("conv_mvm", request, envelope)))
-        return _joined(results)
+        return joined(results)
 
     def conv_split(self, x: np.ndarray, geometry: Any, col_count: int) -> list[tuple[int, int]]:
         """How ``conv_mvm`` splits a batch of images: (start, stop) pairs, each of which fits
@@ -541,10 +459,8 @@ class TwinClient:
         if x.ndim != 4 or x.shape[0] <= 1:
             return [(0, x.shape[0] if x.ndim >= 1 else 1)]
         ho, wo = geometry.output_size(x.shape[2], x.shape[3])
-        per_in = x.nbytes // x.shape[0]
-        per_out = 4 * max(ho * wo, 1) * max(col_count, 1)
-        per = max(1, (self.max_message_bytes - MESSAGE_OVERHEAD_BYTES) // max(per_in, per_out))
-        return [(b, min(b + per, x.shape[0])) for b in range(0, x.shape[0], per)]
+        per_out = 4 * max(ho * wo, 1) * max(col_count, 1)  # float32 outputs
+        return message_batches(x, per_out, self.max_message_bytes)
 
     def _cols(self, chip_id: str) -> int:
         cols = self._tile_cols.get(chip_id)
@@ -559,15 +475,9 @@ class TwinClient:
         one request and one response message."""
         if x.ndim != 2 or x.shape[0] <= 1:
             return [(0, x.shape[0] if x.ndim >= 1 else 1)]
-        limit = self.max_message_bytes - MESSAGE_OVERHEAD_BYTES
-        batch = x.shape[0]
-        row_in = x.nbytes // batch
-
         if col_count is None:
             col_count = self._cols(chip_id) - int(col_start)
-        row_out = 4 * max(int(col_count), 1)  # float32 outputs
-        per = max(1, limit // max(row_in, row_out))
-        return [(b, min(b + per, batch)) for b in range(0, batch, per)]
+        return message_batches(x, 4 * max(int(col_count), 1), self.max_message_bytes)
 
     # --- state ----------------------------------------------------------------------------
     def snapshot(self, chip_id: str, tiles: list[int] | None = None) -> ChipState:
@@ -576,39 +486,9 @@ class TwinClient:
         chunks = self._call(
             lambda r, timeout: list(self._stub.Snapshot(r, timeout=timeout)), request
         )
-        parts: dict[int, list] = {}
-        head = None
-        for c in chunks:
-            head = c
-            parts.setdefault(c.tile, []).append(
-                (c.row_start, *(tensor_to_numpy(t, n, (d,)) for t, n, d in (
-                    (c.g_prog_us, "g_prog_us", "float32"), (c.nu, "nu", "float32"),
-                    (c.t_write_s, "t_write_s", "float64"))))
-            )  # fmt: skip
-        state = ChipState(chip_id, 0.0, 0, (), {}, {}, {})
-        if head is None:
+        state = chip_state_from_chunks(chip_id, chunks)
+        if state is None:  # no programmed tile: the chip's clock from its info
             info = self.chip_info(chip_id)
-            state.now_s, state.op_counter = info.now_s, info.op_counter
-            state.programmed_tiles = info.programmed_tiles
-            return state
-        state.now_s, state.op_counter = head.now_s, int(head.op_counter)
-        state.programmed_tiles = tuple(int(t) for t in head.programmed_tiles)
-        for t, blocks in parts.items():
-            blocks.sort(key=lambda b: b[0])
-            state.g_prog_us[t] = np.concatenate([b[1] for b in blocks], axis=1)
-            state.nu[t] = np.concatenate([b[2] for b in blocks], axis=1)
-            state.t_write_s[t] = np.concatenate([b[3] for b in blocks], axis=1)
+            state = ChipState(chip_id, info.now_s, info.op_counter, info.programmed_tiles,
+                              {}, {}, {})  # fmt: skip
         return state
-
-
-def _joined(results: list[OpResult]) -> OpResult:
-    """The results of one operation's calls (split to fit messages) as one."""
-    if len(results) == 1:
-        return results[0]
-    first = results[0]
-    return OpResult(
-        first.kind, first.tile, first.at_s, devices=first.devices,
-        energy_pj=float(sum(r.energy_pj for r in results)),
-        latency_s=float(sum(r.latency_s for r in results)),
-        values=np.concatenate([r.values for r in results]),
-    )  # fmt: skip
