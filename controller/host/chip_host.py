@@ -15,9 +15,10 @@ Threads: gRPC calls arrive on many threads, the SimPy model is single threaded. 
 the model happens under one fair lock (:mod:`~controller.host.locking`: first come, first
 served). As fast as possible (the default), time moves only inside calls: ``advance`` runs the
 model in slices (so that other calls get in between, and a deadline or a cancellation can stop
-it: :mod:`~controller.host.advancing` records how far it got), ``infer`` and
-``trigger_correction`` run it until their work is done. In realtime mode a driver thread runs
-the model in short slices paced against the wall clock (:mod:`~controller.host.realtime`).
+it: :mod:`~controller.host.host_time`; :mod:`~controller.host.advancing` records how far it
+got), ``infer`` and ``trigger_correction`` run it until their work is done. In realtime mode a
+driver thread runs the model in short slices paced against the wall clock
+(:mod:`~controller.host.realtime`).
 ``status`` never waits for more than ``STATUS_WAIT_S``: if the model is busy, it answers the
 status published at the end of the last slice.
 
@@ -41,26 +42,16 @@ import contextlib
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import simpy
 
 from controller.firmware import ChipModel, ControllerConfig, PolicyError, make_environment
 from controller.host import chip_status, loading
-from controller.host.advancing import (
-    CANCELLED,
-    DEADLINE_EXCEEDED,
-    DONE,
-    FAILED,
-    RUNNING,
-    AdvanceProgress,
-    advance_target,
-)
-from controller.host.errors import Aborted, Cancelled, DeadlineExceeded
+from controller.host.advancing import AdvanceProgress
+from controller.host.host_time import TimeCalls
 from controller.host.locking import FairLock, acquire_for_call
 from controller.host.realtime import RealtimeDriver
 from controller.host.streams import Subscribers, Subscription
@@ -70,14 +61,8 @@ from device_twin.errors import FailedPrecondition, InvalidArgument, NotFound, Re
 
 log = logging.getLogger(__name__)
 
-#: Wall seconds an AdvanceTime runs the model before it lets other calls in and checks its
-#: deadline and whether it was cancelled.
-ADVANCE_SLICE_WALL_S = 0.05
 #: Wall seconds GetStatus waits for the model before it answers the last published status.
 STATUS_WAIT_S = 0.1
-#: The latest device time a host may ask for (about 31,700 years): beyond it float64 time
-#: steps are coarser than 0.1 ms, a thousand SET pulses.
-MAX_DEVICE_TIME_S = 1e12
 #: Wall seconds the twin may take to say whether it holds the chip, when the twin watch asks
 #: while the model is idle (the lock is held meanwhile).
 CHIP_CHECK_TIMEOUT_S = 2.0
@@ -98,7 +83,7 @@ class _Loaded:
     advance: AdvanceProgress
 
 
-class ChipHost:
+class ChipHost(TimeCalls):
     """One emulated chip behind the ChipHost service (see the module docstring)."""
 
     def __init__(
@@ -323,109 +308,6 @@ class ChipHost:
                 self._model()  # raises, saying why
             assert loaded is not None
             return loading.layout(loaded.mapped, loaded.chip_id, include_weights)
-
-    # --- time -------------------------------------------------------------------------------
-    def advance(self, to_s: float | None = None, by_s: float | None = None,
-                deadline: float | None = None,
-                cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:  # fmt: skip
-        """Advance device time to ``to_s`` (or by ``by_s``); the model runs in slices of wall
-        time, and stops after the first slice past ``deadline`` (a monotonic time) or once
-        ``cancelled()`` (the client went away). Its progress, and where it stopped, is in
-        ``status()["advance"]``.
-
-        Everything due before the target happens; what is due exactly at it (a monitor
-        wake-up) happens when time next moves on, after the requests made at the target, so
-        that an inference at T sees the chip before the correction scheduled at T."""
-        with self._enter(deadline, cancelled):
-            model = self._model()
-            if self.realtime is not None:
-                raise FailedPrecondition(
-                    "time is paced against the wall clock (--realtime): it cannot be advanced"
-                )
-            self._check_running(model)
-            target = advance_target(model.env.now, to_s, by_s, MAX_DEVICE_TIME_S)
-            loaded = self._loaded
-            assert loaded is not None
-            if self._advancing:
-                p = loaded.advance
-                raise Aborted(f"another AdvanceTime is running (from {p.from_s:g} s to "
-                              f"{p.target_s:g} s): wait for it, or cancel it")  # fmt: skip
-            self._advancing = True
-            progress = loaded.advance = AdvanceProgress.start(model.env.now, target,
-                                                              model.monitor.wakeups)  # fmt: skip
-        try:
-            return self._advance_slices(loaded, target, deadline, cancelled)
-        finally:
-            with self._lock:
-                self._advancing = False
-                if progress.state == RUNNING:  # stopped by an error of the host's
-                    progress.finish(FAILED, progress.reached_s, model.monitor.wakeups)
-
-    def _advance_slices(self, loaded: _Loaded, target: float, deadline: float | None,
-                        cancelled: Callable[[], bool] | None) -> dict[str, Any]:  # fmt: skip
-        model, progress = loaded.model, loaded.advance
-
-        def stop(state: str, why: str, error: type[DeadlineExceeded]) -> DeadlineExceeded:
-            with self._lock:
-                progress.finish(state, model.env.now, model.monitor.wakeups)
-            return error(f"{why}: advanced to {progress.reached_s!r} s of {target!r} s (from "
-                         f"{progress.from_s!r} s)", progress.error_info())  # fmt: skip
-
-        while True:
-            try:
-                self._acquire(deadline, cancelled, need_twin=False)
-            except Cancelled:  # (a subclass: first)
-                raise stop(CANCELLED, "the call was cancelled", Cancelled) from None
-            except DeadlineExceeded:
-                raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded) from None
-            try:
-                if self._loaded is not loaded:
-                    raise Aborted("the network was replaced or unloaded while time advanced")
-                # what is due exactly at the target waits: a request made now (at the
-                # target) sees the chip before the corrections due then
-                try:
-                    reached = model.advance(target, inclusive=False, wall_s=ADVANCE_SLICE_WALL_S)
-                except Exception:
-                    progress.finish(FAILED, model.env.now, model.monitor.wakeups)
-                    self._check_running(model)
-                    raise
-                progress.update(model.env.now, model.monitor.wakeups)
-                if reached:
-                    progress.finish(DONE, model.env.now, model.monitor.wakeups)
-                    return self._status_locked()
-                self._publish()
-            finally:
-                self._lock.release()
-            # the deadline first: a client whose deadline passed has gone away too
-            if deadline is not None and time.monotonic() > deadline:
-                raise stop(DEADLINE_EXCEEDED, "deadline reached", DeadlineExceeded)
-            if cancelled is not None and cancelled():
-                raise stop(CANCELLED, "the call was cancelled", Cancelled)
-
-    def _wait(self, model: ChipModel, ev: simpy.Event, deadline: float | None) -> Any:
-        """Have ``ev`` processed: run the model (fast) or wait for the driver (realtime)."""
-        if self.realtime is None:
-            with self._enter(deadline, need_twin=False):
-                try:
-                    return model.wait(ev)
-                except Exception:
-                    self._check_running(model)
-                    raise
-        done = threading.Event()
-        with self._lock:
-            if ev.processed:
-                done.set()
-            else:
-                ev.callbacks.append(lambda _e: done.set())
-        while not done.wait(0.05):
-            if model.error is not None:
-                with self._lock:
-                    self._check_running(model)
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded("deadline reached before the chip did the work")
-        if not ev.ok:
-            raise ev.value
-        return ev.value
 
     # --- work on the chip -----------------------------------------------------------------------
     def infer(self, x: np.ndarray, label: str = "", deadline: float | None = None,
