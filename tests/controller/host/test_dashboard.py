@@ -111,10 +111,13 @@ def test_the_event_stream_sends_status_and_ledger_events(live) -> None:
     conn.request("GET", "/api/events", headers=_auth(live))
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
-    threading.Thread(
+    # time moves in a thread of its own, joined before the test ends (the fixture then stops
+    # the server: a call still running would fail in the thread, unreported)
+    advancing = threading.Thread(
         target=lambda: live.stub.AdvanceTime(host_pb2.AdvanceTimeRequest(to_s=2 * HOUR + 5)),
         daemon=True,
-    ).start()
+    )
+    advancing.start()
     seen: dict[str, list] = {"status": [], "ledger": []}
     ids = []
     event = None
@@ -136,6 +139,8 @@ def test_the_event_stream_sends_status_and_ledger_events(live) -> None:
     layers = status["tile_layers"]  # the tiny network's two Linear layers, one tile each
     assert sorted(layers.values()) == ["0", "2"] and str(probe["tile"]) in layers
     assert set(status["drift"]) == set(layers)
+    advancing.join(timeout=120)
+    assert not advancing.is_alive(), "AdvanceTime did not return"
 
 
 def test_the_dashboard_serves_tls_with_the_servers_certificate(tmp_path: Path) -> None:
