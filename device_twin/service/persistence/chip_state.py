@@ -95,10 +95,16 @@ class ChipExtra:
         return self.recent[request_id]
 
 
+def _scheme(digest: str) -> str:
+    """A digest's hash scheme: its prefix before ``:`` (none: the blake2b of older logs)."""
+    return digest.partition(":")[0] if ":" in digest else "blake2b"
+
+
 def check_same_request(request_id: str, first: str, now: str, first_kind: str) -> None:
     """Refuse a request id that names another request than the one it was first used for
-    (either digest empty: not known, accepted)."""
-    if first and now and first != now:
+    (either digest empty: not known, accepted; digests of different hash schemes, e.g. one
+    from a log written by an older version: not comparable, accepted)."""
+    if first and now and _scheme(first) == _scheme(now) and first != now:
         raise InvalidArgument(
             f"request_id {request_id!r} already named another request on this twin (a "
             f"{first_kind}): a retry must repeat its request exactly; give a new request a new "

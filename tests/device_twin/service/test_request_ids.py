@@ -132,3 +132,22 @@ def test_request_ids_are_remembered_with_their_requests_across_a_restart(tmp_pat
     finally:
         channel.close()
         server.stop(grace_s=0)
+
+
+def test_digests_tell_requests_apart_and_only_digests_of_one_scheme_are_compared():
+    """The request digest changes with any field (here one value of an MVM's activation) and
+    names its scheme; a digest of another scheme (an older log's blake2b) is not compared."""
+    from device_twin.errors import InvalidArgument
+    from device_twin.service.persistence.chip_state import check_same_request
+    from device_twin.service.servicer import DIGEST_SCHEME, request_digest
+
+    a = _mvm("c", "r-1")
+    x = np.ones((1, 4), np.float32)
+    x[0, 3] = np.nextafter(np.float32(1.0), np.float32(2.0))  # one ulp apart
+    b = twin_pb2.MvmRequest(chip_id="c", tile=0, x=tensor(x), at_s=2.0, request_id="r-1")
+    da, db = request_digest(a), request_digest(b)
+    assert da == request_digest(_mvm("c", "r-1"))
+    assert da != db and da.startswith(f"{DIGEST_SCHEME}:") and len(da.split(":")[1]) == 32
+    with pytest.raises(InvalidArgument, match="request_id"):
+        check_same_request("r-1", da, db, "Mvm")
+    check_same_request("r-1", "0f" * 16, db, "Mvm")  # an older log's digest: accepted
