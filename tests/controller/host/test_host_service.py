@@ -245,29 +245,32 @@ def test_realtime_host_paces_device_time_and_refuses_advance():
 
 
 def test_a_long_advance_stops_at_its_deadline_and_the_host_stays_responsive(servers):
-    """AdvanceTime with a deadline returns DEADLINE_EXCEEDED soon after it, having advanced
-    part of the way; the host answers status meanwhile; absurd targets are refused."""
+    """AdvanceTime with a deadline returns DEADLINE_EXCEEDED, having advanced part of the way;
+    the host answers status while it runs (a status showing it RUNNING); absurd targets are
+    refused. (No wall-clock bounds: the machine may be loaded; a status call that did not
+    answer within its 30 s timeout would fail the test.)"""
     stub = servers.stub
     _load(stub, "threshold", {"interval_s": HOUR})
-    status_times: list[float] = []
+    answered: list[host_pb2.ChipStatus] = []
+    done = threading.Event()
 
     def poll() -> None:
-        for _ in range(5):
-            t = time.monotonic()
-            stub.GetStatus(host_pb2.GetStatusRequest(), timeout=5)
-            status_times.append(time.monotonic() - t)
-            time.sleep(0.1)
+        while not done.is_set() or not answered:
+            answered.append(stub.GetStatus(host_pb2.GetStatusRequest(), timeout=30))
+            time.sleep(0.05)
 
     poller = threading.Thread(target=poll)
     poller.start()
-    t0 = time.monotonic()
-    code, msg = _code(lambda r: stub.AdvanceTime(r, timeout=1.5),
-                      host_pb2.AdvanceTimeRequest(by_s=1e11))  # fmt: skip
-    took = time.monotonic() - t0
-    poller.join()
+    try:
+        code, msg = _code(lambda r: stub.AdvanceTime(r, timeout=1.5),
+                          host_pb2.AdvanceTimeRequest(by_s=1e11))  # fmt: skip
+    finally:
+        done.set()
+        poller.join()
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert took < 5.0
-    assert max(status_times) < 2.0
+    running = [a for a in answered if a.advance.state == host_pb2.ADVANCE_STATE_RUNNING]
+    assert running, [host_pb2.AdvanceState.Name(a.advance.state) for a in answered]
+    assert all(0 <= a.advance.fraction < 1 and a.advance.target_s >= 1e11 for a in running)
     s = stub.GetStatus(host_pb2.GetStatusRequest())
     assert HOUR < s.sim_time_s < 1e11 and s.monitor_wakeups > 0 and s.error == ""
     code, msg = _code(stub.AdvanceTime, host_pb2.AdvanceTimeRequest(to_s=1e15))
