@@ -116,7 +116,8 @@ _SHOW = (
 def format_duration(seconds: float) -> str:
     """A short human label for ``seconds``: ``1y``, ``1mo``, ``1w``, ``1d``, ``1h``, ``1min``,
     ``1s``, using the largest unit that divides it exactly a modest number of times (``90min``),
-    else the largest unit below it with three significant digits (``1.11h``)."""
+    else the largest unit below it with three significant digits (``1.11h``; more where three
+    would print a whole number: ``2.001mo``)."""
     s = float(seconds)
     if s == 0:
         return "0s"
@@ -128,5 +129,15 @@ def format_duration(seconds: float) -> str:
             return f"{round(n)}{unit}"
     for unit, size in _SHOW:
         if s >= size:
-            return f"{s / size:.3g}{unit}"
-    return f"{s:.3g}s"
+            return f"{_inexact(s / size)}{unit}"
+    return f"{_inexact(s)}s"
+
+
+def _inexact(n: float) -> str:
+    """``n`` (not a whole number) with three significant digits, more if three would print it
+    as one (1441 h is 2.001mo, not 2mo: that label belongs to exactly two months)."""
+    for digits in range(3, 8):
+        text = f"{n:.{digits}g}"
+        if "." in text or "e" in text:
+            break
+    return text

@@ -48,3 +48,12 @@ def test_log_spaced() -> None:
     assert grid == [1.0, 10.0, 100.0, 1000.0, 10000.0]
     with pytest.raises(ValueError):
         log_spaced_s(0.0, 10.0, 3)
+
+
+def test_a_label_that_is_not_exact_never_reads_as_an_exact_one():
+    """1441 h is not two months: its label says so (it once printed as "2mo")."""
+    from controller.firmware.durations import format_duration
+
+    assert format_duration(1441 * 3600.0) == "2.001mo"
+    assert format_duration(2 * 30 * 86400.0) == "2mo"
+    assert format_duration(3601.0) == "1.0003h" and format_duration(3996.0) == "1.11h"
