@@ -60,8 +60,8 @@ test: setup-dev apt-deps
 bench: setup-dev apt-deps
 	$(BIN)/python -m bench
 
-# scenarios/joshi_resnet32.yaml end to end from a cold cache (about half an hour of two idle
-# cores, longer than the rest of `make bench`): the resnet32_study_wall record
+# scenarios/joshi_resnet32.yaml end to end from a cold cache (55 minutes of two quiet cores,
+# measured 2026-12-01; longer than the rest of `make bench`): the resnet32_study_wall record
 bench-study: setup-dev apt-deps
 	PCM_TWIN_BENCH_STUDY=1 $(BIN)/python -m bench resnet32
 

@@ -12,8 +12,9 @@ where the in-process time goes.
 
 ``resnet32_study_wall``: ``pcm-twin run scenarios/joshi_resnet32.yaml`` end to end in a
 subprocess with an empty trained-weights cache (training included), wall and CPU time and the
-load average, against the issue's 30-minute target. It takes about half an hour of two idle
-cores, more than the rest of ``make bench`` together, so it runs only when asked:
+load average, against the issue's 30-minute target. It takes about 55 minutes of two quiet
+cores (measured 2026-12-01), more than the rest of ``make bench`` together, so it runs only
+when asked:
 ``make bench-study`` (``PCM_TWIN_BENCH_STUDY=1 python -m bench resnet32``).
 """
 
