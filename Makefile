@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 SCENARIO ?= scenarios/paper_mnist_selfcorrect.yaml
-PYTEST_ARGS ?=
+# two pytest-xdist workers (2 cores); the slow tests start first (tests/conftest.py)
+PYTEST_ARGS ?= -n 2 --durations=15
 
 .PHONY: run test bench bench-study lint format protos setup setup-dev apt-deps data clean
 
