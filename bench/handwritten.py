@@ -27,7 +27,7 @@ import torch
 class HandwrittenLoop:
     """Hourly threshold corrections of a mapped network's devices (see the module docstring)."""
 
-    def __init__(self, mapped: Any, cfg: Any, params: dict[str, float], seed: int = 0) -> None:
+    def __init__(self, mapped: Any, cfg: Any, params: dict[str, Any], seed: int = 0) -> None:
         from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
 
         from bench.bench_scenario import SETTLE_S, Slice
