@@ -20,12 +20,10 @@ request before it changes anything, so a refused request leaves the chip as it w
 Modules: ``validation`` (request checks), ``reads`` (device reads, MVM weights), ``writes``
 (program-and-verify, pulses), ``program_verify`` (a correction job's closed loop),
 ``families`` (device statistics), ``pulses`` (pulse response, saturation, programming cost),
-``energy`` (costs and ledger).
+``energy`` (costs and ledger), ``op_result`` (what every operation returns).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,9 +31,10 @@ import torch
 from device_twin import program_verify as pv
 from device_twin import reads, writes
 from device_twin.config import ChipConfig
-from device_twin.energy import Cost, EnergyLedger, EnergyModel
+from device_twin.energy import Cost, EnergyLedger, EnergyModel, mvm_driven_g_us
 from device_twin.families import make_family
 from device_twin.flicker import FlickerNoise
+from device_twin.op_result import OpResult
 from device_twin.periphery import TilePeriphery
 from device_twin.pulses import PulseModel
 from device_twin.rng import PERIPHERY, derive_key, seeded_global_torch, time_bits
@@ -63,31 +62,6 @@ from device_twin.writes import DeviceWrites
 __all__ = ["MAX_TIME_S", "Array", "Chip", "DeviceWrites", "OpResult", "PulseKind"]
 
 _PERIPHERY_KINDS = {"probe": 1, "mvm": 2}
-
-
-@dataclass
-class OpResult:
-    """What an operation did: counts, cost, and its data (reads) or its writes.
-
-    ``failed``: devices whose program-and-verify could not reach their target (their bound
-    lies below it), addressed as in the request (``Array.BOTH`` addressing for ``program``);
-    for ``program_verify``, the positions in the request of the devices the loop left
-    outside tolerance, ``values`` the deviation of every device's last read (weight units)
-    and ``verify`` the loop's counts."""
-
-    kind: str
-    tile: int
-    at_s: float
-    devices: int = 0
-    pulses: int = 0
-    iterations: int = 0
-    energy_pj: float = 0.0
-    latency_s: float = 0.0
-    values: np.ndarray | None = None  # read_devices: uS; probe: int16 codes; mvm: outputs
-    scale_us: float | None = None  # probe: uS per ADC code
-    writes: DeviceWrites | None = field(default=None, repr=False)
-    failed: np.ndarray | None = None
-    verify: pv.VerifyStats | None = field(default=None, repr=False)  # program_verify only
 
 
 class Chip:
@@ -411,13 +385,7 @@ class Chip:
         with seeded_global_torch(self._periphery_seed(tile, "mvm", at_s)):
             y = per.mvm(x)
         self.record_periphery_call(tile, "mvm", at_s)
-        xa = x.abs()
-        peak = xa.amax(dim=1).clamp_min_(1e-30)
-        g = torch.from_numpy(g_rows.astype(np.float32))
-        driven = (xa @ g).div_(peak)
-        if not bool(torch.isfinite(driven).all()):  # inputs near float32's limit
-            driven = (xa / peak[:, None]) @ g
-        g_driven = float(driven.sum(dtype=torch.float64))
+        g_driven = mvm_driven_g_us(x, g_rows)
         return y, self.energy_model.mvm(x.shape[0], x.shape[1], per.cols, g_driven)
 
     def mvm(

@@ -21,6 +21,7 @@ read duration (``write_energy``, ``t_read_s``). A device read lasts ``t_read`` a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,21 @@ class EnergyModel:
         c = self.cfg
         energy = batch * (n_rows * c.dac_row_drive_pj + n_cols * c.adc_conversion_pj)
         return Cost(energy + self.read_pj_per_us * g_driven_us, batch * c.mvm_latency_s)
+
+
+def mvm_driven_g_us(x: Any, g_rows_us: np.ndarray) -> float:
+    """``g_driven_us`` of :meth:`EnergyModel.mvm` for the inputs ``x`` (a torch tensor, batch x
+    rows) on rows whose devices hold ``g_rows_us`` (uS, G+ and G- summed over the columns
+    read): the sum over vectors and rows of |x| / max|x| * g."""
+    import torch
+
+    xa = x.abs()
+    peak = xa.amax(dim=1).clamp_min_(1e-30)
+    g = torch.from_numpy(g_rows_us.astype(np.float32))
+    driven = (xa @ g).div_(peak)
+    if not bool(torch.isfinite(driven).all()):  # inputs near float32's limit
+        driven = (xa / peak[:, None]) @ g
+    return float(driven.sum(dtype=torch.float64))
 
 
 @dataclass
