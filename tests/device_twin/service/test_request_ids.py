@@ -151,3 +151,4 @@ def test_digests_tell_requests_apart_and_only_digests_of_one_scheme_are_compared
     with pytest.raises(InvalidArgument, match="request_id"):
         check_same_request("r-1", da, db, "Mvm")
     check_same_request("r-1", "0f" * 16, db, "Mvm")  # an older log's digest: accepted
+    assert request_digest(_mvm("c", "")) == ""  # no id: nothing to tell apart, nothing hashed
